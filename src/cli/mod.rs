@@ -1,0 +1,165 @@
+//! The command line: one file per verb. Exit codes: 0 ok/healthy, 1 unhealthy, 2 usage or
+//! config error. A closed stdout (`talon check | head -n1`) is a quiet exit 0, never a panic.
+
+mod config_cmd;
+mod init;
+mod validate;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How a verb ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: ok / healthy / valid.
+    Ok,
+    /// 1: the answer is "unhealthy".
+    Unhealthy,
+    /// 2: usage or config error.
+    Error,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(match e {
+            Exit::Ok => 0,
+            Exit::Unhealthy => 1,
+            Exit::Error => 2,
+        })
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "talon",
+    version,
+    about = "A watchdog daemon that supervises a worker, probes a host's services and escalates persistent failure: heal → AI agent → human.",
+    after_help = "Config: --config PATH, else $TALON_CONFIG, else ~/.config/talon/config.toml, else the embedded default.\nExit codes: 0 ok, 1 unhealthy, 2 usage or config error."
+)]
+pub struct Cli {
+    /// Main config file (default: $TALON_CONFIG, else ~/.config/talon/config.toml).
+    #[arg(long, global = true, env = "TALON_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Same as `talon config` (the original's flag form).
+    #[arg(long, hide = true)]
+    pub dry_run: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check both config files: every problem with file:line:column, and every program Talon
+    /// will run resolved on its compiled PATH. Exit 0 valid, 2 invalid.
+    Validate(validate::Args),
+    /// Print the effective config, every default filled in.
+    Config(config_cmd::Args),
+    /// Write the commented default config and probes file (never overwrites).
+    Init(init::Args),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parse the command line, run the verb, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(e) => e.into(),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(io::stderr(), "talon: {err:#}");
+            Exit::Error.into()
+        }
+    }
+}
+
+/// Dispatch a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let mut out = Out::stdout();
+    let command = match (cli.command, cli.dry_run) {
+        (Some(c), _) => c,
+        (None, true) => Command::Config(config_cmd::Args::default()),
+        (None, false) => {
+            Cli::command().write_long_help(&mut out)?;
+            return Ok(Exit::Error);
+        }
+    };
+    match command {
+        Command::Validate(a) => validate::run(&cli.config, a, &mut out),
+        Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
+        Command::Init(a) => init::run(a, &mut out),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "talon", &mut out);
+            out.flush()?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Stdout for verbs: buffered, knows whether it is a terminal. Write errors propagate (so a
+/// closed pipe ends the verb quietly instead of panicking like `println!`).
+pub struct Out {
+    inner: io::BufWriter<io::Stdout>,
+    pub is_terminal: bool,
+}
+
+impl Out {
+    pub fn stdout() -> Self {
+        let s = io::stdout();
+        let is_terminal = s.is_terminal();
+        Self {
+            inner: io::BufWriter::new(s),
+            is_terminal,
+        }
+    }
+
+    /// Write a value as pretty JSON followed by a newline.
+    pub fn json<T: serde::Serialize>(&mut self, v: &T) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *self, v)?;
+        writeln!(self)?;
+        self.flush()
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Options for loading config from a verb.
+pub fn load_options(config: &Option<PathBuf>, resolve: bool) -> crate::config::LoadOptions {
+    crate::config::LoadOptions {
+        config: config.clone(),
+        resolve,
+        ..Default::default()
+    }
+}
+
+/// Print every config problem to stderr, one per line.
+pub fn print_diagnostics(diags: &crate::config::diag::Diagnostics) {
+    let mut e = io::stderr().lock();
+    for d in &diags.items {
+        let _ = writeln!(e, "{d}");
+    }
+}

@@ -1,0 +1,30 @@
+//! # Talon
+//!
+//! A single-binary watchdog daemon for a host and the services on it: it supervises a worker
+//! process, probes infrastructure on a loop, and escalates persistent failure from a
+//! deterministic heal, to an AI agent's diagnosis, to a human — and says when it recovered.
+//!
+//! ## Layout
+//!
+//! | module        | what lives there |
+//! |---------------|------------------|
+//! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
+//! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
+//! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
+//! | [`notify`]    | one file per notification channel kind |
+//!
+//! ## Theory of operation
+//!
+//! Configuration is two TOML files: the main config and a probes file (`services_file`). Both are
+//! parsed into raw structs and validated into one [`config::Config`] with real types; every
+//! problem is collected and reported with its position, and `talon validate` also resolves every
+//! program Talon will ever run on its own compiled PATH — so the failure that started this project
+//! (a recovery tool missing from a service manager's minimal PATH) is caught before it matters.
+//!
+//! The daemon's decisions are pure: a core state machine takes timestamped events and returns
+//! actions; the runtime at the edges executes them concurrently and feeds results back as events.
+
+pub mod cli;
+pub mod config;
+pub mod notify;
+pub mod probe;

@@ -1,0 +1,8 @@
+//! Probes: one file per kind (spec, validation, implementation, tests).
+
+pub mod http;
+pub mod launchd;
+pub mod script;
+pub mod spec;
+
+pub use spec::{Heal, ProbeConfig, ProbeKind};

@@ -1,0 +1,181 @@
+//! What a probe is in config: the fields every kind shares, and one spec type per kind.
+//! A kind plugs in as one file (`src/probe/<kind>.rs`) plus one arm in [`parse_kind`].
+
+use crate::config::diag::{Diagnostics, Source};
+use crate::config::raw::Secs;
+use crate::config::tomlx::{self, Value};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Keys every probe accepts, whatever its kind.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommon {
+    pub critical: Option<bool>,
+    pub timeout_secs: Option<Secs>,
+    pub interval_secs: Option<Secs>,
+    pub critical_after_consecutive_failures: Option<i64>,
+    pub recover_after: Option<i64>,
+    pub depends_on: Option<Vec<String>>,
+    pub runbook: Option<String>,
+    pub heal: Option<String>,
+    pub witness: Option<String>,
+}
+
+pub const COMMON_KEYS: &[&str] = &[
+    "critical",
+    "timeout_secs",
+    "interval_secs",
+    "critical_after_consecutive_failures",
+    "recover_after",
+    "depends_on",
+    "runbook",
+    "heal",
+    "witness",
+];
+
+/// Every probe kind, by its section name.
+pub const KINDS: &[&str] = &[
+    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s",
+];
+
+/// A probe's kind and its kind-specific settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProbeKind {
+    Http(super::http::HttpSpec),
+    Script(super::script::ScriptSpec),
+    Launchd(super::launchd::LaunchdSpec),
+}
+
+impl ProbeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Http(_) => "http",
+            ProbeKind::Script(_) => "script",
+            ProbeKind::Launchd(_) => "launchd",
+        }
+    }
+
+    fn spec(&self) -> &dyn KindSpec {
+        match self {
+            ProbeKind::Http(s) => s,
+            ProbeKind::Script(s) => s,
+            ProbeKind::Launchd(s) => s,
+        }
+    }
+
+    pub fn validate(&self, c: &mut Check<'_>) {
+        self.spec().validate(c)
+    }
+
+    pub fn programs(&self) -> Vec<(String, &'static str)> {
+        self.spec().programs()
+    }
+
+    pub fn available(&self) -> Result<(), String> {
+        self.spec().available()
+    }
+
+    /// Secret values this probe knows (passwords), for redaction.
+    pub fn secrets(&self) -> Vec<String> {
+        self.spec().secrets()
+    }
+}
+
+/// Deserialize the kind-specific part of a `[KIND.NAME]` section.
+pub fn parse_kind(
+    kind: &str,
+    src: &Source,
+    path: &str,
+    rest: &Value<'_>,
+    diags: &mut Diagnostics,
+) -> Option<ProbeKind> {
+    let extra = COMMON_KEYS;
+    match kind {
+        "http" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Http),
+        "script" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Script),
+        "launchd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Launchd),
+        other => {
+            diags.error(
+                src,
+                Some(rest.span()),
+                path,
+                format!("probe kind `{other}` is not built into this binary"),
+            );
+            None
+        }
+    }
+}
+
+/// Behaviour each kind's spec provides to validation.
+pub trait KindSpec {
+    /// Semantic checks beyond types; report through `c`.
+    fn validate(&self, c: &mut Check<'_>);
+    /// Programs this probe runs, with the key that names them, for PATH resolution.
+    fn programs(&self) -> Vec<(String, &'static str)> {
+        Vec::new()
+    }
+    /// `Err(reason)` when this probe cannot run on this platform.
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Secret values (passwords, tokens) this spec carries or reads, for redaction.
+    fn secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Reports problems at the position of a key inside one probe's section.
+pub struct Check<'a> {
+    pub src: &'a Source,
+    pub path: String,
+    pub value: &'a Value<'a>,
+    pub diags: &'a mut Diagnostics,
+}
+
+impl Check<'_> {
+    pub fn error(&mut self, key: &str, msg: impl Into<String>) {
+        let span = tomlx::key_span(self.value, key);
+        self.diags
+            .error(self.src, Some(span), &tomlx::join(&self.path, key), msg);
+    }
+    pub fn warning(&mut self, key: &str, msg: impl Into<String>) {
+        let span = tomlx::key_span(self.value, key);
+        self.diags
+            .warning(self.src, Some(span), &tomlx::join(&self.path, key), msg);
+    }
+}
+
+/// What a probe's heal is: a shell command, or the platform's restart of a launchd/systemd job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Heal {
+    Command(String),
+    Restart,
+}
+
+/// A validated probe, as the engine runs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeConfig {
+    /// Unique across all kinds and files; what `depends_on`, `witness` and the CLI use.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ProbeKind,
+    pub critical: bool,
+    #[serde(serialize_with = "crate::config::ser_secs")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "crate::config::ser_secs")]
+    pub interval: Duration,
+    /// Failures in a row before this probe counts as failing (debounce).
+    pub critical_after: NonZeroU32,
+    /// Passes in a row before a failing probe counts as passing again.
+    pub recover_after: NonZeroU32,
+    pub depends_on: Vec<String>,
+    pub runbook: Option<String>,
+    pub heal: Option<Heal>,
+    pub witness: Option<String>,
+    /// `file:line` where the probe is defined, for messages.
+    pub defined_at: String,
+}
