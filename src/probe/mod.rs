@@ -2,7 +2,9 @@
 
 pub mod http;
 pub mod launchd;
+pub mod outcome;
 pub mod script;
 pub mod spec;
 
+pub use outcome::{Outcome, ProbeResult, Status};
 pub use spec::{Heal, ProbeConfig, ProbeKind};

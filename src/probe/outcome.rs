@@ -1,0 +1,88 @@
+//! What a probe run produces. Failure of a probe is data, not `Err`: `Err` is reserved for
+//! Talon itself being broken.
+
+use serde::{Deserialize, Serialize};
+
+/// How one probe run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The check passed.
+    Pass,
+    /// The check ran and the target is unhealthy.
+    Fail,
+    /// The check did not finish within its timeout.
+    Timeout,
+    /// The check could not run (unavailable on this platform, bad credentials file, ...).
+    Error,
+    /// Not run: a probe it depends on failed in the same cycle.
+    Blocked,
+}
+
+impl Status {
+    pub fn passed(self) -> bool {
+        self == Status::Pass
+    }
+    /// A failure that counts toward escalation (blocked never does: its root cause does).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Fail | Status::Timeout | Status::Error)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Timeout => "timeout",
+            Status::Error => "error",
+            Status::Blocked => "blocked",
+        }
+    }
+}
+
+/// What a kind's check returns: a status and a short, specific line of output
+/// ("HTTP 503 from http://127.0.0.1:3018/health in 12 ms", "connection refused").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub output: String,
+}
+
+impl Outcome {
+    pub fn pass(output: impl Into<String>) -> Self {
+        Self {
+            status: Status::Pass,
+            output: output.into(),
+        }
+    }
+    pub fn fail(output: impl Into<String>) -> Self {
+        Self {
+            status: Status::Fail,
+            output: output.into(),
+        }
+    }
+    pub fn error(output: impl Into<String>) -> Self {
+        Self {
+            status: Status::Error,
+            output: output.into(),
+        }
+    }
+    pub fn timeout(output: impl Into<String>) -> Self {
+        Self {
+            status: Status::Timeout,
+            output: output.into(),
+        }
+    }
+}
+
+/// One probe's result in a cycle, as reported by `talon check --json`, stored and shown.
+/// Field names `name`, `passed`, `output`, `duration_ms` are the original Talon's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub name: String,
+    pub kind: String,
+    pub passed: bool,
+    pub status: Status,
+    pub output: String,
+    pub duration_ms: u64,
+    /// Unix time in milliseconds when the run started.
+    pub started_at: i64,
+}
