@@ -28,3 +28,4 @@ pub mod cli;
 pub mod config;
 pub mod notify;
 pub mod probe;
+pub mod proc;
