@@ -103,16 +103,14 @@ impl CoreConfig {
         if c.worker.is_some() {
             // The supervisor already debounces health (health_failures_before_restart) and
             // restarts with backoff; what reaches the core is "the worker is unhealthy now".
-            probes
-                .entry(WORKER_PROBE.to_string())
-                .or_insert(ProbeRule {
-                    critical: true,
-                    fail_after: 1,
-                    recover_after: 1,
-                    depends_on: Vec::new(),
-                    witness: None,
-                    heal: Some(OwnHeal::RestartWorker),
-                });
+            probes.entry(WORKER_PROBE.to_string()).or_insert(ProbeRule {
+                critical: true,
+                fail_after: 1,
+                recover_after: 1,
+                depends_on: Vec::new(),
+                witness: None,
+                heal: Some(OwnHeal::RestartWorker),
+            });
         }
         CoreConfig {
             heal_cooldown: ms(e.heal_cooldown),

@@ -195,7 +195,9 @@ impl Core {
                 output,
                 ..
             } => self.on_finished(id, outcome, output, &mut cx),
-            Event::NotifyResult { id, channels, .. } => self.on_notify_result(id, channels, &mut cx),
+            Event::NotifyResult { id, channels, .. } => {
+                self.on_notify_result(id, channels, &mut cx)
+            }
             Event::Tick { .. } => {}
             Event::Reload { config, .. } => self.on_reload(*config),
             Event::Ack { incident, .. } => self.on_ack(incident, &mut cx),
@@ -307,11 +309,10 @@ impl Core {
                 .filter(|r| v.probes.contains(&r.name))
                 .collect();
             if !relevant.is_empty() {
-                let fixed = v.probes.iter().all(|p| {
-                    relevant
-                        .iter()
-                        .any(|r| &r.name == p && r.status.passed())
-                });
+                let fixed = v
+                    .probes
+                    .iter()
+                    .all(|p| relevant.iter().any(|r| &r.name == p && r.status.passed()));
                 inc.verify = None;
                 if fixed {
                     cx.record(Record::ActionVerdict {
@@ -337,7 +338,11 @@ impl Core {
                         at: cx.at,
                         verdict: verdict.clone(),
                     });
-                    self.advance(&mut inc, &format!("{} #{} {verdict}", v.kind.as_str(), v.action), cx);
+                    self.advance(
+                        &mut inc,
+                        &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
+                        cx,
+                    );
                 }
             }
         }
@@ -477,9 +482,9 @@ impl Core {
     fn on_reload(&mut self, new: CoreConfig) {
         let old = std::mem::replace(&mut self.cfg, new);
         let cfg = &self.cfg;
-        self.s
-            .probes
-            .retain(|name, _| cfg.probes.get(name).is_some() && cfg.probes.get(name) == old.probes.get(name));
+        self.s.probes.retain(|name, _| {
+            cfg.probes.get(name).is_some() && cfg.probes.get(name) == old.probes.get(name)
+        });
     }
 
     fn on_ack(&mut self, incident: IncidentId, cx: &mut Cx) {
@@ -488,7 +493,10 @@ impl Core {
             && inc.acked_at.is_none()
         {
             inc.acked_at = Some(cx.at);
-            cx.record(Record::Acked { incident, at: cx.at });
+            cx.record(Record::Acked {
+                incident,
+                at: cx.at,
+            });
         }
     }
 
@@ -722,7 +730,13 @@ impl Core {
         self.flush_notifications(!escalating.is_empty(), cx);
     }
 
-    fn set_state(&mut self, to: SystemState, reason: &str, incident: Option<IncidentId>, cx: &mut Cx) {
+    fn set_state(
+        &mut self,
+        to: SystemState,
+        reason: &str,
+        incident: Option<IncidentId>,
+        cx: &mut Cx,
+    ) {
         if self.s.state != to {
             cx.record(Record::Transition(Transition {
                 at: cx.at,
@@ -774,7 +788,10 @@ impl Core {
             at: cx.at,
             probes: escalating.to_vec(),
         });
-        let reason = format!("critical probe failing: {}", self.describe_failing(escalating));
+        let reason = format!(
+            "critical probe failing: {}",
+            self.describe_failing(escalating)
+        );
         self.set_stage(&mut inc, SystemState::Failed, &reason, cx);
         inc
     }
@@ -935,7 +952,11 @@ impl Core {
                     at,
                     verdict: verdict.clone(),
                 });
-                self.advance(inc, &format!("{} #{} {verdict}", v.kind.as_str(), v.action), cx);
+                self.advance(
+                    inc,
+                    &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
+                    cx,
+                );
             } else {
                 cx.wake(deadline);
                 return;
@@ -1126,7 +1147,11 @@ impl Core {
 
     /// Send what is due; drop pages that no longer have a reason (incident over, acknowledged).
     fn flush_notifications(&mut self, escalating: bool, cx: &mut Cx) {
-        let open = self.s.incident.as_ref().map(|i| (i.id, i.acked_at.is_some()));
+        let open = self
+            .s
+            .incident
+            .as_ref()
+            .map(|i| (i.id, i.acked_at.is_some()));
         let mut dropped = Vec::new();
         self.s.pending.retain(|p| {
             let n = &p.notification;
@@ -1158,7 +1183,10 @@ impl Core {
             }
             let n = &p.notification;
             // A silenced incident does not page until the silence ends.
-            if n.kind != NotifyKind::Resolved && open.is_some_and(|(id, _)| id == n.incident) && !escalating {
+            if n.kind != NotifyKind::Resolved
+                && open.is_some_and(|(id, _)| id == n.incident)
+                && !escalating
+            {
                 continue;
             }
             if p.next_attempt_at <= cx.at {
@@ -1176,7 +1204,13 @@ impl Core {
         }
     }
 
-    fn start_heal(&mut self, inc: &mut Incident, steps: Vec<HealStep>, roots: &[String], cx: &mut Cx) {
+    fn start_heal(
+        &mut self,
+        inc: &mut Incident,
+        steps: Vec<HealStep>,
+        roots: &[String],
+        cx: &mut Cx,
+    ) {
         self.s.last_action += 1;
         let id = self.s.last_action;
         inc.heals += 1;
@@ -1205,7 +1239,10 @@ impl Core {
             kind: ActionKind::Heal,
             tier: None,
             at: cx.at,
-            detail: format!("heal {} of {}: {detail}", inc.heals, self.cfg.max_heals_per_incident),
+            detail: format!(
+                "heal {} of {}: {detail}",
+                inc.heals, self.cfg.max_heals_per_incident
+            ),
         });
         cx.out.push(Action::RunHeal {
             id,
@@ -1215,7 +1252,13 @@ impl Core {
         });
     }
 
-    fn start_agent(&mut self, inc: &mut Incident, tier: AgentTier, roots: Vec<String>, cx: &mut Cx) {
+    fn start_agent(
+        &mut self,
+        inc: &mut Incident,
+        tier: AgentTier,
+        roots: Vec<String>,
+        cx: &mut Cx,
+    ) {
         self.s.last_action += 1;
         let id = self.s.last_action;
         inc.agents += 1;
@@ -1308,7 +1351,12 @@ impl Core {
         }
         if let Some(r) = &inc.running {
             let what = match r.tier {
-                Some(t) => format!("waiting for agent #{} (tier {} {})", r.id, t.number(), t.as_str()),
+                Some(t) => format!(
+                    "waiting for agent #{} (tier {} {})",
+                    r.id,
+                    t.number(),
+                    t.as_str()
+                ),
                 None => format!("waiting for heal #{}", r.id),
             };
             return step(what, None);
@@ -1321,7 +1369,10 @@ impl Core {
         }
         if let Some(h) = &inc.hold {
             return step(
-                format!("waiting for the next scheduled run of {} to confirm the fix", h.join(", ")),
+                format!(
+                    "waiting for the next scheduled run of {} to confirm the fix",
+                    h.join(", ")
+                ),
                 None,
             );
         }
@@ -1336,9 +1387,10 @@ impl Core {
             "agent (tier 3 local)"
         };
         match inc.stage {
-            SystemState::Failed if !plan.is_empty() && inc.heals < max => {
-                step(format!("heal (tier 1), {} of {max}", inc.heals + 1), Some(heal_due))
-            }
+            SystemState::Failed if !plan.is_empty() && inc.heals < max => step(
+                format!("heal (tier 1), {} of {max}", inc.heals + 1),
+                Some(heal_due),
+            ),
             SystemState::Failed | SystemState::Investigating if self.agents_configured() => {
                 step(agent_name.into(), Some(agent_due))
             }
@@ -1361,4 +1413,3 @@ impl Core {
         }
     }
 }
-

@@ -124,9 +124,13 @@ impl ProbeState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RunOutcome {
-    Exited { code: i32 },
+    Exited {
+        code: i32,
+    },
     TimedOut,
-    SpawnFailed { error: String },
+    SpawnFailed {
+        error: String,
+    },
     /// Talon restarted while it ran; its result is unknown.
     Lost,
 }
@@ -310,7 +314,9 @@ pub enum Record {
         verdict: String,
     },
     /// A notification was handed to the channels (first send or a retry).
-    NotificationSent { notification: Notification },
+    NotificationSent {
+        notification: Notification,
+    },
     NotificationResult {
         notification: ActionId,
         at: Millis,
@@ -324,8 +330,14 @@ pub enum Record {
         reason: String,
     },
     /// An incident paged a human (first delivered SOS).
-    Paged { incident: IncidentId, at: Millis },
-    Acked { incident: IncidentId, at: Millis },
+    Paged {
+        incident: IncidentId,
+        at: Millis,
+    },
+    Acked {
+        incident: IncidentId,
+        at: Millis,
+    },
     Silenced {
         probe: String,
         at: Millis,
