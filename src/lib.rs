@@ -30,3 +30,4 @@ pub mod core;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod store;

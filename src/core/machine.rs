@@ -11,7 +11,7 @@ pub const VERIFY_GRACE: Millis = 60_000;
 pub const NOTIFY_RETRY_BASE: Millis = 30_000;
 pub const NOTIFY_RETRY_MAX: Millis = 900_000;
 /// Output kept in records (the newest bytes: errors are usually at the end).
-pub const OUTPUT_EXCERPT: usize = 4096;
+pub const OUTPUT_EXCERPT: usize = 16 * 1024;
 
 /// The escalation state machine. See the module docs for the runtime's contract.
 #[derive(Debug, Clone)]
