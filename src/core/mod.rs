@@ -23,7 +23,7 @@ mod machine;
 mod tests;
 
 pub use config::{CoreConfig, OwnHeal, ProbeRule, WORKER_PROBE};
-pub use machine::{Core, Outlook, ProbeView};
+pub use machine::{Core, NextStep, Outlook, ProbeView, fmt_duration};
 
 use crate::probe::{ProbeResult, Status};
 use serde::{Deserialize, Serialize};

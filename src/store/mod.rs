@@ -19,9 +19,7 @@ pub use schema::CURRENT as SCHEMA_VERSION;
 pub use snapshot::{LastProbeFile, Snapshot, StateFile};
 pub use writer::StoreWriter;
 
-use crate::core::{
-    Action, Core, Event, IncidentId, Millis, PersistedState, Record, RunOutcome,
-};
+use crate::core::{Action, Core, Event, IncidentId, Millis, PersistedState, Record, RunOutcome};
 use crate::probe::ProbeResult;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
@@ -93,7 +91,12 @@ pub struct Batch {
 impl Batch {
     /// Collect what to store from one step: the event's probe results, the actions' records,
     /// the core's state when it asked to persist, and the snapshots.
-    pub fn from_step(event: &Event, actions: &[Action], core: &Core, worker_restarts: u32) -> Batch {
+    pub fn from_step(
+        event: &Event,
+        actions: &[Action],
+        core: &Core,
+        worker_restarts: u32,
+    ) -> Batch {
         let mut b = Batch {
             at: event.at(),
             ..Batch::default()
@@ -263,10 +266,12 @@ impl Store {
         };
         let conn = Connection::open(&path).map_err(sq)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sq)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sq)?;
         // WAL + NORMAL: a crash of Talon loses nothing committed; a power cut may lose the last
         // transactions but never corrupts.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sq)?;
         let mut store = Store {
             conn,
             path: path.clone(),
@@ -383,7 +388,8 @@ impl Store {
         };
         for v in found..target {
             let tx = self.conn.transaction().map_err(sq)?;
-            tx.execute_batch(schema::MIGRATIONS[v as usize]).map_err(sq)?;
+            tx.execute_batch(schema::MIGRATIONS[v as usize])
+                .map_err(sq)?;
             tx.pragma_update(None, "user_version", v + 1).map_err(sq)?;
             tx.commit().map_err(sq)?;
         }
@@ -490,7 +496,11 @@ impl Store {
 
     /// Transitions at or after `since`, oldest first; `subject` filters to one probe (or
     /// "system").
-    pub fn transitions(&self, since: Option<Millis>, subject: Option<&str>) -> Result<Vec<TransitionRow>> {
+    pub fn transitions(
+        &self,
+        since: Option<Millis>,
+        subject: Option<&str>,
+    ) -> Result<Vec<TransitionRow>> {
         let mut st = self
             .conn
             .prepare(
@@ -696,7 +706,14 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
                 tx.execute(
                     "INSERT INTO transitions (at, subject, from_state, to_state, reason, incident)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![t.at, t.subject, t.from, t.to, t.reason, t.incident.map(|i| i as i64)],
+                    params![
+                        t.at,
+                        t.subject,
+                        t.from,
+                        t.to,
+                        t.reason,
+                        t.incident.map(|i| i as i64)
+                    ],
                 )?;
             }
             Record::IncidentOpened {
@@ -832,7 +849,9 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
         }
     }
     let prev: i64 = tx
-        .query_row("SELECT batches FROM core_state WHERE id = 1", [], |r| r.get(0))
+        .query_row("SELECT batches FROM core_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or(0);
     match &b.core {

@@ -13,10 +13,7 @@ use std::time::Duration;
 
 enum Msg {
     Batch(Box<Batch>),
-    Prune {
-        now: Millis,
-        retention: Duration,
-    },
+    Prune { now: Millis, retention: Duration },
     Flush(mpsc::SyncSender<Result<(), String>>),
 }
 
@@ -155,7 +152,10 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                                 .find_map(|b| b.snapshot.as_ref()?.last_probe.clone());
                         }
                         if let Err(e) = snap.write(store.dir()) {
-                            result = Err(format!("writing snapshots in {}: {e}", store.dir().display()));
+                            result = Err(format!(
+                                "writing snapshots in {}: {e}",
+                                store.dir().display()
+                            ));
                         }
                     }
                 }
