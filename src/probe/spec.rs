@@ -164,11 +164,12 @@ pub struct ProbeConfig {
     #[serde(flatten)]
     pub kind: ProbeKind,
     pub critical: bool,
-    #[serde(serialize_with = "crate::config::ser_secs")]
+    #[serde(serialize_with = "crate::config::ser_secs", rename = "timeout_secs")]
     pub timeout: Duration,
-    #[serde(serialize_with = "crate::config::ser_secs")]
+    #[serde(serialize_with = "crate::config::ser_secs", rename = "interval_secs")]
     pub interval: Duration,
     /// Failures in a row before this probe counts as failing (debounce).
+    #[serde(rename = "critical_after_consecutive_failures")]
     pub critical_after: NonZeroU32,
     /// Passes in a row before a failing probe counts as passing again.
     pub recover_after: NonZeroU32,

@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one module per feature. They run the real `talon` binary
+//! against real files, processes and servers on loopback.
+
+mod support;
+mod validate;
