@@ -26,6 +26,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod store;

@@ -2,7 +2,11 @@
 //! config error. A closed stdout (`talon check | head -n1`) is a quiet exit 0, never a panic.
 
 mod config_cmd;
+mod history;
+mod incidents;
 mod init;
+mod internal;
+mod status;
 mod validate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -47,6 +51,10 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub dry_run: bool,
 
+    /// Same as `talon status --json` (the original's flag form).
+    #[arg(long = "status", hide = true)]
+    pub status_flag: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -60,6 +68,19 @@ pub enum Command {
     Config(config_cmd::Args),
     /// Write the commented default config and probes file (never overwrites).
     Init(init::Args),
+    /// State, open incident, failing probes, and the next escalation step and when it is due.
+    /// Exit 0 healthy or degraded, 1 otherwise.
+    Status(status::Args),
+    /// State changes (and with --probe, that probe's results), oldest first.
+    History(history::Args),
+    /// Incidents, newest first.
+    Incidents(incidents::ListArgs),
+    /// One incident's timeline: transitions, every heal/agent run with its output, notifications.
+    Incident(incidents::ShowArgs),
+    #[command(name = "__hold-lock", hide = true)]
+    HoldLock(internal::HoldLockArgs),
+    #[command(name = "__store-burst", hide = true)]
+    StoreBurst(internal::BurstArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -87,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let mut out = Out::stdout();
     let command = match (cli.command, cli.dry_run) {
         (Some(c), _) => c,
+        (None, _) if cli.status_flag => Command::Status(status::Args { json: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
         (None, false) => {
             Cli::command().write_long_help(&mut out)?;
@@ -97,6 +119,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
+        Command::Status(a) => status::run(&cli.config, a, &mut out),
+        Command::History(a) => history::run(&cli.config, a, &mut out),
+        Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),
+        Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
+        Command::HoldLock(a) => internal::hold_lock(a, &mut out),
+        Command::StoreBurst(a) => internal::store_burst(a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "talon", &mut out);
