@@ -1,6 +1,7 @@
 //! The command line: one file per verb. Exit codes: 0 ok/healthy, 1 unhealthy, 2 usage or
 //! config error. A closed stdout (`talon check | head -n1`) is a quiet exit 0, never a panic.
 
+mod check;
 mod config_cmd;
 mod history;
 mod incidents;
@@ -61,6 +62,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run one probe cycle with the daemon's engine and print the results (writes no state).
+    /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
+    Check(check::Args),
     /// Check both config files: every problem with file:line:column, and every program Talon
     /// will run resolved on its compiled PATH. Exit 0 valid, 2 invalid.
     Validate(validate::Args),
@@ -90,7 +94,7 @@ pub enum Command {
 
 /// Parse the command line, run the verb, map the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(check::rewrite_alias(std::env::args_os()));
     match run(cli) {
         Ok(e) => e.into(),
         Err(err) => {
@@ -116,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
     };
     match command {
+        Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
