@@ -30,4 +30,5 @@ pub mod core;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod runtime;
 pub mod store;

@@ -7,6 +7,7 @@ mod history;
 mod incidents;
 mod init;
 mod internal;
+mod run;
 mod status;
 mod validate;
 
@@ -62,6 +63,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon (the default when no verb is given and a config exists).
+    Run(run::Args),
     /// Run one probe cycle with the daemon's engine and print the results (writes no state).
     /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
     Check(check::Args),
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
     };
     match command {
+        Command::Run(a) => run::run(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
