@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per feature. They run the real `talon` binary
 //! against real files, processes and servers on loopback.
 
+mod daemon;
 mod support;
 mod validate;
