@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per feature. They run the real `talon` binary
 //! against real files, processes and servers on loopback.
 
+mod state;
+mod store;
 mod support;
 mod validate;
