@@ -488,7 +488,7 @@ impl Core {
         let old = std::mem::replace(&mut self.cfg, new);
         let cfg = &self.cfg;
         self.s.probes.retain(|name, _| {
-            cfg.probes.get(name).is_some() && cfg.probes.get(name) == old.probes.get(name)
+            cfg.probes.contains_key(name) && cfg.probes.get(name) == old.probes.get(name)
         });
     }
 
