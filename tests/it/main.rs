@@ -2,5 +2,7 @@
 //! against real files, processes and servers on loopback.
 
 mod daemon;
+mod state;
+mod store;
 mod support;
 mod validate;
