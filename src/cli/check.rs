@@ -4,7 +4,7 @@
 
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config::{self, diag::suggest};
-use crate::probe::engine::{Engine, fmt_duration, first_line};
+use crate::probe::engine::{Engine, first_line, fmt_duration};
 use crate::probe::spec::KINDS;
 use crate::probe::{ProbeConfig, ProbeResult, Status};
 use serde::Serialize;
@@ -185,7 +185,9 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
 
 /// `talon --check ARGS` → `talon check ARGS` (the original's flag form), when `--check` comes
 /// before any verb.
-pub fn rewrite_alias<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Vec<std::ffi::OsString> {
+pub fn rewrite_alias<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = args.into_iter().collect();
     let mut i = 1;
     while i < v.len() {
