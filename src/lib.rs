@@ -12,6 +12,7 @@
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`notify`]    | one file per notification channel kind |
+//! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
 //!
 //! ## Theory of operation
 //!
@@ -29,3 +30,4 @@ pub mod config;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod supervise;
