@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod init;
+mod run;
 mod validate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -47,6 +48,10 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub dry_run: bool,
 
+    /// Same as `talon run --worker-only` (the original's flag form).
+    #[arg(long, hide = true)]
+    pub worker_only: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -60,6 +65,8 @@ pub enum Command {
     Config(config_cmd::Args),
     /// Write the commented default config and probes file (never overwrites).
     Init(init::Args),
+    /// Run the daemon (`--worker-only`: supervise the worker, nothing else).
+    Run(run::Args),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -87,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let mut out = Out::stdout();
     let command = match (cli.command, cli.dry_run) {
         (Some(c), _) => c,
+        (None, _) if cli.worker_only => Command::Run(run::Args { worker_only: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
         (None, false) => {
             Cli::command().write_long_help(&mut out)?;
@@ -97,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
+        Command::Run(a) => run::run(&cli.config, a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "talon", &mut out);

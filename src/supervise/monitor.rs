@@ -45,9 +45,18 @@ async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str) -> R
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
         Err(e) if e.is_timeout() => Err("timed out".into()),
-        Err(e) if e.is_connect() => Err("connection refused or unreachable".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(innermost(&e)),
     }
+}
+
+/// The most specific cause of an HTTP error ("Connection refused (os error 111)"), which says
+/// more than reqwest's "error sending request".
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Run the sync call and the health loop for one worker life.
