@@ -27,7 +27,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod runtime;
+pub mod store;
 pub mod supervise;

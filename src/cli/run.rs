@@ -1,9 +1,11 @@
-//! `talon run`: the daemon. For now only `--worker-only` (the original's flag, also accepted as
-//! `talon --worker-only`): supervise the worker without probes or escalation, until SIGTERM or
-//! SIGINT, which go on to the worker's group; then drain and exit 0 with no child left.
+//! `talon run` (and bare `talon`): the daemon. `--worker-only` (the original's flag, also
+//! accepted as `talon --worker-only`) supervises the worker without probes or escalation, until
+//! SIGTERM or SIGINT, which go on to the worker's group; then it drains and exits 0 with no child
+//! left.
 
 use super::{Exit, load_options, print_diagnostics};
 use crate::config::{self, Config, WorkerConfig};
+use crate::runtime::{RunOptions, Runtime, StartError};
 use crate::supervise::{Supervisor, owner};
 use nix::sys::signal::Signal;
 use std::io::Write;
@@ -19,13 +21,44 @@ pub struct Args {
 }
 
 pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
-    if !args.worker_only {
-        let _ = writeln!(
-            std::io::stderr(),
-            "talon: the full daemon is not wired yet; use `talon run --worker-only`"
-        );
-        return Ok(Exit::Error);
+    if args.worker_only {
+        return run_worker_only(cfg_path);
     }
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (runtime, _lock) = match Runtime::start(RunOptions {
+            config: cfg_path.clone(),
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "talon: {e}");
+                return Ok(match e {
+                    StartError::Config(_) | StartError::Lock(_) | StartError::StateDir { .. } => {
+                        Exit::Error
+                    }
+                });
+            }
+        };
+        runtime.run().await?;
+        Ok(Exit::Ok)
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
+}
+
+fn run_worker_only(cfg_path: &Option<PathBuf>) -> anyhow::Result<Exit> {
     let Some(config) = load(cfg_path) else {
         return Ok(Exit::Error);
     };
@@ -37,7 +70,7 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Error);
     };
-    init_logging(&config.log.level);
+    init_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -58,17 +91,6 @@ fn load(cfg_path: &Option<PathBuf>) -> Option<Config> {
     let loaded = config::load(&load_options(cfg_path, false));
     print_diagnostics(&loaded.diags);
     loaded.config
-}
-
-/// Logging for `run`: human-readable lines on stderr, level from `[log] level` or `RUST_LOG`.
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
 }
 
 async fn worker_only(

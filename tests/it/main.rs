@@ -1,3 +1,6 @@
-//! The one integration test binary; one module per feature.
+//! Integration tests: one binary, one module per feature. They run the real `talon` binary
+//! against real files, processes and servers on loopback.
 
 mod supervise;
+mod support;
+mod validate;
