@@ -113,6 +113,46 @@ pub enum WorkerEvent {
     Stopped,
 }
 
+impl WorkerEvent {
+    /// The result this event means for the `worker` pseudo-probe in the state machine, if any:
+    /// healthy passes; a crash loop, a failed start and a failed health check fail. Exits and
+    /// restarts are not results by themselves (a restarted worker that comes back is healthy; one
+    /// that keeps dying becomes a crash loop).
+    pub fn probe_outcome(&self) -> Option<crate::probe::outcome::Outcome> {
+        use crate::probe::outcome::Outcome;
+        match self {
+            WorkerEvent::Healthy { pid } => {
+                Some(Outcome::pass(format!("worker pid {pid} healthy")))
+            }
+            WorkerEvent::HealthFailed {
+                consecutive,
+                reason,
+                ..
+            } => Some(Outcome::fail(format!(
+                "worker health check failed ({consecutive} in a row): {reason}"
+            ))),
+            WorkerEvent::SpawnFailed { reason } => Some(Outcome::error(format!(
+                "worker could not be started: {reason}"
+            ))),
+            WorkerEvent::CrashLoop {
+                deaths,
+                window,
+                last_error,
+            } => {
+                let mut m = format!(
+                    "worker crash loop: {deaths} deaths in {} s",
+                    window.as_secs()
+                );
+                if let Some(e) = last_error {
+                    m.push_str(&format!("; last error: {e}"));
+                }
+                Some(Outcome::fail(m))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Where the worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -897,5 +937,52 @@ async fn copy_output<R: AsyncRead + Unpin>(
             let over = t.len().saturating_sub(STDERR_TAIL_BYTES);
             t.drain(..over);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::outcome::Status;
+
+    #[test]
+    fn events_map_to_worker_probe_outcomes() {
+        let st = |e: WorkerEvent| e.probe_outcome().map(|o| o.status);
+        assert_eq!(st(WorkerEvent::Healthy { pid: 1 }), Some(Status::Pass));
+        assert_eq!(
+            st(WorkerEvent::SpawnFailed { reason: "x".into() }),
+            Some(Status::Error)
+        );
+        let o = WorkerEvent::CrashLoop {
+            deaths: 5,
+            window: Duration::from_secs(300),
+            last_error: Some("program `w` not found".into()),
+        }
+        .probe_outcome()
+        .unwrap();
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.output.contains("5 deaths in 300 s") && o.output.contains("not found"));
+        assert_eq!(st(WorkerEvent::Spawned { pid: 1 }), None);
+        assert_eq!(
+            st(WorkerEvent::Exited {
+                pid: 1,
+                end: End::Exited(0),
+                uptime: Duration::ZERO
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn events_serialize_with_a_tag() {
+        let v = serde_json::to_value(WorkerEvent::Restarting {
+            reason: RestartReason::Unhealthy,
+            after: Duration::from_millis(1500),
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "restarting", "reason": "unhealthy", "after": 1.5})
+        );
     }
 }
