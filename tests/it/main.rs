@@ -6,5 +6,6 @@ mod daemon;
 mod probes;
 mod state;
 mod store;
+mod supervise;
 mod support;
 mod validate;
