@@ -14,6 +14,7 @@
 //! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`notify`]    | one file per notification channel kind |
+//! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
 //!
 //! ## Theory of operation
 //!
@@ -32,4 +33,6 @@ pub mod core;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod runtime;
 pub mod store;
+pub mod supervise;
