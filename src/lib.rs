@@ -10,6 +10,8 @@
 //! |---------------|------------------|
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
+//! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
+//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`notify`]    | one file per notification channel kind |
 //! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |

@@ -1,6 +1,11 @@
 //! Integration tests: one binary, one module per feature. They run the real `talon` binary
 //! against real files, processes and servers on loopback.
 
+mod check;
+mod daemon;
+mod probes;
+mod state;
+mod store;
 mod supervise;
 mod support;
 mod validate;
