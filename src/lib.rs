@@ -29,3 +29,4 @@ pub mod config;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod tls;

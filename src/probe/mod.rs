@@ -1,6 +1,8 @@
 //! Probes: one file per kind (spec, validation, implementation, tests).
 
 pub mod http;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 pub mod launchd;
 pub mod outcome;
 pub mod script;

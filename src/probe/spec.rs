@@ -47,6 +47,8 @@ pub enum ProbeKind {
     Http(super::http::HttpSpec),
     Script(super::script::ScriptSpec),
     Launchd(super::launchd::LaunchdSpec),
+    #[cfg(feature = "k8s")]
+    K8s(super::k8s::K8sSpec),
 }
 
 impl ProbeKind {
@@ -55,6 +57,8 @@ impl ProbeKind {
             ProbeKind::Http(_) => "http",
             ProbeKind::Script(_) => "script",
             ProbeKind::Launchd(_) => "launchd",
+            #[cfg(feature = "k8s")]
+            ProbeKind::K8s(_) => "k8s",
         }
     }
 
@@ -63,6 +67,8 @@ impl ProbeKind {
             ProbeKind::Http(s) => s,
             ProbeKind::Script(s) => s,
             ProbeKind::Launchd(s) => s,
+            #[cfg(feature = "k8s")]
+            ProbeKind::K8s(s) => s,
         }
     }
 
@@ -97,6 +103,8 @@ pub fn parse_kind(
         "http" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Http),
         "script" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Script),
         "launchd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Launchd),
+        #[cfg(feature = "k8s")]
+        "k8s" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::K8s),
         other => {
             diags.error(
                 src,
