@@ -527,6 +527,8 @@ pub struct K8sCtx {
     pub connect_timeout: Duration,
     /// Read/write timeout given to every client.
     pub io_timeout: Duration,
+    /// A fixed "now" for judging ages ("NotReady for 3m12s"); `None` = the system clock.
+    now: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -568,7 +570,14 @@ impl K8sCtx {
             clients: Mutex::new(HashMap::new()),
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
+            now: None,
         }
+    }
+
+    /// Judge ages against this instant instead of the system clock (tests, replays).
+    pub fn at(mut self, now: SystemTime) -> Self {
+        self.now = Some(now);
+        self
     }
 
     /// How many clients are cached (one per kubeconfig + context in use).
@@ -678,7 +687,8 @@ impl K8sSpec {
             Ok(Err(o)) => return o,
             Ok(Ok(c)) => c,
         };
-        match tokio::time::timeout_at(deadline, self.run(&conn)).await {
+        let now = ctx.now.unwrap_or_else(SystemTime::now);
+        match tokio::time::timeout_at(deadline, self.run(&conn, now)).await {
             Err(_) => Outcome::timeout(format!(
                 "timeout: {} did not answer within {}",
                 conn.url,
@@ -688,9 +698,8 @@ impl K8sSpec {
         }
     }
 
-    async fn run(&self, conn: &Conn) -> Outcome {
+    async fn run(&self, conn: &Conn, now: SystemTime) -> Outcome {
         let client = conn.client.clone();
-        let now = SystemTime::now();
         let ns = self
             .namespace
             .clone()
