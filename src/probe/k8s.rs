@@ -138,6 +138,8 @@ pub struct K8sSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
     /// Node name for the node checks; unset = every node (or those matching `selector`).
+    /// `"${NODE_NAME}"` reads the name from that environment variable at run time (a DaemonSet
+    /// sets it from the downward API, so each pod checks its own node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Taints `node_schedulable` accepts, as `key`, `key:Effect` or `key=value:Effect`.
@@ -248,6 +250,20 @@ impl KindSpec for K8sSpec {
         ] {
             if empty(v) {
                 c.error(key, "must not be empty (leave the key out instead)");
+            }
+        }
+        if let Some(n) = &self.node
+            && !n.trim().is_empty()
+        {
+            let ok = match env_ref(n) {
+                Some(var) => is_env_name(var),
+                None => check_object_name(n).is_ok(),
+            };
+            if !ok {
+                c.error(
+                    "node",
+                    format!("`{n}` is not a node name or an environment reference like \"${{NODE_NAME}}\""),
+                );
             }
         }
         for (key, v) in [("namespace", &self.namespace), ("name", &self.name)] {
@@ -455,6 +471,31 @@ fn check_label_value(v: &str) -> Result<(), String> {
         Err(format!(
             "`{v}` is not a label value (letters, digits, `-`, `_`, `.`, at most 63)"
         ))
+    }
+}
+
+/// `Some("NODE_NAME")` for `"${NODE_NAME}"`.
+fn env_ref(s: &str) -> Option<&str> {
+    s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+}
+
+fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !s.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// The node name to ask for: as written, or read from the environment for `"${VAR}"`.
+fn resolve_node(n: &str) -> Result<String, Outcome> {
+    let Some(var) = env_ref(n) else {
+        return Ok(n.to_string());
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(Outcome::error(format!(
+            "node = \"{n}\": environment variable {var} is not set (in a DaemonSet, set it from the downward API: fieldRef spec.nodeName)"
+        ))),
     }
 }
 
@@ -721,7 +762,11 @@ impl K8sSpec {
             }
             K8sCheck::NodeReady | K8sCheck::NodeSchedulable => {
                 let api: Api<Node> = Api::all(client);
-                let nodes = match &self.node {
+                let node = match self.node.as_deref().map(resolve_node).transpose() {
+                    Ok(n) => n,
+                    Err(o) => return o,
+                };
+                let nodes = match &node {
                     Some(n) => api
                         .get(n)
                         .await

@@ -485,6 +485,33 @@ async fn node_ready_passes_and_fails_with_reason_message_and_duration() {
 }
 
 #[tokio::test]
+async fn node_named_by_an_environment_variable_as_a_daemonset_sets_it() {
+    let env = Env::new().await;
+    // Cargo and nextest set CARGO_PKG_NAME for test processes.
+    env.api.object(
+        "/api/v1/nodes/talon",
+        &node("talon", "True", "KubeletReady", "ok", 30),
+    );
+    let o = env
+        .check("check = \"node_ready\"\nnode = \"${CARGO_PKG_NAME}\"")
+        .await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    assert_eq!(o.output, "node talon Ready for 30s");
+
+    let o = env
+        .check("check = \"node_schedulable\"\nnode = \"${TALON_TEST_SURELY_UNSET_NODE}\"")
+        .await;
+    assert_eq!(o.status, Status::Error);
+    assert!(
+        o.output.starts_with(
+            "node = \"${TALON_TEST_SURELY_UNSET_NODE}\": environment variable TALON_TEST_SURELY_UNSET_NODE is not set"
+        ),
+        "{}",
+        o.output
+    );
+}
+
+#[tokio::test]
 async fn node_ready_for_a_missing_node_is_not_found() {
     let env = Env::new().await;
     let o = env.check("check = \"node_ready\"\nnode = \"ghost\"").await;
@@ -1008,6 +1035,10 @@ verb = "get"
 [k8s.unknown_key]
 check = "api"
 contxt = "colima"
+
+[k8s.bad_node]
+check = "node_ready"
+node = "${1NODE}"
 "#,
     );
     assert_eq!(code, 2, "{text}");
@@ -1019,6 +1050,7 @@ contxt = "colima"
         "k8s.bad_taint.allowed_taints: `dedicated=gpu:Sometimes`: effect `Sometimes` is not one of",
         "k8s.can_i_incomplete.check: check = \"can_i\" needs `resource`",
         "k8s.unknown_key.contxt: unknown key `contxt` (did you mean `context`?)",
+        "k8s.bad_node.node: `${1NODE}` is not a node name or an environment reference",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
