@@ -1081,3 +1081,27 @@ fn the_macos_colima_example_validates() {
     assert_eq!(total, 14, "the original host ran 14 probes: {stdout}");
     assert_eq!(report["probe_counts"]["k8s"], 5, "{stdout}");
 }
+
+#[test]
+fn the_daemonset_config_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_talon"))
+        .args(["validate", "--no-resolve", "--json", "--config"])
+        .arg(root.join("talon.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["probe_counts"]["k8s"], 5, "{stdout}");
+    // The DaemonSet mounts the file the test checked.
+    let ds = std::fs::read_to_string(root.join("daemonset.yaml")).unwrap();
+    assert!(ds.contains("/etc/talon/talon.toml") && ds.contains("fieldPath: spec.nodeName"));
+    let kustomization = std::fs::read_to_string(root.join("kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- talon.toml"));
+}
