@@ -880,12 +880,14 @@ async fn pod_ready_by_name_and_by_selector_with_waiting_reasons() {
 // ---- access reviews --------------------------------------------------------------------------
 
 fn review_answer(allowed: bool, reason: &str) -> serde_json::Value {
-    let mut r = SubjectAccessReview::default();
-    r.status = Some(SubjectAccessReviewStatus {
-        allowed,
-        reason: Some(reason.into()),
+    let r = SubjectAccessReview {
+        status: Some(SubjectAccessReviewStatus {
+            allowed,
+            reason: Some(reason.into()),
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     let mut v = serde_json::to_value(r).unwrap();
     v["kind"] = json!("SubjectAccessReview");
     v
