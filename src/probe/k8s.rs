@@ -1509,7 +1509,18 @@ fn walk<'a>(
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     walk(e, &mut |err| {
-        let s = err.to_string();
+        let (raw, s) = (err.to_string(), describe(err));
+        // A rewritten message replaces its raw form where a wrapper already quoted it.
+        if s != raw {
+            let mut replaced = false;
+            for p in parts.iter_mut().filter(|p| p.contains(&raw)) {
+                *p = p.replace(&raw, &s);
+                replaced = true;
+            }
+            if replaced {
+                return;
+            }
+        }
         let s = s.trim();
         if s.is_empty() || parts.iter().any(|p| p.contains(s)) {
             return;
@@ -1517,6 +1528,27 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         parts.push(s.to_string());
     });
     clip(&parts.join(": "), 400)
+}
+
+/// One error's own message; an exec plugin's failure without kube's debug dump of its output.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(kube::client::AuthError::AuthExecRun { out, .. }) =
+        err.downcast_ref::<kube::client::AuthError>()
+    {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let said = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
+        return format!(
+            "exec credential plugin failed ({}): {}",
+            out.status,
+            clip(said.trim(), 200)
+        );
+    }
+    err.to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 mod fake_apiserver;
 mod kmock;
 
-use fake_apiserver::{Ctx, FakeApi, Pki, status_body, write_kubeconfig};
+use fake_apiserver::{
+    Creds, Ctx, FakeApi, Pki, status_body, write_kubeconfig, write_kubeconfig_with,
+};
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetStatus, Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus,
     StatefulSet, StatefulSetSpec, StatefulSetStatus,
@@ -223,6 +225,112 @@ async fn a_server_certificate_from_an_unknown_ca_is_a_tls_failure() {
     assert!(
         env.api.requests().is_empty(),
         "no request may pass an untrusted TLS session"
+    );
+}
+
+fn version_body() -> serde_json::Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "x",
+           "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24",
+           "compiler": "gc", "platform": "linux/arm64"})
+}
+
+#[tokio::test]
+async fn client_certificates_authenticate_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "kubeadm");
+    let api = FakeApi::start_with(&pki, None, true).await;
+    api.route("GET", "/version", 200, version_body());
+    let (cert, key) = pki.client_cert("kubernetes-admin");
+    let ctx = |name| Ctx {
+        name,
+        server: &api.url,
+        ca: Some(&pki.ca_path),
+        token: None,
+        namespace: None,
+    };
+    let with_cert = write_kubeconfig_with(
+        &dir.path().join("admin.conf"),
+        &[ctx("admin")],
+        &Creds {
+            client_cert: Some((&cert, &key)),
+            ..Default::default()
+        },
+    );
+    let o = check_with(&with_cert, r#"check = "api""#, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    assert!(
+        o.output
+            .starts_with(&format!("API {} answered v1.33.1 in ", api.url))
+    );
+
+    // Without a client certificate the server ends the handshake.
+    let without = write_kubeconfig(&dir.path().join("anon.conf"), &[ctx("anon")]);
+    let o = check_with(&without, r#"check = "api""#, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Fail, "{o:?}");
+    assert!(
+        o.output
+            .starts_with(&format!("TLS failure talking to {}: ", api.url))
+            || o.output.starts_with(&format!("unreachable: {}: ", api.url)),
+        "{}",
+        o.output
+    );
+    assert_eq!(
+        api.requests().len(),
+        1,
+        "only the authenticated request got through"
+    );
+}
+
+#[tokio::test]
+async fn an_exec_credential_plugin_supplies_the_token() {
+    let env = Env::new().await;
+    env.api.route("GET", "/version", 200, version_body());
+    let plugin = env.dir.path().join("cred-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kc = write_kubeconfig_with(
+        &env.dir.path().join("exec.conf"),
+        &[Ctx {
+            name: "exec",
+            server: &env.api.url,
+            ca: Some(&env.api.ca_path),
+            token: None,
+            namespace: None,
+        }],
+        &Creds {
+            exec: Some(&plugin),
+            ..Default::default()
+        },
+    );
+    let o = check_with(&kc, r#"check = "api""#, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    let reqs = env.api.requests();
+    assert_eq!(
+        reqs.last().unwrap().authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+
+    // A plugin that fails is a credentials error, not a cluster failure.
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho 'token expired, run login' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let o = check_with(&kc, r#"check = "api""#, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Error, "{o:?}");
+    assert_eq!(
+        o.output,
+        format!(
+            "cannot build a client for {}: auth error: exec credential plugin failed (exit status: 1): token expired, run login",
+            env.api.url
+        )
     );
 }
 

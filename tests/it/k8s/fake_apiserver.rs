@@ -50,6 +50,8 @@ impl Drop for FakeApi {
 /// A CA and a server certificate for 127.0.0.1, written to `dir`.
 pub struct Pki {
     pub ca_path: PathBuf,
+    dir: PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
     cert: rustls::pki_types::CertificateDer<'static>,
     key: Vec<u8>,
 }
@@ -73,9 +75,29 @@ impl Pki {
         std::fs::write(&ca_path, ca.pem()).unwrap();
         Pki {
             ca_path,
+            dir: dir.to_path_buf(),
+            ca,
             cert: cert.der().clone(),
             key: key.serialize_der(),
         }
+    }
+
+    /// A client certificate for `user` signed by this CA: (certificate PEM path, key PEM path).
+    pub fn client_cert(&self, user: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user.to_string());
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (cp, kp) = (
+            self.dir.join(format!("{user}.crt")),
+            self.dir.join(format!("{user}.key")),
+        );
+        std::fs::write(&cp, cert.pem()).unwrap();
+        std::fs::write(&kp, key.serialize_pem()).unwrap();
+        (cp, kp)
     }
 }
 
@@ -110,16 +132,32 @@ impl axum::serve::Listener for TlsListener {
 impl FakeApi {
     /// Start over HTTPS with certificates from `pki`; requests must carry `Bearer <token>`.
     pub async fn start(pki: &Pki, token: &str) -> FakeApi {
+        Self::start_with(pki, Some(token), false).await
+    }
+
+    /// Start over HTTPS; `token`: required bearer token; `client_certs`: require a client
+    /// certificate signed by `pki`'s CA (mutual TLS, as kubeadm's admin kubeconfig uses).
+    pub async fn start_with(pki: &Pki, token: Option<&str>, client_certs: bool) -> FakeApi {
         talon::tls::install_default_provider();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(pki.key.clone());
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
+        let builder = rustls::ServerConfig::builder();
+        let builder = if client_certs {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
             .with_single_cert(vec![pki.cert.clone()], key.into())
             .unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = tcp.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
-            token: Some(token.to_string()),
+            token: token.map(str::to_string),
             ..Default::default()
         }));
         let app = axum::Router::new()
@@ -238,8 +276,22 @@ pub struct Ctx<'a> {
     pub namespace: Option<&'a str>,
 }
 
+/// Credentials other than a token, for [`write_kubeconfig_with`].
+#[derive(Default)]
+pub struct Creds<'a> {
+    /// An exec credential plugin (client.authentication.k8s.io/v1).
+    pub exec: Option<&'a Path>,
+    /// Client certificate and key files.
+    pub client_cert: Option<(&'a Path, &'a Path)>,
+}
+
 /// Write a kubeconfig with these contexts (the first is current) and return its path.
 pub fn write_kubeconfig(path: &Path, contexts: &[Ctx<'_>]) -> PathBuf {
+    write_kubeconfig_with(path, contexts, &Creds::default())
+}
+
+/// [`write_kubeconfig`], with `creds` added to every user.
+pub fn write_kubeconfig_with(path: &Path, contexts: &[Ctx<'_>], creds: &Creds<'_>) -> PathBuf {
     let mut clusters = String::new();
     let mut ctxs = String::new();
     let mut users = String::new();
@@ -259,12 +311,27 @@ pub fn write_kubeconfig(path: &Path, contexts: &[Ctx<'_>]) -> PathBuf {
         if let Some(ns) = c.namespace {
             ctxs.push_str(&format!("    namespace: {ns}\n"));
         }
-        match c.token {
-            Some(t) => users.push_str(&format!(
-                "- name: {n}\n  user:\n    token: {t}\n",
-                n = c.name
-            )),
-            None => users.push_str(&format!("- name: {n}\n  user: {{}}\n", n = c.name)),
+        let mut user = String::new();
+        if let Some(t) = c.token {
+            user.push_str(&format!("    token: {t}\n"));
+        }
+        if let Some(cmd) = creds.exec {
+            user.push_str(&format!(
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      interactiveMode: Never\n",
+                cmd.display()
+            ));
+        }
+        if let Some((cert, key)) = creds.client_cert {
+            user.push_str(&format!(
+                "    client-certificate: {}\n    client-key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if user.is_empty() {
+            users.push_str(&format!("- name: {n}\n  user: {{}}\n", n = c.name));
+        } else {
+            users.push_str(&format!("- name: {n}\n  user:\n{user}", n = c.name));
         }
     }
     let text = format!(
