@@ -1766,4 +1766,128 @@ mod tests {
         assert_eq!(human(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d4h");
         assert_eq!(human(Duration::from_millis(850)), "850ms");
     }
+
+    fn pod_with(status: k8s_openapi::api::core::v1::PodStatus) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn pods_explain_eviction_scheduling_and_failing_init_containers() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
+        };
+        let now = SystemTime::now();
+        let evicted = pod_with(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("Evicted".into()),
+            message: Some("The node was low on resource: memory.".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            pods_outcome(&[evicted], None, "apps", now).output,
+            "pod apps/p not ready: phase Failed: Evicted (The node was low on resource: memory.)"
+        );
+        let pending = pod_with(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                message: Some("0/1 nodes are available: 1 node(s) had untolerated taint.".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(
+            pods_outcome(&[pending], None, "apps", now).output,
+            "pod apps/p not ready: unschedulable (0/1 nodes are available: 1 node(s) had untolerated taint.)"
+        );
+        let init_failed = pod_with(PodStatus {
+            phase: Some("Pending".into()),
+            init_container_statuses: Some(vec![ContainerStatus {
+                name: "migrate".into(),
+                restart_count: 2,
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        reason: Some("Error".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let o = pods_outcome(&[init_failed], None, "apps", now);
+        assert_eq!(o.status, super::super::Status::Fail);
+        assert_eq!(
+            o.output,
+            "pod apps/p not ready: init container migrate terminated: Error (exit 1), 2 restarts"
+        );
+        // A completed Job pod matched by a selector is neither ready nor a failure.
+        let done = pod_with(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            pods_outcome(&[done], Some("job=backup"), "apps", now).output,
+            "no pods match job=backup in namespace apps"
+        );
+    }
+
+    #[test]
+    fn objects_without_status_or_conditions_are_explained() {
+        let now = SystemTime::now();
+        let mut n = node("fresh", "True", "", "", 1, now);
+        n.status = None;
+        assert_eq!(
+            node_ready_outcome(&[n], None, now).output,
+            "node fresh has no Ready condition (the kubelet has not reported)"
+        );
+        assert_eq!(
+            node_ready_outcome(&[], Some("pool=gpu"), now).output,
+            "no nodes match pool=gpu"
+        );
+        let d = Deployment {
+            metadata: ObjectMeta {
+                generation: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let o = deployment_outcome("deployment a/b", &d);
+        assert_eq!(o.status, super::super::Status::Fail);
+        assert_eq!(
+            o.output,
+            "deployment a/b has no status yet (its controller has not observed it)"
+        );
+    }
+
+    #[test]
+    fn an_error_chain_reads_as_one_line_without_repeats() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "request failed: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(chain(&e), "request failed: connection refused");
+    }
 }
