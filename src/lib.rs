@@ -36,3 +36,4 @@ pub mod proc;
 pub mod runtime;
 pub mod store;
 pub mod supervise;
+pub mod tls;

@@ -3,6 +3,7 @@
 
 mod check;
 mod daemon;
+mod k8s;
 mod probes;
 mod state;
 mod store;
