@@ -11,7 +11,8 @@
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
-//! | [`notify`]    | one file per notification channel kind |
+//! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
+//! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
 //!
 //! ## Theory of operation
 //!
@@ -26,6 +27,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod escalate;
 pub mod notify;
 pub mod probe;
 pub mod proc;
