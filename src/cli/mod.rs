@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod init;
+mod notify;
 mod validate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -60,6 +61,9 @@ pub enum Command {
     Config(config_cmd::Args),
     /// Write the commented default config and probes file (never overwrites).
     Init(init::Args),
+    /// Send a test notice to every channel (or `--channel NAME`) and print each result.
+    /// Exit 0 all delivered, 1 any failed, 2 config error or unknown channel.
+    Notify(notify::Args),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
+        Command::Notify(a) => notify::run(&cli.config, a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "talon", &mut out);

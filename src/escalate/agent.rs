@@ -205,6 +205,10 @@ async fn run_one(
             return a;
         }
     };
+    if let Some(e) = super::heal::missing_program(command, &req.search_path) {
+        a.error = Some(e);
+        return a;
+    }
     let names: Vec<&str> = req.failing.iter().map(|r| r.name.as_str()).collect();
     let run = Cmd::shell(command)
         .search_path(&req.search_path)
@@ -226,6 +230,7 @@ async fn run_one(
             a.truncated = f.stdout.truncated() || f.stderr.truncated();
             a.transcript = redactor.clean(&f.stdout.text());
             a.stderr = redactor.clean(&f.stderr.text());
+            a.error = super::heal::not_found_exit(&f).map(|e| redactor.clean(&e));
         }
         Err(e) => a.error = Some(redactor.clean(&e.to_string())),
     }

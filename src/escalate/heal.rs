@@ -335,6 +335,9 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
     ];
     let deadline = started + req.timeout;
     let result: Result<(String, Finished), String> = match &req.heal.action {
+        HealAction::Command { command } if missing_program(command, &req.search_path).is_some() => {
+            Err(missing_program(command, &req.search_path).unwrap_or_default())
+        }
         HealAction::Command { command } => Cmd::shell(command)
             .search_path(&req.search_path)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -389,6 +392,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
             report.command = command;
             report.end = Some(f.end);
             report.output = excerpt_of(&f, redactor);
+            report.error = not_found_exit(&f).map(|e| redactor.clean(&e));
         }
         Err(e) => report.error = Some(redactor.clean(&e)),
     }
@@ -402,6 +406,21 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
         "heal finished"
     );
     report
+}
+
+/// `Some(error)` when a shell command's program is not on Talon's PATH: reported as an error
+/// without running anything (a missing recovery tool must never look like a heal that ran).
+pub(crate) fn missing_program(command: &str, sp: &SearchPath) -> Option<String> {
+    let p = crate::config::path::program_of_shell(command)?;
+    sp.resolve(&p)
+        .is_none()
+        .then(|| format!("program `{p}` not found on Talon's PATH ({})", sp.to_env()))
+}
+
+/// Exit 127 is the shell's "command not found": an error to record, not just an exit code.
+pub(crate) fn not_found_exit(f: &Finished) -> Option<String> {
+    (f.end == End::Exited(127))
+        .then(|| format!("exit 127: a program was not found ({})", f.last_line()))
 }
 
 /// Stdout then stderr, redacted, newest bytes kept.

@@ -1,0 +1,5 @@
+//! The one integration test binary: one module per feature.
+
+mod agent;
+mod heal;
+mod notify;
