@@ -390,10 +390,17 @@ impl Cmd {
         let out_task = tokio::spawn(capture(child.stdout.take(), this.capture));
         let err_task = tokio::spawn(capture(child.stderr.take(), this.capture));
 
+        // If this future is dropped before the leader is reaped (a daemon shutting down aborts an
+        // in-flight heal or agent), the whole group is killed instead of left running.
+        let mut abandoned = AbandonGuard(Some(group));
         let waited = match this.timeout {
             Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
             None => Some(child.wait().await),
         };
+        if waited.is_some() {
+            // The leader is reaped: its group id may be reused from here on.
+            abandoned.0 = None;
+        }
         let end = match waited {
             Some(Ok(status)) => {
                 if !this.keep_background {
@@ -411,6 +418,7 @@ impl Cmd {
             }
             None => {
                 stop_group(&mut child, group, this.grace).await;
+                abandoned.0 = None;
                 End::TimedOut
             }
         };
@@ -449,6 +457,17 @@ impl Cmd {
             group: Group(pid as i32),
             started: Instant::now(),
         })
+    }
+}
+
+/// Kills a group when dropped while still armed (see [`Cmd::run`]).
+struct AbandonGuard(Option<Group>);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.signal(Signal::SIGKILL);
+        }
     }
 }
 
@@ -656,6 +675,33 @@ mod tests {
         let pid: i32 = f.stdout.text().trim().parse().unwrap();
         assert!(alive(pid));
         Group(f.pid as i32).signal(Signal::SIGKILL);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_run_kills_its_group() {
+        let dir = std::env::temp_dir().join(format!("talon-proc-abandon-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let line = format!("sleep 300 & echo $! > {}; sleep 300", dir.display());
+        let task = tokio::spawn(Cmd::shell(&line).run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: i32 = loop {
+            if let Some(p) = std::fs::read_to_string(&dir)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "the command did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        task.abort();
+        let _ = task.await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_file(&dir);
+        assert!(!alive(pid), "grandchild {pid} survived an abandoned run");
     }
 
     #[tokio::test]

@@ -291,3 +291,28 @@ async fn split_brain_runs_the_bridge_heal_and_both_down_runs_the_full_heal() {
         assert_eq!(which.trim(), expect);
     }
 }
+
+#[tokio::test]
+async fn an_aborted_heal_leaves_nothing_running() {
+    // What shutdown does to an in-flight heal: the task is aborted; its group must die with it.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let cmd = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let req = request(dir.path(), &cmd, Duration::from_secs(300));
+    let task = tokio::spawn(async move { run(req).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the heal did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(alive(pid));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(wait_dead(pid).await, "heal child {pid} survived the abort");
+}
