@@ -8,7 +8,6 @@ use crate::escalate::prompt::HostFacts;
 use crate::escalate::redact::Redactor;
 use crate::notify::{self, Notice, NotifyCtx};
 use anyhow::Context;
-use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,15 +24,6 @@ pub struct Args {
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Serialize)]
-struct Row {
-    channel: String,
-    kind: &'static str,
-    ok: bool,
-    error: Option<String>,
-    duration_ms: u64,
 }
 
 pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<Exit> {
@@ -80,16 +70,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         .context("cannot start the async runtime")?;
     let notice = Notice::test(HostFacts::gather().hostname, crate::escalate::now_ms());
     let results = rt.block_on(notify::deliver(&notice, &channels, &ctx));
-    let rows: Vec<Row> = results
-        .iter()
-        .map(|d| Row {
-            channel: d.channel.clone(),
-            kind: d.kind,
-            ok: d.result.is_ok(),
-            error: d.result.as_ref().err().map(|e| e.to_string()),
-            duration_ms: d.duration_ms,
-        })
-        .collect();
+    let rows: Vec<notify::DeliveryRecord> = results.iter().map(notify::Delivery::record).collect();
     let all_ok = rows.iter().all(|r| r.ok);
     if args.json {
         out.json(&rows)?;

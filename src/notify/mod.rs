@@ -552,6 +552,29 @@ pub async fn deliver(
     results
 }
 
+impl Delivery {
+    /// A serializable record of this result, for the store and `--json` output.
+    pub fn record(&self) -> DeliveryRecord {
+        DeliveryRecord {
+            channel: self.channel.clone(),
+            kind: self.kind.to_string(),
+            ok: self.result.is_ok(),
+            error: self.result.as_ref().err().map(ToString::to_string),
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+/// One channel's result as stored with the incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub channel: String,
+    pub kind: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
 /// Delivered = at least one channel took it.
 pub fn delivered(results: &[Delivery]) -> bool {
     results.iter().any(|d| d.result.is_ok())

@@ -52,6 +52,14 @@ pub struct TelegramSpec {
     pub api_base: Option<String>,
 }
 
+/// `~/x` → `$HOME/x`.
+fn expand_home(p: &str) -> std::path::PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(p),
+    }
+}
+
 /// Whether a line looks like a bot token: `digits:characters`.
 pub fn looks_like_token(s: &str) -> bool {
     let Some((id, secret)) = s.split_once(':') else {
@@ -118,7 +126,7 @@ impl TelegramSpec {
             return std::env::var(e).ok().map(|t| t.trim().to_string());
         }
         if let Some(f) = &self.token_file {
-            return std::fs::read_to_string(f)
+            return std::fs::read_to_string(expand_home(f))
                 .ok()
                 .and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
         }
@@ -133,7 +141,7 @@ impl TelegramSpec {
             })?;
             (t.trim().to_string(), format!("environment variable {e}"))
         } else if let Some(f) = &self.token_file {
-            let t = std::fs::read_to_string(f)
+            let t = std::fs::read_to_string(expand_home(f))
                 .map_err(|e| DeliveryError::Token(format!("cannot read token_file {f}: {e}")))?;
             let first = t.lines().next().unwrap_or("").trim().to_string();
             (first, format!("the first line of {f}"))

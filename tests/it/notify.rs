@@ -687,3 +687,59 @@ command = "cat > {cmd_out}; sleep 0.5"
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("webhook_ur") && e.contains("bad.toml"), "{e}");
 }
+
+#[tokio::test]
+async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("talon.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[escalation]\nsos_recipient = \"+15550001\"\nsos_telegram_chat_id = \"777\"\nsos_telegram_secret_name = \"telegram-bot\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let loaded = talon::config::load(&talon::config::LoadOptions {
+        config: Some(cfg),
+        home: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    let c = loaded
+        .config
+        .unwrap_or_else(|| panic!("{:?}", loaded.diags));
+    let names: Vec<&str> = c.notify.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["sos_imessage", "sos_telegram"]);
+    let ChannelKind::Telegram(t) = &c.notify[1].kind else {
+        panic!("{:?}", c.notify[1])
+    };
+    assert_eq!(
+        t.token_command.as_deref(),
+        Some("secrets lease 'telegram-bot'")
+    );
+    assert_eq!(t.chat_id, notify::telegram::ChatId::Text("777".into()));
+
+    // token_file: the first line, used against the Bot API; redacted from then on.
+    let peer = Peer::start((200, OK), Duration::ZERO).await;
+    let tf = dir.path().join("tok");
+    std::fs::write(&tf, format!("{TOKEN}\nsecond line ignored\n")).unwrap();
+    let ch = ChannelConfig {
+        name: "tg".into(),
+        kind: ChannelKind::Telegram(notify::telegram::TelegramSpec {
+            chat_id: notify::telegram::ChatId::Text("@ops".into()),
+            token_env: None,
+            token_file: Some(tf.display().to_string()),
+            token_command: None,
+            token_command_timeout_secs: None,
+            api_base: Some(peer.url.clone()),
+        }),
+    };
+    assert_eq!(ch.known_secrets(), vec![TOKEN.to_string()]);
+    notify::send(&sos(), &ch, &ctx(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let seen = peer.seen();
+    assert_eq!(seen[0].path, format!("/bot{TOKEN}/sendMessage"));
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["chat_id"], "@ops");
+}
