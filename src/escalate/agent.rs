@@ -13,7 +13,7 @@ use super::{ContextFile, now_ms};
 use crate::config::path::SearchPath;
 use crate::probe::outcome::ProbeResult;
 use crate::proc::{Cmd, End};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub const TRANSCRIPT_LIMIT: usize = 1024 * 1024;
 
 /// Which agent command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentTier {
     /// Tier 2: `agent.cloud_command`.
@@ -79,7 +79,7 @@ impl AgentRequest {
 }
 
 /// One agent command's run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentAttempt {
     pub tier: AgentTier,
     pub command: String,
@@ -117,7 +117,7 @@ impl AgentAttempt {
 }
 
 /// Every agent command that ran for one escalation step, in order.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentReport {
     pub attempts: Vec<AgentAttempt>,
 }

@@ -242,7 +242,7 @@ impl HealRequest {
 }
 
 /// How a heal ran. Not a verdict: only re-probing says whether it fixed anything.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealReport {
     pub source: HealSource,
     pub action: HealAction,
@@ -300,7 +300,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
     let mut report = HealReport {
         source: req.heal.source.clone(),
         action: req.heal.action.clone(),
-        command: req.heal.action.describe(),
+        command: redactor.clean(&req.heal.action.describe()),
         for_probes: req.heal.for_probes.clone(),
         started_at_ms,
         duration_ms: 0,
@@ -389,7 +389,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
     report.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((command, f)) => {
-            report.command = command;
+            report.command = redactor.clean(&command);
             report.end = Some(f.end);
             report.output = excerpt_of(&f, redactor);
             report.error = not_found_exit(&f).map(|e| redactor.clean(&e));

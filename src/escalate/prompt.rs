@@ -155,25 +155,25 @@ pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let len = f.seek(SeekFrom::End(0))?;
     let mut pos = len;
-    let mut buf: Vec<u8> = Vec::new();
     let chunk = 8 * 1024u64;
-    // Count newlines, ignoring one that ends the file.
-    loop {
-        if pos == 0 || len - pos >= MAX_TAIL_READ {
-            break;
-        }
+    // Chunks newest first; count newlines as they come (one ending the file does not count).
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0usize;
+    while pos > 0 && len - pos < MAX_TAIL_READ && newlines < n {
         let step = chunk.min(pos).min(MAX_TAIL_READ - (len - pos));
         pos -= step;
         f.seek(SeekFrom::Start(pos))?;
         let mut part = vec![0u8; step as usize];
         f.read_exact(&mut part)?;
-        part.extend_from_slice(&buf);
-        buf = part;
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if body.iter().filter(|&&b| b == b'\n').count() >= n {
-            break;
+        let mut count = part.iter().filter(|&&b| b == b'\n').count();
+        if chunks.is_empty() && part.last() == Some(&b'\n') {
+            count -= 1;
         }
+        newlines += count;
+        chunks.push(part);
     }
+    chunks.reverse();
+    let buf = chunks.concat();
     let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
     let mut start = 0;
     let mut seen = 0;
@@ -496,6 +496,28 @@ mod tests {
         assert_eq!(tail_lines(&p, 10).unwrap(), "a\nb");
         std::fs::write(&p, "").unwrap();
         assert_eq!(tail_lines(&p, 10).unwrap(), "");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn tail_matches_the_naive_tail(
+            lines in proptest::collection::vec("[a-z]{0,3000}", 0..40),
+            trailing_newline: bool,
+            n in 1usize..50,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("log");
+            let mut text = lines.join("\n");
+            if trailing_newline && !text.is_empty() {
+                text.push('\n');
+            }
+            std::fs::write(&p, &text).unwrap();
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let all: Vec<&str> = if text.is_empty() { vec![] } else { body.split('\n').collect() };
+            let naive = all[all.len().saturating_sub(n)..].join("\n");
+            proptest::prop_assert_eq!(tail_lines(&p, n).unwrap(), naive);
+        }
     }
 
     #[test]
