@@ -743,3 +743,99 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
     let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(body["chat_id"], "@ops");
 }
+
+#[tokio::test]
+async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_channel_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("pending.json");
+    let port = free_port(); // nothing listens here yet
+    let ch = vec![ChannelConfig {
+        name: "hook".into(),
+        kind: ChannelKind::Webhook(notify::webhook::WebhookSpec {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            hmac_secret_env: None,
+        }),
+    }];
+    let policy = notify::RetryPolicy::default();
+    let c = ctx(Duration::from_secs(5));
+    let mut pending = notify::PendingNotice::new(sos(), 1_000);
+    let r = notify::deliver(&pending.notice, &ch, &c).await;
+    assert!(
+        !pending.record(&r, 1_000, &policy),
+        "nothing listens: not delivered"
+    );
+    assert_eq!(pending.attempts, 1);
+    assert_eq!(pending.next_attempt_ms, 31_000);
+    assert_eq!(pending.last_errors[0].0, "hook");
+    // Persisted as JSON, read back as a restarted daemon would.
+    std::fs::write(&store, serde_json::to_vec(&pending).unwrap()).unwrap();
+    let mut reloaded: notify::PendingNotice =
+        serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    assert_eq!(reloaded, pending);
+
+    // The receiver comes up on that port; the retry delivers once and the notice is done.
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(body.to_vec());
+            "ok"
+        }
+    });
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let r = notify::deliver(&reloaded.notice, &ch, &c).await;
+    assert!(reloaded.record(&r, 31_000, &policy));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&seen.lock().unwrap()[0]).unwrap();
+    assert_eq!(v["incident_id"], "inc-5");
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_bot_token_is_never_logged_even_at_trace_level() {
+    let buf = LogBuf::default();
+    let b = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || b.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("tok");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let peer = Peer::start((200, OK), Duration::ZERO).await;
+    peer.script(
+        429,
+        r#"{"ok":false,"error_code":429,"parameters":{"retry_after":1}}"#,
+    );
+    peer.script(500, r#"{"ok":false,"description":"boom"}"#);
+    let ch = telegram(&peer.url, format!("cat {}", tf.display()));
+    let r = notify::deliver(&sos(), &[ch], &ctx(Duration::from_secs(20))).await;
+    assert!(r[0].result.is_err());
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("retry_after=1"), "the capture works:\n{logs}");
+    assert!(logs.contains("notice not delivered"), "{logs}");
+    assert!(!logs.contains(TOKEN), "token in the log:\n{logs}");
+    assert!(
+        !logs.contains("AAF-test_token"),
+        "part of the token in the log:\n{logs}"
+    );
+}
