@@ -575,6 +575,45 @@ pub struct DeliveryRecord {
     pub duration_ms: u64,
 }
 
+/// What the runtime hands notices to: the real [`Channels`], or a recording notifier injected by
+/// a test of the runtime.
+pub trait Notifier: Send + Sync {
+    /// Fan a notice out; one result per channel.
+    fn deliver<'a>(
+        &'a self,
+        notice: &'a Notice,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Delivery>> + Send + 'a>>;
+}
+
+/// The configured channels and what they need at run time.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    pub channels: Vec<ChannelConfig>,
+    pub ctx: NotifyCtx,
+}
+
+impl Channels {
+    /// Every `[notify.NAME]` channel of the config (the original SOS keys included).
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        redactor: Arc<Redactor>,
+    ) -> Result<Self, DeliveryError> {
+        Ok(Self {
+            channels: cfg.notify.clone(),
+            ctx: NotifyCtx::new(cfg.search_path.clone(), redactor)?,
+        })
+    }
+}
+
+impl Notifier for Channels {
+    fn deliver<'a>(
+        &'a self,
+        notice: &'a Notice,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Delivery>> + Send + 'a>> {
+        Box::pin(deliver(notice, &self.channels, &self.ctx))
+    }
+}
+
 /// Delivered = at least one channel took it.
 pub fn delivered(results: &[Delivery]) -> bool {
     results.iter().any(|d| d.result.is_ok())

@@ -312,7 +312,13 @@ async fn fan_out_is_concurrent_bounded_and_delivered_when_one_channel_succeeds()
         hook("closed", "http://127.0.0.1:9/"),
     ];
     let started = Instant::now();
-    let r = notify::deliver(&sos(), &channels, &ctx(Duration::from_millis(1500))).await;
+    // Through the trait the runtime holds.
+    let notifier: Box<dyn notify::Notifier> = Box::new(notify::Channels {
+        channels,
+        ctx: ctx(Duration::from_millis(1500)),
+    });
+    let n = sos();
+    let r = notifier.deliver(&n).await;
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "bounded by the channel timeout"
