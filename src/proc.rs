@@ -380,6 +380,9 @@ impl Cmd {
         let mut child = this.spawn_child()?;
         let pid = child.id().unwrap_or(0);
         let group = Group(pid as i32);
+        // If this future is dropped (the caller was cancelled, e.g. at shutdown), the whole
+        // group is killed: nothing Talon started outlives a cancelled run.
+        let mut guard = KillOnDrop(Some(group));
         if let (Some(bytes), Some(mut stdin)) = (this.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 // A child that does not read its stdin is not an error.
@@ -390,17 +393,10 @@ impl Cmd {
         let out_task = tokio::spawn(capture(child.stdout.take(), this.capture));
         let err_task = tokio::spawn(capture(child.stderr.take(), this.capture));
 
-        // If this future is dropped before the leader is reaped (a daemon shutting down aborts an
-        // in-flight heal or agent), the whole group is killed instead of left running.
-        let mut abandoned = AbandonGuard(Some(group));
         let waited = match this.timeout {
             Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
             None => Some(child.wait().await),
         };
-        if waited.is_some() {
-            // The leader is reaped: its group id may be reused from here on.
-            abandoned.0 = None;
-        }
         let end = match waited {
             Some(Ok(status)) => {
                 if !this.keep_background {
@@ -418,10 +414,10 @@ impl Cmd {
             }
             None => {
                 stop_group(&mut child, group, this.grace).await;
-                abandoned.0 = None;
                 End::TimedOut
             }
         };
+        guard.0 = None;
         // The child has exited. A background process that kept the pipes open (with
         // keep_background) must not hold us: give the readers a short moment, then stop waiting.
         let drain = Duration::from_millis(200);
@@ -460,10 +456,10 @@ impl Cmd {
     }
 }
 
-/// Kills a group when dropped while still armed (see [`Cmd::run`]).
-struct AbandonGuard(Option<Group>);
+/// Kills a group when dropped while armed (a cancelled [`Cmd::run`]).
+struct KillOnDrop(Option<Group>);
 
-impl Drop for AbandonGuard {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(g) = self.0.take() {
             g.signal(Signal::SIGKILL);
@@ -627,6 +623,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cancelled_run_kills_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let line = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let task = tokio::spawn(Cmd::shell(&line).run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: i32 = loop {
+            if let Ok(s) = std::fs::read_to_string(&pidfile)
+                && let Ok(p) = s.trim().parse()
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "script never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        task.abort();
+        let _ = task.await;
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "grandchild {pid} outlived the cancelled run");
+    }
+
+    #[tokio::test]
     async fn big_output_is_capped_to_newest_bytes() {
         let f = Cmd::shell("head -c 5000000 /dev/zero | tr '\\0' a; echo END")
             .capture_limit(1000)
@@ -675,33 +695,6 @@ mod tests {
         let pid: i32 = f.stdout.text().trim().parse().unwrap();
         assert!(alive(pid));
         Group(f.pid as i32).signal(Signal::SIGKILL);
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_run_kills_its_group() {
-        let dir = std::env::temp_dir().join(format!("talon-proc-abandon-{}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        let line = format!("sleep 300 & echo $! > {}; sleep 300", dir.display());
-        let task = tokio::spawn(Cmd::shell(&line).run());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid: i32 = loop {
-            if let Some(p) = std::fs::read_to_string(&dir)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "the command did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        task.abort();
-        let _ = task.await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = std::fs::remove_file(&dir);
-        assert!(!alive(pid), "grandchild {pid} survived an abandoned run");
     }
 
     #[tokio::test]

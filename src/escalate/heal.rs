@@ -124,8 +124,10 @@ pub fn restart_action(kind: &ProbeKind) -> Option<HealAction> {
         ProbeKind::Launchd(s) => Some(HealAction::LaunchdRestart {
             label: s.label.clone(),
         }),
-        // A systemd probe kind maps to HealAction::SystemdRestart { unit, user } here.
-        #[allow(unreachable_patterns)]
+        ProbeKind::Systemd(s) => Some(HealAction::SystemdRestart {
+            unit: s.unit.clone(),
+            user: s.user,
+        }),
         _ => None,
     }
 }
