@@ -291,3 +291,119 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
         );
     }
 }
+
+/// Every file under `dir`, recursively, as lossy text (SQLite files included).
+fn all_files_text(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, String::from_utf8_lossy(&b).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_whole_ladder_through_the_daemon_leaks_no_secret() {
+    use crate::support::write;
+    const SECRET: &str = "tok-ABCDEFGHIJ";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let prompt = dir.join("prompt.txt");
+    let payload = dir.join("payload.txt");
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"
+state_dir = "state"
+check_interval_secs = 0.3
+services_file = "services.toml"
+heal_script = "echo heal saw {SECRET}; exit 1"
+redact = ["tok-[A-Z]{{10}}"]
+[escalation]
+heal_settle_secs = 0.2
+heal_cooldown_secs = 600
+max_heals_per_incident = 1
+agent_cooldown_secs = 600
+critical_threshold_secs = 0.5
+[agent]
+cloud_command = "exit 1"
+local_command = "cat > {prompt}; echo agent saw {SECRET}"
+timeout_secs = 10
+[notify.cmd]
+kind = "command"
+command = "cat > {payload}.tmp; env | grep ^TALON_ >> {payload}.tmp; mv {payload}.tmp {payload}"
+"#,
+            prompt = prompt.display(),
+            payload = payload.display(),
+        ),
+    );
+    write(
+        dir,
+        "services.toml",
+        &format!(
+            "[script.api]\ncommand = \"echo 'auth failed for {SECRET}'; exit 1\"\ncritical = true\ncritical_after_consecutive_failures = 1\nrunbook = \"Check the api token.\"\n"
+        ),
+    );
+    let mut d = crate::daemon::Daemon::start(dir, &config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(payload.exists() && prompt.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ladder did not reach the agent and the SOS; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+
+    let prompt_text = std::fs::read_to_string(&prompt).unwrap();
+    assert!(
+        prompt_text.contains("auth failed for [REDACTED]"),
+        "{prompt_text}"
+    );
+    assert!(
+        prompt_text.contains("Check the api token."),
+        "runbook in the prompt"
+    );
+    let payload_text = std::fs::read_to_string(&payload).unwrap();
+    assert!(payload_text.contains("SOS:"), "{payload_text}");
+    assert!(payload_text.contains("[REDACTED]"), "{payload_text}");
+    let files = all_files_text(dir);
+    // The store and the log did record the failure, redacted.
+    let state_dir = dir.join("state");
+    assert!(
+        files
+            .iter()
+            .any(|(p, t)| p.starts_with(&state_dir) && t.contains("auth failed for [REDACTED]")),
+        "the store holds the redacted probe output: {:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    assert!(
+        d.log().contains("auth failed for [REDACTED]"),
+        "{}",
+        d.log()
+    );
+    for (path, text) in &files {
+        if path == &config || path.ends_with("services.toml") {
+            continue; // the secret is written there by the test itself
+        }
+        assert!(
+            !text.contains(SECRET),
+            "{} contains the secret:\n{}",
+            path.display(),
+            text.lines()
+                .filter(|l| l.contains(SECRET))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
