@@ -78,6 +78,9 @@ pub struct Runtime {
     tasks: JoinSet<()>,
     /// Newest scheduled result of each probe.
     last: BTreeMap<String, ProbeResult>,
+    /// Secrets and `redact` patterns: probe output is redacted as it arrives, before the core,
+    /// the store, the log or any executor sees it.
+    redactor: Arc<crate::escalate::redact::Redactor>,
     /// The newest reload error, shown until a good config replaces it.
     pub config_error: Option<String>,
     worker_restarts: u32,
@@ -157,6 +160,7 @@ impl Runtime {
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, Instant::now());
         let rt = Runtime {
+            redactor: Arc::new(crate::escalate::redact::Redactor::from_config(&cfg)),
             engine: Engine::new(&cfg),
             cfg: Arc::new(cfg),
             opts,
@@ -289,7 +293,10 @@ impl Runtime {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Core(ev) => self.step(ev),
-            Msg::Cycle(results) => {
+            Msg::Cycle(mut results) => {
+                for r in &mut results {
+                    r.output = self.redactor.clean(&r.output);
+                }
                 for r in &results {
                     self.schedule.finished(&r.name);
                     self.last.insert(r.name.clone(), r.clone());
@@ -310,7 +317,12 @@ impl Runtime {
     }
 
     /// One decision: step the core, store what it produced, execute its actions.
-    fn step(&mut self, ev: Event) {
+    fn step(&mut self, mut ev: Event) {
+        if let Event::Reprobe { results, .. } = &mut ev {
+            for r in results {
+                r.output = self.redactor.clean(&r.output);
+            }
+        }
         let actions = self.core.step(ev.clone());
         if let Some(w) = &self.store {
             w.send(Batch::from_step(
@@ -459,6 +471,7 @@ impl Runtime {
                 let core_cfg = CoreConfig::from_config(&new);
                 let worker_changed =
                     self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
+                self.redactor = Arc::new(crate::escalate::redact::Redactor::from_config(&new));
                 self.cfg = Arc::new(new);
                 if worker_changed {
                     self.reconfigure_worker();
