@@ -27,6 +27,7 @@ pub struct HealJob {
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
     pub last: BTreeMap<String, ProbeResult>,
+    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
 }
 
 pub struct AgentJob {
@@ -98,6 +99,22 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
     let mut worst = RunOutcome::Exited { code: 0 };
     let mut output = String::new();
     for step in &job.steps {
+        if let HealStep::RestartWorker = step {
+            match &job.worker {
+                Some(h) => {
+                    h.restart().await;
+                    output.push_str(
+                        "worker restart requested
+",
+                    );
+                }
+                None => output.push_str(
+                    "no worker is supervised
+",
+                ),
+            }
+            continue;
+        }
         let Some(heal) = planned(&job.cfg, step) else {
             continue;
         };
