@@ -53,15 +53,17 @@ fn main() {
         probes += &format!("[script.s{i}]\ncommand = \"test -d /tmp && echo ok\"\n");
     }
     for i in 0..n_hang {
-        probes += &format!(
-            "[http.hang{i}]\nurl = \"http://127.0.0.1:{silent}/\"\ntimeout_secs = 2\n"
-        );
+        probes +=
+            &format!("[http.hang{i}]\nurl = \"http://127.0.0.1:{silent}/\"\ntimeout_secs = 2\n");
     }
     let mixed = load(dir.path(), "mixed", &probes);
     assert_eq!(mixed.probes.len(), 500);
     let engine = Engine::new(&mixed);
     let rss_idle = rss_kb();
-    println!("== Probe cycle: 500 probes ({n_http} http, {n_tcp} tcp, {n_script} script, {n_hang} hanging http with a 2 s timeout), concurrency {}", mixed.probe_defaults.concurrency);
+    println!(
+        "== Probe cycle: 500 probes ({n_http} http, {n_tcp} tcp, {n_script} script, {n_hang} hanging http with a 2 s timeout), concurrency {}",
+        mixed.probe_defaults.concurrency
+    );
     let mut walls = Vec::new();
     for round in 1..=5 {
         let t0 = Instant::now();
@@ -112,7 +114,11 @@ fn main() {
         let t0 = Instant::now();
         for _ in 0..rounds {
             let rs = runtime.block_on(engine.run(&c.probes));
-            assert!(rs.iter().all(|r| r.passed), "{:?}", rs.iter().find(|r| !r.passed));
+            assert!(
+                rs.iter().all(|r| r.passed),
+                "{:?}",
+                rs.iter().find(|r| !r.passed)
+            );
         }
         let wall = t0.elapsed();
         let (s1, c1) = cpu();
