@@ -28,6 +28,8 @@ pub struct HealJob {
     pub cfg: Arc<Config>,
     pub last: BTreeMap<String, ProbeResult>,
     pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
+    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
+    pub redactor: Arc<Redactor>,
 }
 
 pub struct AgentJob {
@@ -36,6 +38,7 @@ pub struct AgentJob {
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
     pub outlook: Outlook,
+    pub redactor: Arc<Redactor>,
 }
 
 fn end_outcome(end: End) -> RunOutcome {
@@ -90,7 +93,7 @@ fn planned(cfg: &Config, step: &HealStep) -> Option<PlannedHeal> {
 
 /// Run the heal steps in order; the worst outcome wins, outputs are concatenated (redacted).
 pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
-    let redactor = Redactor::from_config(&job.cfg);
+    let redactor = job.redactor.clone();
     let failing: Vec<ProbeResult> = job
         .probes
         .iter()
@@ -99,7 +102,7 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
     let mut worst = RunOutcome::Exited { code: 0 };
     let mut output = String::new();
     for step in &job.steps {
-        if *step == HealStep::RestartWorker {
+        if let HealStep::RestartWorker = step {
             match &job.worker {
                 Some(h) => {
                     h.restart().await;
@@ -188,7 +191,7 @@ fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
 
 /// Run one agent tier (the core decides the cloud → local fallback) with the prompt on stdin.
 pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
-    let redactor = Redactor::from_config(&job.cfg);
+    let redactor = job.redactor.clone();
     let prompt = build_prompt(&job, &redactor);
     // The failing probes' newest results, for TALON_FAILING_PROBES and the context file.
     let failing: Vec<ProbeResult> = job
@@ -269,8 +272,11 @@ pub fn notice(n: &Notification) -> Notice {
 }
 
 /// Deliver on every channel, concurrently, each under its own timeout.
-pub async fn deliver(cfg: &Config, n: &Notification) -> Vec<ChannelResult> {
-    let redactor = Arc::new(Redactor::from_config(cfg));
+pub async fn deliver(
+    cfg: &Config,
+    n: &Notification,
+    redactor: Arc<Redactor>,
+) -> Vec<ChannelResult> {
     let channels = match notify::Channels::from_config(cfg, redactor) {
         Ok(c) => c,
         Err(e) => {

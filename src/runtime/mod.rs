@@ -352,6 +352,7 @@ impl Runtime {
                     steps,
                     probes,
                     cfg: self.cfg.clone(),
+                    redactor: self.redactor.clone(),
                     last: self.last.clone(),
                     worker: self.worker.clone(),
                 };
@@ -378,6 +379,7 @@ impl Runtime {
                     tier,
                     probes,
                     cfg: self.cfg.clone(),
+                    redactor: self.redactor.clone(),
                     outlook: self.core.outlook(now_ms()),
                 };
                 let tx = self.tx.clone();
@@ -399,10 +401,11 @@ impl Runtime {
                     "notifying"
                 );
                 let cfg = self.cfg.clone();
+                let redactor = self.redactor.clone();
                 let tx = self.tx.clone();
                 self.tasks.spawn(async move {
                     let id = n.id;
-                    let channels = exec::deliver(&cfg, &n).await;
+                    let channels = exec::deliver(&cfg, &n, redactor).await;
                     let _ = tx.send(Msg::Core(Event::NotifyResult {
                         at: now_ms(),
                         id,
@@ -469,9 +472,9 @@ impl Runtime {
                     .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
                 self.engine = Engine::new(&new);
                 let core_cfg = CoreConfig::from_config(&new);
+                self.redactor = Arc::new(crate::escalate::redact::Redactor::from_config(&new));
                 let worker_changed =
                     self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
-                self.redactor = Arc::new(crate::escalate::redact::Redactor::from_config(&new));
                 self.cfg = Arc::new(new);
                 if worker_changed {
                     self.reconfigure_worker();
