@@ -541,6 +541,8 @@ info = {{ role = "slave" }}
 [redis.nofield]
 url = "redis://127.0.0.1:{p}"
 info = {{ no_such_field = "x" }}
+[redis.baddb]
+url = "redis://127.0.0.1:{p}/99"
 "#
     ));
     let rs = run_all(&c).await;
