@@ -1050,6 +1050,12 @@ fn every_kind_rejects_bad_values_with_the_key() {
             "one way",
         ),
         (
+            "redis",
+            "url = \"h:1\"\npassword_file = \"pw.txt\"",
+            "redis.t.password_file",
+            "absolute",
+        ),
+        (
             "launchd",
             "label = \"gui/501/x\"",
             "launchd.t.label",
