@@ -16,6 +16,16 @@ fn main() {
         serve();
         return;
     }
+    // Test runners (`cargo nextest run --all-targets`, `cargo test --all-targets`) run bench
+    // binaries too: list no tests and do not run the benchmark unless `cargo bench` asked.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("probe_cycle: a benchmark; run it with `cargo bench --bench probe_cycle`");
+        return;
+    }
     // Servers in a child process; it exits when our end of its stdin closes.
     let mut server = Command::new(std::env::current_exe().unwrap())
         .env("TALON_BENCH_SERVE", "1")
