@@ -16,6 +16,16 @@ fn main() {
         serve();
         return;
     }
+    // Test runners (`cargo nextest run --all-targets`, `cargo test --all-targets`) run bench
+    // binaries too: list no tests and do not run the benchmark unless `cargo bench` asked.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("probe_cycle: a benchmark; run it with `cargo bench --bench probe_cycle`");
+        return;
+    }
     // Servers in a child process; it exits when our end of its stdin closes.
     let mut server = Command::new(std::env::current_exe().unwrap())
         .env("TALON_BENCH_SERVE", "1")
@@ -40,64 +50,85 @@ fn main() {
         .build()
         .unwrap();
 
-    // --- 1. 500 mixed probes, 5 hanging until a 2 s timeout.
-    let mut probes = String::new();
+    // --- 1. 500 mixed probes, 5 hanging until a 2 s timeout: last in config order (worst
+    // case: they queue for a concurrency slot behind everything else), then spread through it.
     let (n_http, n_tcp, n_script, n_hang) = (250, 145, 100, 5);
+    let mut lines: Vec<String> = Vec::new();
     for i in 0..n_http {
-        probes += &format!("[http.h{i}]\nurl = \"http://127.0.0.1:{http}/health\"\n");
+        lines.push(format!(
+            "[http.h{i}]\nurl = \"http://127.0.0.1:{http}/health\"\n"
+        ));
     }
     for i in 0..n_tcp {
-        probes += &format!("[tcp.t{i}]\naddress = \"127.0.0.1:{tcp}\"\n");
+        lines.push(format!("[tcp.t{i}]\naddress = \"127.0.0.1:{tcp}\"\n"));
     }
     for i in 0..n_script {
-        probes += &format!("[script.s{i}]\ncommand = \"test -d /tmp && echo ok\"\n");
+        lines.push(format!(
+            "[script.s{i}]\ncommand = \"test -d /tmp && echo ok\"\n"
+        ));
     }
+    let hang = |i: usize| {
+        format!("[http.hang{i}]\nurl = \"http://127.0.0.1:{silent}/\"\ntimeout_secs = 2\n")
+    };
+    let mut last = lines.clone();
+    last.extend((0..n_hang).map(hang));
+    let mut spread = lines.clone();
     for i in 0..n_hang {
-        probes +=
-            &format!("[http.hang{i}]\nurl = \"http://127.0.0.1:{silent}/\"\ntimeout_secs = 2\n");
+        spread.insert(i * 100, hang(i));
     }
-    let mixed = load(dir.path(), "mixed", &probes);
-    assert_eq!(mixed.probes.len(), 500);
-    let engine = Engine::new(&mixed);
-    let rss_idle = rss_kb();
-    println!(
-        "== Probe cycle: 500 probes ({n_http} http, {n_tcp} tcp, {n_script} script, {n_hang} hanging http with a 2 s timeout), concurrency {}",
-        mixed.probe_defaults.concurrency
-    );
-    let mut walls = Vec::new();
-    for round in 1..=5 {
-        let t0 = Instant::now();
-        let rs = runtime.block_on(engine.run(&mixed.probes));
-        let wall = t0.elapsed();
-        let count = |s: Status| rs.iter().filter(|r| r.status == s).count();
+    let rss_start = rss_kb();
+    let mut first_engine_rss = None;
+    for (label, probes) in [
+        ("hanging probes last", last),
+        ("hanging probes spread", spread),
+    ] {
+        let mixed = load(dir.path(), "mixed", &probes.concat());
+        assert_eq!(mixed.probes.len(), 500);
+        let engine = Engine::new(&mixed);
+        let rss_idle = rss_kb();
+        first_engine_rss.get_or_insert(rss_idle);
         println!(
-            "cycle {round}: {:>6.3} s   pass {}  timeout {}  other {}",
-            wall.as_secs_f64(),
-            count(Status::Pass),
-            count(Status::Timeout),
-            rs.len() - count(Status::Pass) - count(Status::Timeout)
+            "== Probe cycle: 500 probes ({n_http} http, {n_tcp} tcp, {n_script} script, {n_hang} hanging http with a 2 s timeout; {label}), concurrency {}",
+            mixed.probe_defaults.concurrency
         );
-        if let Some(bad) = rs
-            .iter()
-            .find(|r| r.status != Status::Pass && !r.name.starts_with("hang"))
-        {
-            println!("  unexpected: {bad:?}");
+        println!("RSS idle (config loaded, engine built): {rss_idle} KiB");
+        let mut walls = Vec::new();
+        for round in 1..=5 {
+            let t0 = Instant::now();
+            let rs = runtime.block_on(engine.run(&mixed.probes));
+            let wall = t0.elapsed();
+            let count = |s: Status| rs.iter().filter(|r| r.status == s).count();
+            println!(
+                "cycle {round}: {:>6.3} s   pass {}  timeout {}  other {}   RSS {} KiB",
+                wall.as_secs_f64(),
+                count(Status::Pass),
+                count(Status::Timeout),
+                rs.len() - count(Status::Pass) - count(Status::Timeout),
+                rss_kb()
+            );
+            if let Some(bad) = rs
+                .iter()
+                .find(|r| r.status != Status::Pass && !r.name.starts_with("hang"))
+            {
+                println!("  unexpected: {bad:?}");
+            }
+            walls.push(wall);
         }
-        walls.push(wall);
+        walls.sort();
+        println!(
+            "cycle wall time: median {:.3} s, min {:.3} s, max {:.3} s (target < 2.5 s)",
+            walls[walls.len() / 2].as_secs_f64(),
+            walls[0].as_secs_f64(),
+            walls[walls.len() - 1].as_secs_f64()
+        );
     }
-    walls.sort();
-    println!(
-        "cycle wall time: median {:.3} s, min {:.3} s, max {:.3} s (target < 2.5 s)",
-        walls[walls.len() / 2].as_secs_f64(),
-        walls[0].as_secs_f64(),
-        walls[walls.len() - 1].as_secs_f64()
-    );
     let rss_after = rss_kb();
     println!(
-        "memory: RSS idle (engine built) {} KiB, after 5 cycles {} KiB, growth {} KiB; peak {} KiB",
-        rss_idle,
+        "memory: RSS before config {} KiB, idle with engine {} KiB, after 10 cycles {} KiB (growth idle→cycles {} KiB); peak {} KiB",
+        rss_start,
+        first_engine_rss.unwrap_or(0),
         rss_after,
-        rss_after as i64 - rss_idle as i64,
+        rss_after as i64 - first_engine_rss.unwrap_or(0) as i64,
         hwm_kb()
     );
 
@@ -236,7 +267,10 @@ fn serve() {
         writeln!(out, "{} {} {}", ports[0], ports[1], ports[2]).unwrap();
         out.flush().unwrap();
         // Until the parent closes our stdin.
-        let mut sink = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+        std::thread::spawn(|| {
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            std::process::exit(0);
+        });
+        std::future::pending::<()>().await;
     });
 }

@@ -165,7 +165,7 @@ impl Engine {
             tasks.push(tokio::spawn(async move {
                 let result = match first_unhealthy_dependency(deps).await {
                     Some(dep) => blocked(&probe, &dep),
-                    None => engine.run_one(&probe).await,
+                    None => engine.run_here(&probe).await,
                 };
                 // Nobody listening (no dependents) is fine.
                 let _ = tx.send(Some(result.clone()));
@@ -189,7 +189,24 @@ impl Engine {
 
     /// Run a single probe now (waiting for a concurrency slot), under its timeout. Its
     /// dependencies are the caller's business here (see [`blocked`]).
+    ///
+    /// The run happens on its own task: dropping this future (shutdown, a reload) does not cut
+    /// a subprocess probe short, so its process group is still stopped at the timeout and reaped.
     pub async fn run_one(&self, probe: &ProbeConfig) -> ProbeResult {
+        let engine = self.clone();
+        let owned = probe.clone();
+        match tokio::spawn(async move { engine.run_here(&owned).await }).await {
+            Ok(r) => r,
+            Err(e) => result_of(
+                probe,
+                now_ms(),
+                Duration::ZERO,
+                Outcome::error(format!("internal error: probe task ended: {e}")),
+            ),
+        }
+    }
+
+    async fn run_here(&self, probe: &ProbeConfig) -> ProbeResult {
         // The semaphore is never closed, so acquiring cannot fail.
         let _slot = self.slots.acquire().await.ok();
         let started_at = now_ms();
@@ -338,6 +355,86 @@ pub fn first_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::probe::script::ScriptSpec;
+    use std::num::NonZeroU32;
+
+    fn script(name: &str, command: &str, deps: &[&str]) -> ProbeConfig {
+        ProbeConfig {
+            name: name.into(),
+            kind: ProbeKind::Script(ScriptSpec {
+                command: command.into(),
+                env: Default::default(),
+            }),
+            critical: false,
+            timeout: Duration::from_secs(5),
+            interval: Duration::from_secs(60),
+            critical_after: NonZeroU32::MIN,
+            recover_after: NonZeroU32::MIN,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            runbook: None,
+            heal: None,
+            witness: None,
+            defined_at: "test:1".into(),
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::with_options(EngineOptions {
+            search_path: SearchPath {
+                dirs: vec!["/usr/bin".into(), "/bin".into()],
+            },
+            concurrency: 4,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_dependency_outside_the_run_is_ignored() {
+        let probes = [
+            script("down", "exit 1", &[]),
+            script("up", "true", &["down"]),
+        ];
+        // Only `up`: its dependency is not part of this run, so it runs.
+        let rs = engine().run(&probes[1..]).await;
+        assert_eq!(rs[0].status, Status::Pass);
+        // Both: `up` is blocked by `down`.
+        let rs = engine().run(&probes).await;
+        assert_eq!(rs[0].status, Status::Fail);
+        assert_eq!(rs[1].status, Status::Blocked);
+        assert_eq!(rs[1].output, "blocked: dependency `down` fail: exit 1");
+        assert_eq!(rs[1].duration_ms, 0);
+        assert_eq!(rs[1].kind, "script");
+    }
+
+    #[tokio::test]
+    async fn a_diamond_waits_for_every_dependency() {
+        let probes = [
+            script("a", "true", &[]),
+            script("b", "sleep 0.2", &["a"]),
+            script("c", "exit 4", &["a"]),
+            script("d", "true", &["b", "c"]),
+        ];
+        let rs = engine().run(&probes).await;
+        let st: Vec<Status> = rs.iter().map(|r| r.status).collect();
+        assert_eq!(
+            st,
+            [Status::Pass, Status::Pass, Status::Fail, Status::Blocked]
+        );
+        assert_eq!(rs[3].output, "blocked: dependency `c` fail: exit 4");
+    }
+
+    #[tokio::test]
+    async fn unavailable_kinds_are_errors_without_running() {
+        let mut p = script("x", "true", &[]);
+        p.kind = ProbeKind::Launchd(crate::probe::launchd::LaunchdSpec { label: "l".into() });
+        let r = engine().run_one(&p).await;
+        if cfg!(target_os = "macos") {
+            assert_ne!(r.status, Status::Blocked);
+        } else {
+            assert_eq!(r.status, Status::Error);
+            assert_eq!(r.output, "launchd probes run only on macOS");
+        }
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -185,8 +185,13 @@ impl KindSpec for RedisSpec {
                 format!("`{v}` is not an environment variable name"),
             );
         }
-        if self.password_file.as_deref() == Some("") {
-            c.error("password_file", "must not be empty");
+        if let Some(f) = &self.password_file
+            && !(f.starts_with('/') || f.starts_with("~/"))
+        {
+            c.error(
+                "password_file",
+                format!("`{f}` must be an absolute path (or start with ~/)"),
+            );
         }
         for k in self.info.keys() {
             if k.trim().is_empty() {

@@ -541,6 +541,8 @@ info = {{ role = "slave" }}
 [redis.nofield]
 url = "redis://127.0.0.1:{p}"
 info = {{ no_such_field = "x" }}
+[redis.baddb]
+url = "redis://127.0.0.1:{p}/99"
 "#
     ));
     let rs = run_all(&c).await;
@@ -1046,6 +1048,12 @@ fn every_kind_rejects_bad_values_with_the_key() {
             "url = \"redis://:pw@h:1\"\npassword_env = \"P\"",
             "redis.t.password_env",
             "one way",
+        ),
+        (
+            "redis",
+            "url = \"h:1\"\npassword_file = \"pw.txt\"",
+            "redis.t.password_file",
+            "absolute",
         ),
         (
             "launchd",
