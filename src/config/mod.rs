@@ -354,6 +354,8 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         loaded.diags = diags;
         return loaded;
     };
+    // Shared, not copied, by every probe defined in the file.
+    let main_src = std::sync::Arc::new(main_src);
     let Some(main_doc) = tomlx::parse(&main_src, &mut diags) else {
         loaded.diags = diags;
         return loaded;
@@ -398,7 +400,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     loaded.services_path = Some(services_path.clone());
     let services_exists = services_path.exists();
     let services_src = if services_exists {
-        read_source(&services_path, &mut diags)
+        read_source(&services_path, &mut diags).map(std::sync::Arc::new)
     } else {
         if raw.services_file.is_some() {
             let span = tomlx::path_span(main_root, "services_file");
@@ -460,7 +462,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             &config,
             &main_src,
             main_root,
-            services_doc_src.as_ref(),
+            services_doc_src.as_deref(),
             &mut diags,
         );
     }
@@ -476,7 +478,7 @@ struct ProbeDraft {
     kind_name: String,
     common: RawCommon,
     kind: spec::ProbeKind,
-    src: Source,
+    src: std::sync::Arc<Source>,
     span: std::ops::Range<usize>,
     /// Owned copy of the section, for key positions in later checks.
     section_text_spans: BTreeMap<String, std::ops::Range<usize>>,
@@ -495,7 +497,7 @@ impl ProbeDraft {
 }
 
 fn parse_probe_kind(
-    src: &Source,
+    src: &std::sync::Arc<Source>,
     kind: &str,
     v: &Value<'_>,
     out: &mut Vec<ProbeDraft>,
