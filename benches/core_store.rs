@@ -46,7 +46,7 @@ fn cycle(i: u64, at: Millis) -> Vec<ProbeResult> {
     (0..PROBES)
         .map(|p| {
             // p000 fails for long stretches (an incident); a few others flap.
-            let failing = (p == 0 && (i / 50) % 2 == 1) || (p % 17 == 3 && i % 3 == 0);
+            let failing = (p == 0 && (i / 50) % 2 == 1) || (p % 17 == 3 && i.is_multiple_of(3));
             let status = if failing { Status::Fail } else { Status::Pass };
             ProbeResult {
                 name: format!("p{p:03}"),
