@@ -187,8 +187,14 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         let w = o.failing.iter().map(|f| f.name.len()).max().unwrap_or(0);
         for f in &o.failing {
             let st = f.status.map(|s| s.as_str()).unwrap_or("-");
+            let state = o
+                .probes
+                .iter()
+                .find(|p| p.name == f.name)
+                .map(|p| p.state.as_str())
+                .unwrap_or("-");
             let line = f.output.lines().next().unwrap_or("");
-            writeln!(out, "  {:w$}  {st:7}  {line}", f.name)?;
+            writeln!(out, "  {:w$}  {state:10}  last {st}: {line}", f.name)?;
         }
     }
     let mut counts = std::collections::BTreeMap::new();

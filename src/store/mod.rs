@@ -207,6 +207,7 @@ pub struct NotificationRow {
     pub kind: String,
     pub created_at: Millis,
     pub text: String,
+    /// Times it was handed to the channels (first send, retries, re-sends after a restart).
     pub attempts: u32,
     pub delivered_at: Option<Millis>,
     pub dropped_at: Option<Millis>,
@@ -789,15 +790,14 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
             Record::NotificationSent { notification: n } => {
                 tx.execute(
                     "INSERT INTO notifications (id, incident, kind, created_at, text, attempts)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts",
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1)
+                     ON CONFLICT(id) DO UPDATE SET attempts = attempts + 1",
                     params![
                         n.id as i64,
                         n.incident as i64,
                         n.kind.as_str(),
                         n.created_at,
-                        n.text,
-                        n.attempt + 1
+                        n.text
                     ],
                 )?;
             }

@@ -785,3 +785,94 @@ fn cli_reports_a_damaged_database_by_name() {
         assert!(!e.contains("panicked"));
     }
 }
+
+/// A restart through the real store: a delivered page is not sent again, an undelivered one is.
+#[test]
+fn restart_through_the_store_never_repages_and_never_forgets() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = CoreConfig {
+        critical_threshold: 60 * S,
+        channels: vec!["ops".into()],
+        probes: [(
+            "api".to_string(),
+            ProbeRule {
+                critical: true,
+                fail_after: 1,
+                recover_after: 1,
+                depends_on: vec![],
+                witness: None,
+                heal: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..CoreConfig::default()
+    };
+    let t0: Millis = 1_800_000_000_000;
+    let notes = |a: &[Action]| -> Vec<(u64, talon::core::NotifyKind)> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Notify(n) => Some((n.id, n.kind)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Run 1: outage, critical at once (no heal, no agent), SOS sent but its result never
+    // arrives (crash).
+    let mut store = Store::open(d.path()).unwrap();
+    let mut core = Core::new(cfg.clone());
+    step(
+        &mut core,
+        &mut store,
+        Event::ProbeResults {
+            at: t0,
+            results: vec![result("api", Status::Fail, t0)],
+        },
+    );
+    let a = step(&mut core, &mut store, Event::Tick { at: t0 + 61 * S });
+    let sos = notes(&a);
+    assert_eq!(sos.len(), 1);
+    drop(store);
+    // Run 2: the page was not known delivered, so it is sent again — the same one.
+    let mut store = Store::open(d.path()).unwrap();
+    let saved = store.load_core().unwrap().unwrap();
+    let mut core = Core::restore(cfg.clone(), saved.state);
+    let a = step(&mut core, &mut store, Event::Tick { at: t0 + 70 * S });
+    assert_eq!(notes(&a), sos, "an unconfirmed page is not forgotten");
+    step(
+        &mut core,
+        &mut store,
+        Event::NotifyResult {
+            at: t0 + 71 * S,
+            id: sos[0].0,
+            channels: vec![ChannelResult {
+                channel: "ops".into(),
+                delivered: true,
+                detail: String::new(),
+            }],
+        },
+    );
+    drop(store);
+    // Run 3: delivered before the crash: nothing is sent again, the reminder keeps its time.
+    let mut store = Store::open(d.path()).unwrap();
+    let saved = store.load_core().unwrap().unwrap();
+    let mut core = Core::restore(cfg.clone(), saved.state);
+    for k in 0..10 {
+        let a = step(
+            &mut core,
+            &mut store,
+            Event::Tick {
+                at: t0 + (80 + k * 600) * S,
+            },
+        );
+        assert!(notes(&a).is_empty(), "re-paged after a restart");
+    }
+    let inc = store.incident(1).unwrap().unwrap();
+    assert!(inc.incident.paged_at.is_some());
+    assert_eq!(inc.notifications.len(), 1);
+    assert_eq!(
+        inc.notifications[0].attempts, 2,
+        "sent twice: before and after the crash"
+    );
+    assert!(inc.notifications[0].delivered_at.is_some());
+}
