@@ -1890,4 +1890,15 @@ mod tests {
         ));
         assert_eq!(chain(&e), "request failed: connection refused");
     }
+
+    #[test]
+    fn a_check_can_run_on_any_worker_thread() {
+        fn assert_send<T: Send>(_: &T) {}
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<K8sCtx>();
+        let spec: K8sSpec = toml::from_str("check = \"api\"").unwrap();
+        let ctx = K8sCtx::with_home(None);
+        let fut = spec.check(&ctx, Duration::from_secs(1));
+        assert_send(&fut);
+    }
 }
