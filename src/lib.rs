@@ -13,7 +13,8 @@
 //! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
 //! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
-//! | [`notify`]    | one file per notification channel kind |
+//! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
+//! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
 //! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
 //!
 //! ## Theory of operation
@@ -30,9 +31,11 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod escalate;
 pub mod notify;
 pub mod probe;
 pub mod proc;
 pub mod runtime;
 pub mod store;
 pub mod supervise;
+pub mod tls;

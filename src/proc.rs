@@ -38,7 +38,7 @@ pub enum SpawnError {
 }
 
 /// How a finished child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "end", content = "value")]
 pub enum End {
     /// Exited by itself with this code.

@@ -7,6 +7,7 @@ mod history;
 mod incidents;
 mod init;
 mod internal;
+mod notify;
 mod run;
 mod status;
 mod validate;
@@ -92,6 +93,9 @@ pub enum Command {
     HoldLock(internal::HoldLockArgs),
     #[command(name = "__store-burst", hide = true)]
     StoreBurst(internal::BurstArgs),
+    /// Send a test notice to every channel (or `--channel NAME`) and print each result.
+    /// Exit 0 all delivered, 1 any failed, 2 config error or unknown channel.
+    Notify(notify::Args),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -139,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
         Command::HoldLock(a) => internal::hold_lock(a, &mut out),
         Command::StoreBurst(a) => internal::store_burst(a, &mut out),
+        Command::Notify(a) => notify::run(&cli.config, a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             // Generated into memory first: clap_complete panics on a write error, and a script

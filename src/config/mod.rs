@@ -815,6 +815,8 @@ impl Builder<'_, '_> {
 
         let worker = raw.worker.map(|w| self.worker(w));
         let probes = self.probes(drafts, &probe_defaults, check_interval);
+        // The original's `[escalation]` SOS keys become channels.
+        let notify = crate::notify::with_legacy(notify, &escalation);
 
         Config {
             sources,

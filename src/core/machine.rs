@@ -648,7 +648,7 @@ impl Core {
             let t = &self.s.probes[name];
             let st = self.probe_state(t);
             if t.state != Some(st) {
-                let rule = &self.cfg.probes[name];
+                let fail_after = self.cfg.probes.get(name).map_or(1, |r| r.fail_after);
                 let out = t
                     .last
                     .as_ref()
@@ -659,7 +659,7 @@ impl Core {
                     ProbeState::Passing => format!("passed: {out}"),
                     ProbeState::Debouncing => format!(
                         "failed {} of {} times in a row: {out}",
-                        t.fail_streak, rule.fail_after
+                        t.fail_streak, fail_after
                     ),
                     ProbeState::Failing => {
                         format!("failed {} times in a row: {out}", t.fail_streak)
@@ -930,6 +930,16 @@ impl Core {
                 output: String::new(),
             });
             self.finish(inc, r, RunOutcome::Lost, cx);
+        }
+        // A held fix whose probes all left the escalating set (recovered) while other probes
+        // keep the incident open: those were never worked on, so the ladder resumes where it is.
+        if inc
+            .hold
+            .as_ref()
+            .is_some_and(|h| !h.iter().any(|p| roots.contains(p)))
+        {
+            inc.hold = None;
+            inc.held_action = None;
         }
         if inc.hold.is_some()
             && let Some(p) = cx.hold_broken.take()

@@ -55,10 +55,18 @@ pub struct ProbeCtx {
     pub timeout: Duration,
 }
 
-#[derive(Debug)]
 struct Shared {
     search_path: SearchPath,
     http: HttpClients,
+    /// Kubernetes clients, one per kubeconfig + context, reused across cycles.
+    #[cfg(feature = "k8s")]
+    k8s: super::k8s::K8sCtx,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("search_path", &self.search_path).finish_non_exhaustive()
+    }
 }
 
 impl ProbeCtx {
@@ -68,6 +76,8 @@ impl ProbeCtx {
             shared: Arc::new(Shared {
                 search_path,
                 http: HttpClients::default(),
+                #[cfg(feature = "k8s")]
+                k8s: super::k8s::K8sCtx::new(),
             }),
             timeout,
         }
@@ -88,6 +98,12 @@ impl ProbeCtx {
     /// The shared HTTP clients (one per TLS-verify/redirect combination, built once).
     pub fn http(&self) -> &HttpClients {
         &self.shared.http
+    }
+
+    /// The Kubernetes client cache.
+    #[cfg(feature = "k8s")]
+    pub fn k8s(&self) -> &super::k8s::K8sCtx {
+        &self.shared.k8s
     }
 
     /// TERM→KILL grace for a probe's subprocess group.

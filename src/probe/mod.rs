@@ -4,6 +4,8 @@
 pub mod disk;
 pub mod engine;
 pub mod http;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 pub mod launchd;
 pub mod outcome;
 pub mod process;

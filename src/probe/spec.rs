@@ -52,6 +52,8 @@ pub enum ProbeKind {
     Systemd(super::systemd::SystemdSpec),
     Disk(super::disk::DiskSpec),
     Process(super::process::ProcessSpec),
+    #[cfg(feature = "k8s")]
+    K8s(super::k8s::K8sSpec),
 }
 
 impl ProbeKind {
@@ -65,6 +67,8 @@ impl ProbeKind {
             ProbeKind::Systemd(_) => "systemd",
             ProbeKind::Disk(_) => "disk",
             ProbeKind::Process(_) => "process",
+            #[cfg(feature = "k8s")]
+            ProbeKind::K8s(_) => "k8s",
         }
     }
 
@@ -78,6 +82,8 @@ impl ProbeKind {
             ProbeKind::Systemd(s) => s,
             ProbeKind::Disk(s) => s,
             ProbeKind::Process(s) => s,
+            #[cfg(feature = "k8s")]
+            ProbeKind::K8s(s) => s,
         }
     }
 
@@ -93,6 +99,8 @@ impl ProbeKind {
             ProbeKind::Systemd(s) => super::systemd::check(s, ctx).await,
             ProbeKind::Disk(s) => super::disk::check(s, ctx).await,
             ProbeKind::Process(s) => super::process::check(s, ctx).await,
+            #[cfg(feature = "k8s")]
+            ProbeKind::K8s(s) => s.check(ctx.k8s(), ctx.timeout).await,
         }
     }
 
@@ -142,6 +150,8 @@ pub fn parse_kind(
         "systemd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Systemd),
         "disk" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Disk),
         "process" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Process),
+        #[cfg(feature = "k8s")]
+        "k8s" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::K8s),
         other => {
             diags.error(
                 src,

@@ -1,12 +1,22 @@
 //! Executors for the core's actions: heal steps, agent runs, deliveries. Each runs as a task
-//! off the loop and answers with one event.
+//! off the loop and answers with one event. The work itself is done by [`crate::escalate`]
+//! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
+//! [`crate::notify`] (every channel kind, fan-out).
 
 use crate::config::Config;
 use crate::core::{
-    AgentTier, ChannelResult, HealStep, IncidentId, Notification, Outlook, RunOutcome,
+    AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
 };
+use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
+use crate::escalate::heal::{
+    HealAction, HealReport, HealRequest, HealSource, PlannedHeal, restart_action,
+    run_heal as run_one_heal,
+};
+use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, TimelineEntry};
+use crate::escalate::redact::Redactor;
+use crate::notify::{self, FailingLine, Notice};
 use crate::probe::{Heal, ProbeResult};
-use crate::proc::{Cmd, End, Finished, SpawnError};
+use crate::proc::End;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,6 +27,7 @@ pub struct HealJob {
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
     pub last: BTreeMap<String, ProbeResult>,
+    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
 }
 
 pub struct AgentJob {
@@ -27,73 +38,187 @@ pub struct AgentJob {
     pub outlook: Outlook,
 }
 
-fn outcome(r: &Result<Finished, SpawnError>) -> RunOutcome {
-    match r {
-        Ok(f) => match f.end {
-            End::Exited(code) => RunOutcome::Exited { code },
-            End::Signaled(s) => RunOutcome::Exited { code: 128 + s },
-            End::TimedOut => RunOutcome::TimedOut,
-        },
-        Err(e) => RunOutcome::SpawnFailed {
-            error: e.to_string(),
+fn end_outcome(end: End) -> RunOutcome {
+    match end {
+        End::Exited(code) => RunOutcome::Exited { code },
+        End::Signaled(s) => RunOutcome::Exited { code: 128 + s },
+        End::TimedOut => RunOutcome::TimedOut,
+    }
+}
+
+fn heal_outcome(r: &HealReport) -> RunOutcome {
+    match (r.end, &r.error) {
+        (Some(end), _) => end_outcome(end),
+        (None, Some(e)) => RunOutcome::SpawnFailed { error: e.clone() },
+        (None, None) => RunOutcome::SpawnFailed {
+            error: "did not run".into(),
         },
     }
 }
 
-fn text(r: &Result<Finished, SpawnError>) -> String {
-    match r {
-        Ok(f) => format!("{}{}", f.stdout.text(), f.stderr.text()),
-        Err(e) => e.to_string(),
+/// The heal a core step stands for, if any.
+fn planned(cfg: &Config, step: &HealStep) -> Option<PlannedHeal> {
+    let command = |c: &str| HealAction::Command {
+        command: c.to_string(),
+    };
+    match step {
+        HealStep::Probe { probe } => {
+            let p = cfg.probes.iter().find(|p| &p.name == probe)?;
+            let action = match p.heal.as_ref()? {
+                Heal::Command(c) => command(c),
+                Heal::Restart => restart_action(&p.kind)?,
+            };
+            Some(PlannedHeal {
+                source: HealSource::Probe(probe.clone()),
+                action,
+                for_probes: vec![probe.clone()],
+            })
+        }
+        HealStep::Bridge { probes } => Some(PlannedHeal {
+            source: HealSource::Bridge,
+            action: command(cfg.bridge_heal.as_deref()?),
+            for_probes: probes.clone(),
+        }),
+        HealStep::Global { probes } => Some(PlannedHeal {
+            source: HealSource::Global,
+            action: command(cfg.heal_script.as_deref()?),
+            for_probes: probes.clone(),
+        }),
+        HealStep::RestartWorker => None,
     }
 }
 
-/// Run the heal steps in order; the worst outcome wins, outputs are concatenated.
+/// Run the heal steps in order; the worst outcome wins, outputs are concatenated (redacted).
 pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
+    let redactor = Redactor::from_config(&job.cfg);
+    let failing: Vec<ProbeResult> = job
+        .probes
+        .iter()
+        .filter_map(|p| job.last.get(p).cloned())
+        .collect();
     let mut worst = RunOutcome::Exited { code: 0 };
     let mut output = String::new();
     for step in &job.steps {
-        let line = match step {
-            HealStep::Probe { probe } => match job
-                .cfg
-                .probes
-                .iter()
-                .find(|p| &p.name == probe)
-                .and_then(|p| p.heal.clone())
-            {
-                Some(Heal::Command(c)) => Some(c),
-                Some(Heal::Restart) | None => None,
-            },
-            HealStep::Bridge { .. } => job.cfg.bridge_heal.clone(),
-            HealStep::Global { .. } => job.cfg.heal_script.clone(),
-            HealStep::RestartWorker => None,
+        if *step == HealStep::RestartWorker {
+            match &job.worker {
+                Some(h) => {
+                    h.restart().await;
+                    output.push_str("worker: graceful restart requested\n");
+                }
+                None => output.push_str("worker: no worker is supervised\n"),
+            }
+            continue;
+        }
+        let Some(heal) = planned(&job.cfg, step) else {
+            continue;
         };
-        let Some(line) = line else { continue };
-        let r = Cmd::shell(&line)
-            .search_path(&job.cfg.search_path)
-            .env("TALON_INCIDENT_ID", job.incident.to_string())
-            .env("TALON_TIER", "1")
-            .env("TALON_FAILING_PROBES", job.probes.join(","))
-            .timeout(job.cfg.heal_timeout)
-            .keep_background(true)
-            .run()
-            .await;
-        output.push_str(&text(&r));
-        let o = outcome(&r);
+        let req = HealRequest::new(&job.cfg, job.incident.to_string(), heal, failing.clone());
+        let r = run_one_heal(req, &redactor).await;
+        output.push_str(&format!("$ {}\n{}", r.command, r.output));
+        if let Some(e) = &r.error {
+            output.push_str(&format!("error: {e}\n"));
+        }
+        let o = heal_outcome(&r);
         if !o.succeeded() {
             worst = o;
         }
     }
-    let _ = (job.id, &job.last);
+    let _ = job.id;
     (worst, output)
 }
 
-/// Run one agent tier with a prompt on stdin.
+/// Build the agent's prompt from what the core knows now.
+fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
+    let cfg = &job.cfg;
+    let failing: Vec<FailingProbe> = job
+        .outlook
+        .failing
+        .iter()
+        .map(|f| {
+            let pc = cfg.probes.iter().find(|p| p.name == f.name);
+            FailingProbe {
+                name: f.name.clone(),
+                kind: pc.map(|p| p.kind.name().to_string()).unwrap_or_default(),
+                status: f.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                output: f.output.clone(),
+                runbook: pc.and_then(|p| p.runbook.clone()),
+                witness: pc.and_then(|p| p.witness.clone()),
+            }
+        })
+        .collect();
+    let mut timeline = Vec::new();
+    if let Some(i) = &job.outlook.incident {
+        timeline.push(TimelineEntry {
+            at_ms: i.opened_at,
+            what: format!("incident {} opened", i.id),
+        });
+        timeline.push(TimelineEntry {
+            at_ms: i.stage_since,
+            what: format!(
+                "state {} ({} heal(s), {} agent run(s) so far)",
+                i.stage, i.heals, i.agents
+            ),
+        });
+        if let Some(a) = &i.last_action {
+            timeline.push(TimelineEntry {
+                at_ms: i.stage_since,
+                what: format!("newest action: {a}"),
+            });
+        }
+    }
+    let incident = job.incident.to_string();
+    let state = job.outlook.state.to_string();
+    prompt::build_prompt(
+        &PromptInput {
+            incident_id: &incident,
+            state: &state,
+            host: HostFacts::gather(),
+            timeline: &timeline,
+            failing: &failing,
+            heals: &[],
+            talon_log: Some(&cfg.log.file),
+            worker_log: cfg.worker.as_ref().and_then(|w| w.log_stderr.as_deref()),
+            log_tail_lines: cfg.agent.log_tail_lines as usize,
+            guardrails: cfg.agent.guardrails.as_deref(),
+            max_bytes: cfg.agent.max_prompt_bytes as usize,
+        },
+        redactor,
+    )
+}
+
+/// Run one agent tier (the core decides the cloud → local fallback) with the prompt on stdin.
 pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
-    let cmd = match job.tier {
-        AgentTier::Cloud => job.cfg.agent.cloud_command.clone(),
-        AgentTier::Local => job.cfg.agent.local_command.clone(),
-    };
-    let Some(cmd) = cmd else {
+    let redactor = Redactor::from_config(&job.cfg);
+    let prompt = build_prompt(&job, &redactor);
+    // The failing probes' newest results, for TALON_FAILING_PROBES and the context file.
+    let failing: Vec<ProbeResult> = job
+        .outlook
+        .failing
+        .iter()
+        .filter(|f| job.probes.is_empty() || job.probes.contains(&f.name))
+        .map(|f| ProbeResult {
+            name: f.name.clone(),
+            kind: job
+                .cfg
+                .probes
+                .iter()
+                .find(|p| p.name == f.name)
+                .map(|p| p.kind.name().to_string())
+                .unwrap_or_default(),
+            passed: false,
+            status: f.status.unwrap_or(crate::probe::Status::Fail),
+            output: f.output.clone(),
+            duration_ms: 0,
+            started_at: f.since.unwrap_or(0),
+        })
+        .collect();
+    let mut req = AgentRequest::new(&job.cfg, job.incident.to_string(), prompt, failing);
+    match job.tier {
+        AgentTier::Cloud => req.local_command = None,
+        AgentTier::Local => req.cloud_command = None,
+    }
+    let report = run_agent_commands(req, &redactor).await;
+    let Some(a) = report.attempts.last() else {
         return (
             RunOutcome::SpawnFailed {
                 error: format!("no {} agent command configured", job.tier.as_str()),
@@ -101,40 +226,76 @@ pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
             String::new(),
         );
     };
-    let prompt = serde_json::to_string_pretty(&job.outlook).unwrap_or_default();
-    let r = Cmd::shell(&cmd)
-        .search_path(&job.cfg.search_path)
-        .env("TALON_INCIDENT_ID", job.incident.to_string())
-        .env("TALON_TIER", job.tier.number().to_string())
-        .env("TALON_FAILING_PROBES", job.probes.join(","))
-        .stdin_bytes(prompt)
-        .timeout(job.cfg.agent.timeout)
-        .run()
-        .await;
-    (outcome(&r), text(&r))
+    let outcome = match (a.end, &a.error) {
+        (Some(end), _) => end_outcome(end),
+        (None, e) => RunOutcome::SpawnFailed {
+            error: e.clone().unwrap_or_else(|| "did not run".into()),
+        },
+    };
+    let mut text = a.transcript.clone();
+    if !a.stderr.is_empty() {
+        text.push_str(&a.stderr);
+    }
+    (outcome, text)
 }
 
-/// Deliver on every channel.
+/// The message model for a core notification.
+pub fn notice(n: &Notification) -> Notice {
+    let kind = match n.kind {
+        NotifyKind::Sos => notify::NoticeKind::Sos,
+        NotifyKind::Reminder => notify::NoticeKind::Reminder,
+        NotifyKind::Resolved => notify::NoticeKind::Resolved,
+    };
+    Notice {
+        kind,
+        host: HostFacts::gather().hostname,
+        state: n.state.to_string(),
+        incident_id: Some(n.incident.to_string()),
+        failing: n
+            .failing
+            .iter()
+            .map(|f| FailingLine {
+                probe: f.name.clone(),
+                reason: f.output.clone(),
+            })
+            .collect(),
+        tried: n.last_action.iter().cloned().collect(),
+        since_ms: Some(n.incident_opened_at),
+        at_ms: n.created_at,
+        duration_secs: (kind == notify::NoticeKind::Resolved)
+            .then(|| ((n.created_at - n.incident_opened_at).max(0) / 1000) as u64),
+        ack_hint: Some(format!("talon ack {}", n.incident)),
+    }
+}
+
+/// Deliver on every channel, concurrently, each under its own timeout.
 pub async fn deliver(cfg: &Config, n: &Notification) -> Vec<ChannelResult> {
-    let mut out = Vec::new();
-    for ch in &cfg.notify {
-        let crate::notify::ChannelKind::Command { command } = &ch.kind;
-        let r = Cmd::shell(command)
-            .search_path(&cfg.search_path)
-            .env("TALON_NOTIFY_KIND", n.kind.as_str())
-            .env("TALON_INCIDENT_ID", n.incident.to_string())
-            .stdin_bytes(n.text.clone())
-            .timeout(std::time::Duration::from_secs(30))
-            .run()
-            .await;
-        out.push(ChannelResult {
-            channel: ch.name.clone(),
-            delivered: matches!(&r, Ok(f) if f.end.success()),
-            detail: match &r {
-                Ok(f) => f.end.to_string(),
+    let redactor = Arc::new(Redactor::from_config(cfg));
+    let channels = match notify::Channels::from_config(cfg, redactor) {
+        Ok(c) => c,
+        Err(e) => {
+            return cfg
+                .notify
+                .iter()
+                .map(|ch| ChannelResult {
+                    channel: ch.name.clone(),
+                    delivered: false,
+                    detail: e.to_string(),
+                })
+                .collect();
+        }
+    };
+    let msg = notice(n);
+    notify::deliver(&msg, &channels.channels, &channels.ctx)
+        .await
+        .into_iter()
+        .map(|d| ChannelResult {
+            channel: d.channel.clone(),
+            delivered: d.result.is_ok(),
+            detail: match &d.result {
+                Ok(()) => format!("delivered in {} ms", d.duration_ms),
                 Err(e) => e.to_string(),
             },
-        });
-    }
-    out
+        })
+        .collect()
 }

@@ -755,3 +755,33 @@ fn snapshots_are_written_beside_the_database() {
     assert_eq!(lp.last_probe_results[0].name, "api");
     assert_eq!(lp.updated_at_ms, at);
 }
+
+#[test]
+fn cli_reports_a_damaged_database_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("talon.db"),
+        b"this is not a database, just junk bytes ".repeat(200),
+    )
+    .unwrap();
+    let config = scenario_config(tmp.path(), &state);
+    for args in [
+        &["status"][..],
+        &["history"],
+        &["incidents"],
+        &["incident", "1"],
+    ] {
+        let mut c = talon(tmp.path());
+        c.arg("--config").arg(&config).args(args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e = stderr(&out);
+        assert!(
+            e.contains("talon.db") && e.contains("not a database"),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("panicked"));
+    }
+}

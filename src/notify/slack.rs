@@ -1,0 +1,39 @@
+//! `slack`: an incoming webhook (`webhook_url`), JSON `{"text": ...}`. The URL is itself a
+//! secret and is redacted like one.
+
+use super::{DeliveryError, Notice, NotifyCtx, http_error, transport, url_problem};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSpec {
+    pub webhook_url: String,
+}
+
+impl SlackSpec {
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        url_problem(&self.webhook_url)
+            .map(|p| vec![("webhook_url", p)])
+            .unwrap_or_default()
+    }
+}
+
+/// The JSON body.
+pub fn body(notice: &Notice) -> serde_json::Value {
+    serde_json::json!({ "text": notice.text() })
+}
+
+pub async fn send(spec: &SlackSpec, notice: &Notice, ctx: &NotifyCtx) -> Result<(), DeliveryError> {
+    let resp = ctx
+        .http
+        .post(&spec.webhook_url)
+        .json(&body(notice))
+        .send()
+        .await
+        .map_err(transport)?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(http_error(resp, &ctx.redactor).await)
+    }
+}
