@@ -65,7 +65,9 @@ struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("search_path", &self.search_path).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("search_path", &self.search_path)
+            .finish_non_exhaustive()
     }
 }
 
