@@ -586,6 +586,50 @@ async fn a_failing_required_secret_is_a_start_failure_and_an_optional_one_is_ski
 }
 
 #[tokio::test]
+async fn restart_and_reconfigure_are_graceful_and_take_the_new_config() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "", "DUMP_ENV = \"V\"\nV = \"1\"");
+    let (h, mut ev) = start(cfg.clone(), sp.clone());
+    let first = ev.healthy().await;
+    h.restart().await;
+    assert_eq!(
+        ev.restarting().await,
+        (RestartReason::Requested, Duration::ZERO)
+    );
+    let second = ev.healthy().await;
+    assert_ne!(first, second);
+    assert!(!pid_alive(first));
+    let mut changed = cfg;
+    changed.env.insert("V".into(), "2".into());
+    h.reconfigure(changed, sp).await;
+    assert_eq!(
+        ev.restarting().await,
+        (RestartReason::Reconfigured, Duration::ZERO)
+    );
+    let third = ev.healthy().await;
+    assert!(!pid_alive(second));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.state("env.json")).unwrap()).unwrap();
+    assert_eq!(env["V"], "2");
+    assert_eq!(h.status().restarts, 2);
+    h.shutdown().await;
+    assert!(!pid_alive(third));
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_worker() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "", "GRANDCHILD = \"1\"");
+    let (h, mut ev) = start(cfg, sp);
+    let pid = ev.healthy().await;
+    let grandchild = fx.pids("grandchild")[0];
+    drop(h);
+    ev.next("stopped", |e| *e == WorkerEvent::Stopped).await;
+    assert!(!pid_alive(pid));
+    assert!(!pid_alive(grandchild));
+}
+
+#[tokio::test]
 async fn forwarded_signals_reach_the_group_and_hup_is_refused() {
     let fx = Fx::new();
     let (cfg, sp) = fx.load("", "", "");
