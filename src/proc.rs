@@ -619,7 +619,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
-        assert!(!Group(f.pid as i32).alive());
+        let group = Group(f.pid as i32);
+        while group.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!group.alive(), "something is left in the group");
     }
 
     #[tokio::test]

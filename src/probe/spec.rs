@@ -111,7 +111,16 @@ impl ProbeKind {
         matches!(
             self,
             ProbeKind::Script(_) | ProbeKind::Launchd(_) | ProbeKind::Systemd(_)
-        ) || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
+        ) || self.is_k8s() || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
+    }
+
+    /// `k8s` checks apply the timeout themselves, with a more specific message.
+    fn is_k8s(&self) -> bool {
+        #[cfg(feature = "k8s")]
+        if matches!(self, ProbeKind::K8s(_)) {
+            return true;
+        }
+        false
     }
 
     pub fn validate(&self, c: &mut Check<'_>) {
