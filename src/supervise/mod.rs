@@ -683,6 +683,9 @@ impl Actor {
     /// One worker life: wait for its exit, follow the monitor, serve commands.
     async fn supervise(&mut self, mut spawned: Spawned) -> LifeEnd {
         let pid = spawned.pid();
+        // If this future is dropped mid-life (the runtime shuts down, a panic unwinds), the
+        // worker's group must not outlive supervision.
+        let _kill_on_drop = KillGroupOnDrop(spawned.group);
         let (mon_tx, mut mon_rx) = mpsc::channel(8);
         let mon = tokio::spawn(monitor::run(self.cfg.clone(), mon_tx));
         let _abort_monitor = AbortOnDrop(mon);
@@ -826,6 +829,16 @@ impl Actor {
             s.pid = None;
         });
         self.emit(WorkerEvent::Exited { pid, end, uptime }).await;
+    }
+}
+
+/// SIGKILL a worker's group when dropped. On normal paths the group is already empty by then
+/// (stopped and reaped), so this only matters when supervision is torn down abruptly.
+struct KillGroupOnDrop(crate::proc::Group);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        self.0.signal(Signal::SIGKILL);
     }
 }
 
