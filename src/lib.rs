@@ -12,6 +12,12 @@
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`notify`]    | one file per notification channel kind |
+//! | [`server`]    | HTTP: `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
+//! | [`metrics`]   | the Prometheus metrics the runtime records and `/metrics` renders |
+//! | [`logging`]   | JSON log lines with size rotation and redaction; human lines on a terminal |
+//! | [`watch`]     | config file change detection (polling stamps; survives rename-over saves) |
+//! | [`sdnotify`]  | systemd notify protocol: READY, STATUS, STOPPING, progress-gated WATCHDOG |
+//! | [`heartbeat`] | outbound dead-man-switch pings while the system is OK |
 //!
 //! ## Theory of operation
 //!
@@ -26,6 +32,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod heartbeat;
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod sdnotify;
+pub mod server;
+pub mod watch;

@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod init;
+mod install;
 mod validate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -60,6 +61,8 @@ pub enum Command {
     Config(config_cmd::Args),
     /// Write the commented default config and probes file (never overwrites).
     Init(init::Args),
+    /// Print (or --write) a systemd unit or launchd plist that runs and watches Talon.
+    Install(install::Args),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
+        Command::Install(a) => install::run(&cli.config, a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "talon", &mut out);
