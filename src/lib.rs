@@ -32,12 +32,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod heartbeat;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod runtime;
 pub mod sdnotify;
 pub mod server;
+pub mod store;
 pub mod watch;

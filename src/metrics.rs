@@ -15,8 +15,11 @@ use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The `Content-Type` of [`Metrics::render_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The `Content-Type` of [`Metrics::render`]'s output (the classic Prometheus text format).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Histogram buckets for probe durations, in seconds (5 ms … 60 s).
 const DURATION_BUCKETS: [f64; 13] = [
@@ -291,13 +294,60 @@ impl Metrics {
         self.config_error.set(i64::from(!ok));
     }
 
-    /// The OpenMetrics text exposition of every metric (serve with [`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::with_capacity(4096);
         // Encoding into a String cannot fail (fmt::Write on String is infallible).
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// The classic Prometheus text exposition, 0.0.4 (serve with [`TEXT_CONTENT_TYPE`]): what
+    /// `promtool check metrics` and plain-text scrapers read.
+    pub fn render(&self) -> String {
+        openmetrics_to_text(&self.render_openmetrics())
+    }
+}
+
+/// Convert the OpenMetrics text that prometheus-client writes into the classic text format:
+/// counter families are named with their `_total` suffix in `# HELP`/`# TYPE` (OpenMetrics names
+/// the family without it), and the OpenMetrics-only `# UNIT` and `# EOF` lines are dropped.
+/// Sample lines are the same in both formats.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut lines = om.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let counter = lines
+                .peek()
+                .is_some_and(|next| *next == format!("# TYPE {name} counter"));
+            let name = if counter {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            out.push_str(&format!("# HELP {name} {help}\n"));
+            if counter {
+                lines.next();
+                out.push_str(&format!("# TYPE {name} counter\n"));
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            // `unknown` is OpenMetrics' name for the classic `untyped`.
+            if let Some(name) = rest.strip_suffix(" unknown") {
+                out.push_str(&format!("# TYPE {name} untyped\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -389,10 +439,15 @@ mod tests {
             "talon_config_reload_successes_total 0",
             "talon_config_error 1",
             "talon_build_info{version=",
-            "# EOF",
+            "# HELP talon_worker_restarts_total ",
+            "# TYPE talon_worker_restarts_total counter",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
+        let om = m.render_openmetrics();
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE talon_worker_restarts counter"), "{om}");
         m.reload(true);
         assert!(m.render().contains("talon_config_error 0"));
     }

@@ -380,6 +380,9 @@ impl Cmd {
         let mut child = this.spawn_child()?;
         let pid = child.id().unwrap_or(0);
         let group = Group(pid as i32);
+        // If this future is dropped (the caller was cancelled, e.g. at shutdown), the whole
+        // group is killed: nothing Talon started outlives a cancelled run.
+        let mut guard = KillOnDrop(Some(group));
         if let (Some(bytes), Some(mut stdin)) = (this.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 // A child that does not read its stdin is not an error.
@@ -414,6 +417,7 @@ impl Cmd {
                 End::TimedOut
             }
         };
+        guard.0 = None;
         // The child has exited. A background process that kept the pipes open (with
         // keep_background) must not hold us: give the readers a short moment, then stop waiting.
         let drain = Duration::from_millis(200);
@@ -449,6 +453,17 @@ impl Cmd {
             group: Group(pid as i32),
             started: Instant::now(),
         })
+    }
+}
+
+/// Kills a group when dropped while armed (a cancelled [`Cmd::run`]).
+struct KillOnDrop(Option<Group>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.signal(Signal::SIGKILL);
+        }
     }
 }
 
@@ -605,6 +620,30 @@ mod tests {
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
         assert!(!Group(f.pid as i32).alive());
+    }
+
+    #[tokio::test]
+    async fn cancelled_run_kills_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let line = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let task = tokio::spawn(Cmd::shell(&line).run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid: i32 = loop {
+            if let Ok(s) = std::fs::read_to_string(&pidfile)
+                && let Ok(p) = s.trim().parse()
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "script never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        task.abort();
+        let _ = task.await;
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "grandchild {pid} outlived the cancelled run");
     }
 
     #[tokio::test]

@@ -1,9 +1,15 @@
 //! The command line: one file per verb. Exit codes: 0 ok/healthy, 1 unhealthy, 2 usage or
 //! config error. A closed stdout (`talon check | head -n1`) is a quiet exit 0, never a panic.
 
+mod check;
 mod config_cmd;
+mod history;
+mod incidents;
 mod init;
 mod install;
+mod internal;
+mod run;
+mod status;
 mod validate;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -48,12 +54,21 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub dry_run: bool,
 
+    /// Same as `talon status --json` (the original's flag form).
+    #[arg(long = "status", hide = true)]
+    pub status_flag: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon (the default when no verb is given and a config exists).
+    Run(run::Args),
+    /// Run one probe cycle with the daemon's engine and print the results (writes no state).
+    /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
+    Check(check::Args),
     /// Check both config files: every problem with file:line:column, and every program Talon
     /// will run resolved on its compiled PATH. Exit 0 valid, 2 invalid.
     Validate(validate::Args),
@@ -63,6 +78,19 @@ pub enum Command {
     Init(init::Args),
     /// Print (or --write) a systemd unit or launchd plist that runs and watches Talon.
     Install(install::Args),
+    /// State, open incident, failing probes, and the next escalation step and when it is due.
+    /// Exit 0 healthy or degraded, 1 otherwise.
+    Status(status::Args),
+    /// State changes (and with --probe, that probe's results), oldest first.
+    History(history::Args),
+    /// Incidents, newest first.
+    Incidents(incidents::ListArgs),
+    /// One incident's timeline: transitions, every heal/agent run with its output, notifications.
+    Incident(incidents::ShowArgs),
+    #[command(name = "__hold-lock", hide = true)]
+    HoldLock(internal::HoldLockArgs),
+    #[command(name = "__store-burst", hide = true)]
+    StoreBurst(internal::BurstArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -72,7 +100,7 @@ pub enum Command {
 
 /// Parse the command line, run the verb, map the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(check::rewrite_alias(std::env::args_os()));
     match run(cli) {
         Ok(e) => e.into(),
         Err(err) => {
@@ -90,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let mut out = Out::stdout();
     let command = match (cli.command, cli.dry_run) {
         (Some(c), _) => c,
+        (None, _) if cli.status_flag => Command::Status(status::Args { json: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
         (None, false) => {
             Cli::command().write_long_help(&mut out)?;
@@ -97,10 +126,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
     };
     match command {
+        Command::Run(a) => run::run(&cli.config, a),
+        Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
         Command::Install(a) => install::run(&cli.config, a, &mut out),
+        Command::Status(a) => status::run(&cli.config, a, &mut out),
+        Command::History(a) => history::run(&cli.config, a, &mut out),
+        Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),
+        Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
+        Command::HoldLock(a) => internal::hold_lock(a, &mut out),
+        Command::StoreBurst(a) => internal::store_burst(a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "talon", &mut out);

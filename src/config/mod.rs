@@ -49,10 +49,10 @@ pub struct Sources {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub sources: Sources,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "check_interval_secs")]
     pub check_interval: Duration,
     pub heal_script: Option<String>,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "heal_timeout_secs")]
     pub heal_timeout: Duration,
     /// Heal run when a witness classifies a failure as a bridge/split-brain fault.
     pub bridge_heal: Option<String>,
@@ -63,12 +63,14 @@ pub struct Config {
     pub worker: Option<WorkerConfig>,
     pub escalation: EscalationConfig,
     pub agent: AgentConfig,
+    #[serde(rename = "probes")]
     pub probe_defaults: ProbeDefaults,
     pub health: HealthConfig,
     pub log: LogConfig,
     pub store: StoreConfig,
     pub heartbeat: Option<HeartbeatConfig>,
     pub notify: Vec<ChannelConfig>,
+    #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
 }
 
@@ -90,28 +92,28 @@ pub struct WorkerConfig {
     pub env_file: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretConfig>,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "drain_timeout_secs")]
     pub drain_timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "health_interval_secs")]
     pub health_interval: Duration,
     pub health_failures_before_restart: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "restart_backoff_max_secs")]
     pub restart_backoff_max: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "startup_sync_delay_secs")]
     pub startup_sync_delay: Duration,
     pub sync_attempts: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "http_timeout_secs")]
     pub http_timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "min_uptime_secs")]
     pub min_uptime: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "backoff_reset_secs")]
     pub backoff_reset: Duration,
     pub max_restarts: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "restart_window_secs")]
     pub restart_window: Duration,
     /// Signals (besides TERM/INT) forwarded to the worker's group, e.g. `USR1`.
     pub forward_signals: Vec<String>,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "owner_check_secs")]
     pub owner_check: Duration,
 }
 
@@ -119,29 +121,29 @@ pub struct WorkerConfig {
 pub struct SecretConfig {
     pub command: String,
     pub optional: bool,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "timeout_secs")]
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EscalationConfig {
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "agent_cooldown_secs")]
     pub agent_cooldown: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "sos_cooldown_secs")]
     pub sos_cooldown: Duration,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "critical_threshold_secs")]
     pub critical_threshold: Duration,
     pub sos_recipient: Option<String>,
     pub sos_telegram_chat_id: Option<String>,
     pub sos_telegram_secret_name: Option<String>,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "heal_cooldown_secs")]
     pub heal_cooldown: Duration,
     pub max_heals_per_incident: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "heal_settle_secs")]
     pub heal_settle: Duration,
     /// State changes within `flap_window` that make a probe `flapping`.
     pub flap_threshold: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "flap_window_secs")]
     pub flap_window: Duration,
 }
 
@@ -149,7 +151,7 @@ pub struct EscalationConfig {
 pub struct AgentConfig {
     pub cloud_command: Option<String>,
     pub local_command: Option<String>,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "timeout_secs")]
     pub timeout: Duration,
     pub guardrails: Option<String>,
     pub log_tail_lines: u32,
@@ -158,11 +160,11 @@ pub struct AgentConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeDefaults {
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "service_timeout_secs")]
     pub service_timeout: Duration,
     pub critical_after_consecutive_failures: NonZeroU32,
     pub consecutive_failures_before_escalate: NonZeroU32,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "k8s_timeout_secs")]
     pub k8s_timeout: Duration,
     /// Probes run at once at most.
     pub concurrency: NonZeroU32,
@@ -192,7 +194,7 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeartbeatConfig {
     pub url: String,
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "ser_secs", rename = "interval_secs")]
     pub interval: Duration,
 }
 
@@ -946,9 +948,23 @@ impl Builder<'_, '_> {
         check_interval: Duration,
     ) -> Vec<ProbeConfig> {
         let mut out: Vec<ProbeConfig> = Vec::new();
+        // The same NAME may be used by several kinds (the seed has [launchd.voice_agent] and
+        // [http.voice_agent]); such probes are called KIND.NAME, others just NAME. References may
+        // always use KIND.NAME, and NAME when it is unambiguous.
+        let mut kinds_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &drafts {
+            *kinds_of.entry(p.name.as_str()).or_default() += 1;
+        }
+        let canonical = |p: &ProbeDraft| {
+            if kinds_of.get(p.name.as_str()).copied().unwrap_or(0) > 1 {
+                p.path()
+            } else {
+                p.name.clone()
+            }
+        };
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for (i, p) in drafts.iter().enumerate() {
-            if let Some(&j) = by_name.get(&p.name) {
+            if let Some(&j) = by_name.get(&p.path()) {
                 let other = &drafts[j];
                 let (l, _) = other.src.line_col(other.span.start);
                 self.diags.error(
@@ -964,12 +980,46 @@ impl Builder<'_, '_> {
                 );
                 continue;
             }
-            by_name.insert(p.name.clone(), i);
+            by_name.insert(p.path(), i);
         }
+        // Every name a reference may use → the canonical name (None when ambiguous).
+        let mut refs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for &i in by_name.values() {
+            let p = &drafts[i];
+            refs.insert(p.path(), Some(canonical(p)));
+            refs.entry(p.name.clone())
+                .and_modify(|v| *v = None)
+                .or_insert_with(|| Some(canonical(p)));
+        }
+        let resolve = |r: &str, errs: &mut Vec<(String, String)>, key: &str| -> Option<String> {
+            match refs.get(r) {
+                Some(Some(c)) => Some(c.clone()),
+                Some(None) => {
+                    let options: Vec<&String> = refs
+                        .keys()
+                        .filter(|k| k.ends_with(&format!(".{r}")))
+                        .collect();
+                    let options: Vec<String> = options.iter().map(|s| format!("`{s}`")).collect();
+                    errs.push((
+                        key.into(),
+                        format!("`{r}` is ambiguous: say {}", options.join(" or ")),
+                    ));
+                    None
+                }
+                None => {
+                    let hint = suggest(r, refs.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    errs.push((key.into(), format!("no probe named `{r}`{hint}")));
+                    None
+                }
+            }
+        };
         for (i, p) in drafts.iter().enumerate() {
-            if by_name.get(&p.name) != Some(&i) {
+            if by_name.get(&p.path()) != Some(&i) {
                 continue;
             }
+            let name = canonical(p);
             let path = p.path();
             let mut errs: Vec<(String, String)> = Vec::new();
             let secs = |key: &str,
@@ -1046,25 +1096,27 @@ impl Builder<'_, '_> {
                 NonZeroU32::MIN,
                 &mut errs,
             );
-            let depends_on = p.common.depends_on.clone().unwrap_or_default();
-            for dep in &depends_on {
-                if dep == &p.name {
-                    errs.push((
-                        "depends_on".into(),
-                        "a probe cannot depend on itself".into(),
-                    ));
-                } else if !by_name.contains_key(dep) {
-                    let hint = suggest(dep, by_name.keys().map(String::as_str))
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    errs.push(("depends_on".into(), format!("no probe named `{dep}`{hint}")));
+            let mut depends_on = Vec::new();
+            for dep in p.common.depends_on.iter().flatten() {
+                if let Some(d) = resolve(dep, &mut errs, "depends_on") {
+                    if d == name {
+                        errs.push((
+                            "depends_on".into(),
+                            "a probe cannot depend on itself".into(),
+                        ));
+                    } else {
+                        depends_on.push(d);
+                    }
                 }
             }
-            if let Some(w) = &p.common.witness {
-                if w == &p.name {
+            let mut witness = None;
+            if let Some(w) = &p.common.witness
+                && let Some(w) = resolve(w, &mut errs, "witness")
+            {
+                if w == name {
                     errs.push(("witness".into(), "a probe cannot witness itself".into()));
-                } else if !by_name.contains_key(w) {
-                    errs.push(("witness".into(), format!("no probe named `{w}`")));
+                } else {
+                    witness = Some(w);
                 }
             }
             let heal = match p.common.heal.as_deref() {
@@ -1092,7 +1144,7 @@ impl Builder<'_, '_> {
             }
             let (line, _) = p.src.line_col(p.span.start);
             out.push(ProbeConfig {
-                name: p.name.clone(),
+                name,
                 kind: p.kind.clone(),
                 critical,
                 timeout,
@@ -1102,21 +1154,21 @@ impl Builder<'_, '_> {
                 depends_on,
                 runbook: p.common.runbook.clone(),
                 heal,
-                witness: p.common.witness.clone(),
+                witness,
                 defined_at: format!("{}:{line}", p.src.name),
             });
         }
         // Dependency cycles.
-        if let Some(cycle) = find_cycle(&out) {
-            let first = &cycle[0];
-            if let Some(d) = drafts.iter().find(|d| &d.name == first) {
-                self.diags.error(
-                    &d.src,
-                    d.key_span("depends_on"),
-                    &format!("{}.depends_on", d.path()),
-                    format!("dependency cycle: {}", cycle.join(" → ")),
-                );
-            }
+        if let Some(cycle) = find_cycle(&out)
+            && let Some(p) = out.iter().find(|p| p.name == cycle[0])
+            && let Some(d) = drafts.iter().find(|d| canonical(d) == p.name)
+        {
+            self.diags.error(
+                &d.src,
+                d.key_span("depends_on"),
+                &format!("{}.depends_on", d.path()),
+                format!("dependency cycle: {}", cycle.join(" → ")),
+            );
         }
         out
     }

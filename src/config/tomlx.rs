@@ -64,7 +64,11 @@ fn describe(
         let mut candidates: Vec<String> =
             backticked(rest.split_once("expected").map(|x| x.1).unwrap_or(""));
         candidates.extend(extra_keys.iter().map(|s| s.to_string()));
-        let key = join(path, &field);
+        let found = span.clone().map(|s| key_at(path, value, s.start));
+        let key = match found {
+            Some(k) if k.ends_with(&field) => k,
+            _ => join(path, &field),
+        };
         let mut msg = format!("unknown key `{field}`");
         if let Some(s) = suggest(&field, candidates.iter().map(String::as_str)) {
             msg.push_str(&format!(" (did you mean `{s}`?)"));

@@ -1,8 +1,19 @@
 //! `http` probe: a request whose status (and optionally body) is checked.
+//!
+//! Clients are built once per engine and shared (one per TLS-verify / redirect combination,
+//! each on first use). Connections are not pooled between probes: every run opens a fresh
+//! connection, so a server that stopped accepting cannot hide behind an old keep-alive socket.
 
+use super::engine::{ProbeCtx, fmt_duration};
+use super::outcome::Outcome;
 use super::spec::{Check, KindSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Most body bytes read for `body_contains` / `body_regex`.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -105,5 +116,213 @@ impl KindSpec for HttpSpec {
                 c.error("headers", format!("`{k}: {v}` is not a valid HTTP header"));
             }
         }
+    }
+}
+
+/// Talon's TLS is ring-only: make ring the process-wide rustls provider (idempotent).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Already installed (by main or a test) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The shared HTTP clients, one per (TLS verification, redirect following) combination.
+#[derive(Debug, Default)]
+pub struct HttpClients {
+    slots: [OnceLock<Result<reqwest::Client, String>>; 4],
+}
+
+impl HttpClients {
+    /// The client for these settings, built on first use.
+    pub fn get(&self, tls_verify: bool, follow_redirects: bool) -> Result<reqwest::Client, String> {
+        let i = usize::from(tls_verify) * 2 + usize::from(follow_redirects);
+        self.slots[i]
+            .get_or_init(|| {
+                install_crypto_provider();
+                let redirects = if follow_redirects {
+                    reqwest::redirect::Policy::limited(10)
+                } else {
+                    reqwest::redirect::Policy::none()
+                };
+                reqwest::Client::builder()
+                    .user_agent(concat!("talon/", env!("CARGO_PKG_VERSION")))
+                    .redirect(redirects)
+                    .tls_danger_accept_invalid_certs(!tls_verify)
+                    .pool_max_idle_per_host(0)
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
+            })
+            .clone()
+    }
+}
+
+/// Run the request and judge the answer.
+pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
+    let client = match ctx.http().get(spec.tls_verify, spec.follow_redirects) {
+        Ok(c) => c,
+        Err(e) => return Outcome::error(e),
+    };
+    let method = match reqwest::Method::from_bytes(spec.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return Outcome::error(format!("`{}` is not an HTTP method", spec.method)),
+    };
+    let mut req = client.request(method, &spec.url);
+    for (k, v) in &spec.headers {
+        req = req.header(k, v);
+    }
+    let t0 = Instant::now();
+    let mut resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(format!("{} ({})", describe_error(&e), spec.url)),
+    };
+    let status = resp.status().as_u16();
+    let elapsed = fmt_duration(t0.elapsed());
+    let head = format!("HTTP {status} from {} in {elapsed}", spec.url);
+    if !status_ok(&spec.expect_status, status) {
+        let mut msg = format!("{head} (expected {})", expected_text(&spec.expect_status));
+        if resp.status().is_redirection() {
+            if let Some(loc) = resp.headers().get(reqwest::header::LOCATION) {
+                msg.push_str(&format!(
+                    "; redirect to {} not followed (set follow_redirects = true to follow)",
+                    String::from_utf8_lossy(loc.as_bytes())
+                ));
+            }
+        }
+        return Outcome::fail(msg);
+    }
+    if spec.body_contains.is_none() && spec.body_regex.is_none() {
+        return Outcome::pass(head);
+    }
+    let mut body: Vec<u8> = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                let room = MAX_BODY - body.len();
+                body.extend_from_slice(&c[..c.len().min(room)]);
+                if body.len() >= MAX_BODY {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Outcome::fail(format!(
+                    "{head}, but reading the body failed: {}",
+                    describe_error(&e)
+                ));
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    if let Some(needle) = &spec.body_contains
+        && !text.contains(needle.as_str())
+    {
+        return Outcome::fail(format!("{head}, but the body does not contain `{needle}`"));
+    }
+    if let Some(pattern) = &spec.body_regex {
+        match regex::Regex::new(pattern) {
+            Ok(re) if re.is_match(&text) => {}
+            Ok(_) => {
+                return Outcome::fail(format!("{head}, but the body does not match /{pattern}/"));
+            }
+            Err(e) => return Outcome::error(format!("invalid body_regex: {e}")),
+        }
+    }
+    Outcome::pass(head)
+}
+
+/// Whether `status` is accepted (no expectation = any 2xx).
+pub fn status_ok(expect: &[StatusSpec], status: u16) -> bool {
+    if expect.is_empty() {
+        return (200..300).contains(&status);
+    }
+    expect
+        .iter()
+        .filter_map(|s| s.bounds().ok())
+        .any(|(a, b)| (a..=b).contains(&status))
+}
+
+fn expected_text(expect: &[StatusSpec]) -> String {
+    if expect.is_empty() {
+        return "2xx".to_string();
+    }
+    expect
+        .iter()
+        .map(|s| match s {
+            StatusSpec::Code(c) => c.to_string(),
+            StatusSpec::Range(r) => r.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A short, specific reason for a request that got no response.
+fn describe_error(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut src: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+                std::io::ErrorKind::ConnectionReset => return "connection reset".into(),
+                std::io::ErrorKind::TimedOut => return "connect timed out".into(),
+                _ => {}
+            }
+        }
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return format!("TLS error: {tls}");
+        }
+        src = s.source();
+    }
+    let chain = error_chain(e);
+    if e.is_connect() {
+        format!("connect failed: {chain}")
+    } else {
+        chain
+    }
+}
+
+/// An error and its sources on one line, without repeats.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_accepts_any_2xx_only() {
+        assert!(status_ok(&[], 200));
+        assert!(status_ok(&[], 204));
+        assert!(!status_ok(&[], 301));
+        assert!(!status_ok(&[], 503));
+    }
+
+    #[test]
+    fn codes_and_ranges_combine() {
+        let e = vec![StatusSpec::Code(401), StatusSpec::Range("200-204".into())];
+        assert!(status_ok(&e, 401));
+        assert!(status_ok(&e, 203));
+        assert!(!status_ok(&e, 205));
+        assert_eq!(expected_text(&e), "401, 200-204");
+    }
+
+    #[test]
+    fn bad_ranges_are_rejected() {
+        assert!(StatusSpec::Range("300-200".into()).bounds().is_err());
+        assert!(StatusSpec::Range("2xx".into()).bounds().is_err());
+        assert!(StatusSpec::Code(700).bounds().is_err());
     }
 }

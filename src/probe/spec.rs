@@ -45,25 +45,65 @@ pub const KINDS: &[&str] = &[
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProbeKind {
     Http(super::http::HttpSpec),
+    Tcp(super::tcp::TcpSpec),
     Script(super::script::ScriptSpec),
+    Redis(super::redis::RedisSpec),
     Launchd(super::launchd::LaunchdSpec),
+    Systemd(super::systemd::SystemdSpec),
+    Disk(super::disk::DiskSpec),
+    Process(super::process::ProcessSpec),
 }
 
 impl ProbeKind {
     pub fn name(&self) -> &'static str {
         match self {
             ProbeKind::Http(_) => "http",
+            ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Script(_) => "script",
+            ProbeKind::Redis(_) => "redis",
             ProbeKind::Launchd(_) => "launchd",
+            ProbeKind::Systemd(_) => "systemd",
+            ProbeKind::Disk(_) => "disk",
+            ProbeKind::Process(_) => "process",
         }
     }
 
     fn spec(&self) -> &dyn KindSpec {
         match self {
             ProbeKind::Http(s) => s,
+            ProbeKind::Tcp(s) => s,
             ProbeKind::Script(s) => s,
+            ProbeKind::Redis(s) => s,
             ProbeKind::Launchd(s) => s,
+            ProbeKind::Systemd(s) => s,
+            ProbeKind::Disk(s) => s,
+            ProbeKind::Process(s) => s,
         }
+    }
+
+    /// Run this probe's check once. The engine bounds it by the probe's timeout (see
+    /// [`ProbeKind::bounds_itself`]) and answers `error` first when the kind is unavailable here.
+    pub async fn check(&self, ctx: &super::engine::ProbeCtx) -> super::Outcome {
+        match self {
+            ProbeKind::Http(s) => super::http::check(s, ctx).await,
+            ProbeKind::Tcp(s) => super::tcp::check(s, ctx).await,
+            ProbeKind::Script(s) => super::script::check(s, ctx).await,
+            ProbeKind::Redis(s) => super::redis::check(s, ctx).await,
+            ProbeKind::Launchd(s) => super::launchd::check(s, ctx).await,
+            ProbeKind::Systemd(s) => super::systemd::check(s, ctx).await,
+            ProbeKind::Disk(s) => super::disk::check(s, ctx).await,
+            ProbeKind::Process(s) => super::process::check(s, ctx).await,
+        }
+    }
+
+    /// Kinds that run a subprocess enforce the timeout themselves through [`crate::proc`] (which
+    /// stops the whole process group); the engine then only adds a backstop, because dropping a
+    /// running subprocess future would leave the group behind.
+    pub fn bounds_itself(&self) -> bool {
+        matches!(
+            self,
+            ProbeKind::Script(_) | ProbeKind::Launchd(_) | ProbeKind::Systemd(_)
+        ) || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
     }
 
     pub fn validate(&self, c: &mut Check<'_>) {
@@ -95,8 +135,13 @@ pub fn parse_kind(
     let extra = COMMON_KEYS;
     match kind {
         "http" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Http),
+        "tcp" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Tcp),
         "script" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Script),
+        "redis" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Redis),
         "launchd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Launchd),
+        "systemd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Systemd),
+        "disk" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Disk),
+        "process" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Process),
         other => {
             diags.error(
                 src,
@@ -164,11 +209,12 @@ pub struct ProbeConfig {
     #[serde(flatten)]
     pub kind: ProbeKind,
     pub critical: bool,
-    #[serde(serialize_with = "crate::config::ser_secs")]
+    #[serde(serialize_with = "crate::config::ser_secs", rename = "timeout_secs")]
     pub timeout: Duration,
-    #[serde(serialize_with = "crate::config::ser_secs")]
+    #[serde(serialize_with = "crate::config::ser_secs", rename = "interval_secs")]
     pub interval: Duration,
     /// Failures in a row before this probe counts as failing (debounce).
+    #[serde(rename = "critical_after_consecutive_failures")]
     pub critical_after: NonZeroU32,
     /// Passes in a row before a failing probe counts as passing again.
     pub recover_after: NonZeroU32,

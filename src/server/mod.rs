@@ -210,12 +210,26 @@ async fn status(State(st): State<ServerState>) -> Response {
     (no_cache(), Json(st.board.get())).into_response()
 }
 
-async fn metrics_text(State(st): State<ServerState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        st.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format otherwise.
+async fn metrics_text(State(st): State<ServerState>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
+            st.metrics.render_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, metrics::TEXT_CONTENT_TYPE)],
+            st.metrics.render(),
+        )
+            .into_response()
+    }
 }
 
 async fn index(State(st): State<ServerState>) -> Response {

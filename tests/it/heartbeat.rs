@@ -32,7 +32,11 @@ async fn receiver() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
 async fn wait_for(hits: &AtomicUsize, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while hits.load(Ordering::SeqCst) < n {
-        assert!(Instant::now() < deadline, "only {} pings", hits.load(Ordering::SeqCst));
+        assert!(
+            Instant::now() < deadline,
+            "only {} pings",
+            hits.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -58,12 +62,19 @@ async fn pings_while_ok_and_pauses_while_failing() {
     let failed_at = hits.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let paused_at = hits.load(Ordering::SeqCst);
-    assert!(paused_at <= failed_at + 1, "pinged while failed: {failed_at} → {paused_at}");
+    assert!(
+        paused_at <= failed_at + 1,
+        "pinged while failed: {failed_at} → {paused_at}"
+    );
 
     // Degraded still counts as OK (same as /health's 200): pings resume at once.
     board.update(2, |s| s.state = SystemState::Degraded);
     wait_for(&hits, paused_at + 2).await;
-    assert!(metrics.render().contains(r#"talon_heartbeat_pings_total{outcome="ok"}"#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"talon_heartbeat_pings_total{outcome="ok"}"#)
+    );
 
     // Dropping the board ends the heartbeat.
     drop(board);
@@ -76,7 +87,11 @@ async fn pings_while_ok_and_pauses_while_failing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_endpoint_is_counted_not_fatal() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let board = StatusBoard::new(StatusSnapshot::new(0));
     let metrics = Arc::new(Metrics::new());
     let hb = talon::heartbeat::spawn(
@@ -89,7 +104,10 @@ async fn a_dead_endpoint_is_counted_not_fatal() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics.render().contains(r#"talon_heartbeat_pings_total{outcome="failed"} 2"#) {
+    while !metrics
+        .render()
+        .contains(r#"talon_heartbeat_pings_total{outcome="failed"} 2"#)
+    {
         assert!(Instant::now() < deadline, "{}", metrics.render());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

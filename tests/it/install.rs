@@ -44,7 +44,10 @@ fn verify_unit(path: &Path) -> (bool, String) {
         .arg(path)
         .output()
         .expect("systemd-analyze must be installed");
-    (out.status.success(), format!("{}{}", stdout(&out), stderr(&out)))
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
 }
 
 #[test]
@@ -54,7 +57,14 @@ fn systemd_unit_is_complete_and_verifies() {
     std::fs::write(&cfg, "").unwrap();
     let bin = env!("CARGO_BIN_EXE_talon");
     let o = talon(
-        &["install", "--systemd", "--binary", bin, "--config", cfg.to_str().unwrap()],
+        &[
+            "install",
+            "--systemd",
+            "--binary",
+            bin,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -77,7 +87,10 @@ fn systemd_unit_is_complete_and_verifies() {
     // The check can fail: a broken unit is reported.
     std::fs::write(&file, unit.replace("Type=notify", "Type=notifyy")).unwrap();
     let (_, said) = verify_unit(&file);
-    assert!(said.contains("notifyy"), "systemd-analyze accepted a bad unit: {said}");
+    assert!(
+        said.contains("notifyy"),
+        "systemd-analyze accepted a bad unit: {said}"
+    );
 }
 
 #[test]
@@ -86,22 +99,43 @@ fn launchd_plist_parses_with_the_right_keys() {
     let cfg = dir.path().join("a & <b>.toml");
     std::fs::write(&cfg, "").unwrap();
     let o = talon(
-        &["install", "--launchd", "--binary", "/opt/talon/bin/talon", "--config", cfg.to_str().unwrap()],
+        &[
+            "install",
+            "--launchd",
+            "--binary",
+            "/opt/talon/bin/talon",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("/opt/talon/bin/talon does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/opt/talon/bin/talon does not exist"),
+        "{}",
+        stderr(&o)
+    );
     let file = dir.path().join("talon.plist");
     std::fs::write(&file, stdout(&o)).unwrap();
     let v = parse_plist(&file).unwrap();
     assert_eq!(v["Label"], "com.talon.watchdog");
     assert_eq!(
         v["ProgramArguments"],
-        serde_json::json!(["/opt/talon/bin/talon", "run", "--config", cfg.to_str().unwrap()])
+        serde_json::json!([
+            "/opt/talon/bin/talon",
+            "run",
+            "--config",
+            cfg.to_str().unwrap()
+        ])
     );
     assert_eq!(v["KeepAlive"], true);
     assert_eq!(v["RunAtLoad"], true);
-    assert!(v["EnvironmentVariables"]["PATH"].as_str().unwrap().contains("/usr/bin"));
+    assert!(
+        v["EnvironmentVariables"]["PATH"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin")
+    );
     assert!(v["StandardOutPath"].as_str().unwrap().ends_with(".log"));
     assert!(v["StandardErrorPath"].as_str().unwrap().ends_with(".log"));
 
@@ -117,8 +151,16 @@ fn committed_examples_are_valid() {
     assert_eq!(v["Label"], "com.talon.watchdog");
     assert_eq!(v["KeepAlive"], true);
     let unit = std::fs::read_to_string(root.join("deploy/systemd/talon.service")).unwrap();
-    for want in ["Type=notify", "Restart=always", "WatchdogSec=", "ExecStart=/usr/local/bin/talon run --config"] {
-        assert!(unit.contains(want), "deploy/systemd/talon.service lacks {want}");
+    for want in [
+        "Type=notify",
+        "Restart=always",
+        "WatchdogSec=",
+        "ExecStart=/usr/local/bin/talon run --config",
+    ] {
+        assert!(
+            unit.contains(want),
+            "deploy/systemd/talon.service lacks {want}"
+        );
     }
 }
 
@@ -126,7 +168,15 @@ fn committed_examples_are_valid() {
 fn write_puts_the_file_in_place_and_never_overwrites_silently() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("units/talon.service");
-    let args = ["install", "--systemd", "--write", "--path", dest.to_str().unwrap(), "--config", "/etc/talon/config.toml"];
+    let args = [
+        "install",
+        "--systemd",
+        "--write",
+        "--path",
+        dest.to_str().unwrap(),
+        "--config",
+        "/etc/talon/config.toml",
+    ];
     let o = talon(&args, dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "--write prints nothing on stdout");
@@ -138,7 +188,10 @@ fn write_puts_the_file_in_place_and_never_overwrites_silently() {
     let o = talon(&args, dir.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "# edited by hand\n");
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "# edited by hand\n"
+    );
 
     let mut forced = args.to_vec();
     forced.push("--force");

@@ -45,14 +45,19 @@ fn busy_metrics() -> Metrics {
 #[test]
 fn promtool_accepts_the_exposition() {
     let text = busy_metrics().render();
-    assert!(text.contains("talon_config_reload_failures_total 1"), "{text}");
+    assert!(
+        text.contains("talon_config_reload_failures_total 1"),
+        "{text}"
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package `prometheus`) must be installed: scripts/test installs it");
+        .expect(
+            "promtool (Debian package `prometheus`) must be installed: scripts/test installs it",
+        );
     child
         .stdin
         .take()
@@ -151,7 +156,10 @@ async fn a_real_prometheus_scrapes_talon() {
     let _prom = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,10 +167,13 @@ async fn a_real_prometheus_scrapes_talon() {
             .expect("prometheus (Debian package `prometheus`) must be installed"),
     );
 
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = {
+        talon::probe::http::install_crypto_provider();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(5))
+    .build()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     let (up, state) = loop {

@@ -10,7 +10,14 @@ fn recv(sock: &UnixDatagram, within: Duration) -> Option<String> {
     let mut buf = [0u8; 4096];
     match sock.recv(&mut buf) {
         Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
         Err(e) => panic!("recv: {e}"),
     }
 }
@@ -42,7 +49,10 @@ fn abstract_socket_names_work() {
     let sock = UnixDatagram::bind_addr(&addr).unwrap();
     let n = Notifier::connect(OsStr::new(&format!("@{name}"))).unwrap();
     n.ready("up").unwrap();
-    assert_eq!(recv(&sock, Duration::from_secs(5)).unwrap(), "READY=1\nSTATUS=up");
+    assert_eq!(
+        recv(&sock, Duration::from_secs(5)).unwrap(),
+        "READY=1\nSTATUS=up"
+    );
 }
 
 #[test]
@@ -79,7 +89,10 @@ async fn watchdog_pings_only_while_the_loop_makes_progress() {
         })
     };
     for _ in 0..3 {
-        assert_eq!(rx(Duration::from_secs(5)).await.unwrap().as_deref(), Some("WATCHDOG=1"));
+        assert_eq!(
+            rx(Duration::from_secs(5)).await.unwrap().as_deref(),
+            Some("WATCHDOG=1")
+        );
     }
 
     // A wedged loop: no ticks. At most one ping already decided may still arrive; then silence
@@ -92,11 +105,21 @@ async fn watchdog_pings_only_while_the_loop_makes_progress() {
 
     // Progress again: pings resume.
     progress.tick();
-    assert_eq!(rx(Duration::from_secs(5)).await.unwrap().as_deref(), Some("WATCHDOG=1"));
+    assert_eq!(
+        rx(Duration::from_secs(5)).await.unwrap().as_deref(),
+        Some("WATCHDOG=1")
+    );
     task.abort();
 }
 
 #[test]
 fn disabled_notifier_spawns_nothing() {
-    assert!(spawn_watchdog(Notifier::default(), Duration::from_secs(1), Progress::default()).is_none());
+    assert!(
+        spawn_watchdog(
+            Notifier::default(),
+            Duration::from_secs(1),
+            Progress::default()
+        )
+        .is_none()
+    );
 }

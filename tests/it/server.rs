@@ -89,7 +89,9 @@ async fn get(app: &axum::Router, path: &str) -> (StatusCode, String, String) {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (code, ctype, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -109,7 +111,9 @@ async fn post(
         .await
         .unwrap();
     let code = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let v = serde_json::from_slice(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
     (code, v)
@@ -200,8 +204,32 @@ async fn metrics_and_page_and_unknown_paths() {
     );
     let (code, ctype, body) = get(&app, "/metrics").await;
     assert_eq!(code, StatusCode::OK);
-    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
     assert!(body.contains(r#"talon_probe_up{probe="api",kind="http",critical="true"} 0"#));
+    assert!(!body.contains("# EOF"));
+    // Content negotiation: what Prometheus asks for.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .header(
+                    header::ACCEPT,
+                    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ctype = resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
 
     let (code, ctype, body) = get(&app, "/").await;
     assert_eq!(code, StatusCode::OK);
@@ -238,7 +266,10 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     reason,
                     reply,
                 } => {
-                    seen.push(format!("silence {probe} {}s {reason:?}", duration.as_secs()));
+                    seen.push(format!(
+                        "silence {probe} {}s {reason:?}",
+                        duration.as_secs()
+                    ));
                     let _ = reply.send(ControlReply::Done(format!("{probe} silenced")));
                 }
             }
@@ -295,7 +326,10 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
     for (body, want) in [
         (r#"{"probe":"api","for":"5 fortnights"}"#, "not a duration"),
         (r#"{"probe":"api"}"#, "missing field `for`"),
-        (r#"{"probe":"api","for":60,"typo":1}"#, "unknown field `typo`"),
+        (
+            r#"{"probe":"api","for":60,"typo":1}"#,
+            "unknown field `typo`",
+        ),
         (r#"{"probe":" ","for":60}"#, "`probe` must not be empty"),
         ("not json", "bad JSON body"),
     ] {
@@ -313,7 +347,10 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
     );
 
     drop(app);
-    let seen = rt.await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
+        .await
+        .expect("a sender outlived the router")
+        .unwrap();
     assert_eq!(
         seen,
         [
@@ -358,26 +395,33 @@ async fn a_runtime_that_never_answers_gets_a_504_or_a_408() {
         }
         held.len()
     });
-    let state = ServerState::new(board(), Arc::new(Metrics::new()))
-        .with_control(tx.clone(), Some(TOKEN.into()))
-        .with_control_timeout(Duration::from_millis(100));
-    let app = router(state, &ServerOptions::default());
-    let (code, _) = post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await;
-    assert_eq!(code, StatusCode::GATEWAY_TIMEOUT);
-
-    // The request timeout is shorter than the control timeout: 408.
-    let state = ServerState::new(board(), Arc::new(Metrics::new()))
-        .with_control(tx, Some(TOKEN.into()))
-        .with_control_timeout(Duration::from_secs(30));
-    let opts = ServerOptions {
-        request_timeout: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let app = router(state, &opts);
-    let (code, _) = post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await;
-    assert_eq!(code, StatusCode::REQUEST_TIMEOUT);
-    drop(app);
-    assert_eq!(holder.await.unwrap(), 2);
+    {
+        let state = ServerState::new(board(), Arc::new(Metrics::new()))
+            .with_control(tx.clone(), Some(TOKEN.into()))
+            .with_control_timeout(Duration::from_millis(100));
+        let app = router(state, &ServerOptions::default());
+        let (code, _) = post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await;
+        assert_eq!(code, StatusCode::GATEWAY_TIMEOUT);
+    }
+    {
+        // The request timeout is shorter than the control timeout: 408.
+        let state = ServerState::new(board(), Arc::new(Metrics::new()))
+            .with_control(tx, Some(TOKEN.into()))
+            .with_control_timeout(Duration::from_secs(30));
+        let opts = ServerOptions {
+            request_timeout: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let app = router(state, &opts);
+        let (code, _) = post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await;
+        assert_eq!(code, StatusCode::REQUEST_TIMEOUT);
+    }
+    // Every sender is gone now, so the holder ends.
+    let held = tokio::time::timeout(Duration::from_secs(5), holder)
+        .await
+        .expect("a sender outlived the routers")
+        .unwrap();
+    assert_eq!(held, 2);
 }
 
 #[tokio::test]
@@ -393,7 +437,9 @@ async fn requests_over_the_in_flight_limit_are_shed_not_queued() {
     let app = router(state, &opts);
     let stuck = {
         let app = app.clone();
-        tokio::spawn(async move { post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await })
+        tokio::spawn(
+            async move { post(&app, "/ack", Some(&format!("Bearer {TOKEN}")), "{}").await },
+        )
     };
     // Once the runtime holds the request, the one slot is taken.
     let held = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -437,13 +483,16 @@ async fn start(opts: ServerOptions) -> (talon::server::ServerHandle, StatusBoard
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> reqwest::Result<reqwest::Response> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
+    {
+        talon::probe::http::install_crypto_provider();
+        reqwest::Client::builder()
+    }
+    .timeout(Duration::from_secs(5))
+    .build()
+    .unwrap()
+    .get(format!("http://{addr}{path}"))
+    .send()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,7 +508,8 @@ async fn silent_and_slow_clients_are_cut_off() {
         let silent = TcpStream::connect(addr).unwrap();
         // Starts a request and never finishes its headers (slowloris).
         let mut slow = TcpStream::connect(addr).unwrap();
-        slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
         let a = read_until_closed(silent, Duration::from_secs(10));
         let b = read_until_closed(slow, Duration::from_secs(10));
         (a, b)
@@ -511,7 +561,10 @@ async fn connections_over_the_cap_are_closed_at_once() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "server did not recover its slots");
+        assert!(
+            Instant::now() < deadline,
+            "server did not recover its slots"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     h.shutdown().await;
@@ -527,7 +580,10 @@ async fn real_server_serves_updates_shuts_down_and_rebinds() {
     fail(&b);
     let r = http_get(addr, "/health").await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["state"], "failed");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["state"],
+        "failed"
+    );
 
     // A bad address leaves the server where it was.
     let bad: SocketAddr = "192.0.2.1:80".parse().unwrap();
@@ -541,7 +597,10 @@ async fn real_server_serves_updates_shuts_down_and_rebinds() {
     let new = h.addr();
     assert_ne!(new, addr);
     assert_eq!(http_get(new, "/health").await.unwrap().status(), 503);
-    assert!(http_get(addr, "/health").await.is_err(), "old port still open");
+    assert!(
+        http_get(addr, "/health").await.is_err(),
+        "old port still open"
+    );
 
     // The same address (cannot be bound twice): stop, then bind again.
     let h = h.rebind(new).await.unwrap();
@@ -549,7 +608,10 @@ async fn real_server_serves_updates_shuts_down_and_rebinds() {
     assert_eq!(http_get(new, "/health").await.unwrap().status(), 503);
 
     h.shutdown().await;
-    assert!(http_get(new, "/health").await.is_err(), "still listening after shutdown");
+    assert!(
+        http_get(new, "/health").await.is_err(),
+        "still listening after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,6 +636,7 @@ async fn health_stays_consistent_under_concurrent_updates() {
             }
         })
     };
+    talon::probe::http::install_crypto_provider();
     let client = reqwest::Client::new();
     for _ in 0..200 {
         let r = client

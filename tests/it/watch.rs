@@ -31,28 +31,62 @@ async fn in_place_rename_over_delete_and_recreate() {
     write(&main, "check_interval_secs = 30\n");
     // The probes file does not exist yet.
     let (tx, mut rx) = mpsc::channel(16);
-    let handle = spawn(vec![main.clone(), services.clone()], Duration::from_millis(100), tx);
+    let handle = spawn(
+        vec![main.clone(), services.clone()],
+        Duration::from_millis(100),
+        tx,
+    );
     quiet(&mut rx).await;
 
     // Write in place (same inode).
     write(&main, "check_interval_secs = 31\n");
-    assert_eq!(next(&mut rx).await, ConfigChange { path: main.clone(), exists: true });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: main.clone(),
+            exists: true
+        }
+    );
 
     // Editor-style save: write a temp file, rename it over (new inode, maybe same size+mtime).
     let tmp = dir.path().join(".config.toml.swp");
     write(&tmp, "check_interval_secs = 32\n");
     std::fs::rename(&tmp, &main).unwrap();
-    assert_eq!(next(&mut rx).await, ConfigChange { path: main.clone(), exists: true });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: main.clone(),
+            exists: true
+        }
+    );
 
     // A file that appears.
     write(&services, "[http.api]\nurl = \"http://127.0.0.1:1/\"\n");
-    assert_eq!(next(&mut rx).await, ConfigChange { path: services.clone(), exists: true });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: services.clone(),
+            exists: true
+        }
+    );
 
     // Delete, then recreate.
     std::fs::remove_file(&services).unwrap();
-    assert_eq!(next(&mut rx).await, ConfigChange { path: services.clone(), exists: false });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: services.clone(),
+            exists: false
+        }
+    );
     write(&services, "[http.api]\nurl = \"http://127.0.0.1:2/\"\n");
-    assert_eq!(next(&mut rx).await, ConfigChange { path: services.clone(), exists: true });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: services.clone(),
+            exists: true
+        }
+    );
     quiet(&mut rx).await;
 
     // A reload moved the probes file: the old one is no longer watched, the new one is.
@@ -62,10 +96,21 @@ async fn in_place_rename_over_delete_and_recreate() {
     quiet(&mut rx).await;
     write(&services, "# no longer watched\n");
     write(&moved, "# edited\n");
-    assert_eq!(next(&mut rx).await, ConfigChange { path: moved.clone(), exists: true });
+    assert_eq!(
+        next(&mut rx).await,
+        ConfigChange {
+            path: moved.clone(),
+            exists: true
+        }
+    );
     quiet(&mut rx).await;
 
     // Dropping the handle stops the watcher.
     drop(handle);
-    assert!(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -1,0 +1,196 @@
+//! `talon incidents [--open] [--json]` and `talon incident ID [--json]`: incidents from the
+//! store, and one incident's timeline with every transition, action (and its output) and
+//! notification.
+
+use super::status::{fmt_time, load_config, no_state, now_ms};
+use super::{Exit, Out};
+use crate::core::{Millis, fmt_duration};
+use crate::store::{IncidentRow, Store};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct ListArgs {
+    /// Only incidents that are still open.
+    #[arg(long)]
+    pub open: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The incident's number (see `talon incidents`).
+    #[arg(value_name = "ID")]
+    pub id: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn summary(i: &IncidentRow, now: Millis) -> String {
+    let span = match i.closed_at {
+        Some(c) => format!(
+            "closed  {} → {} ({})",
+            fmt_time(i.opened_at),
+            fmt_time(c),
+            fmt_duration(c - i.opened_at)
+        ),
+        None => format!(
+            "open    {} ({} so far)",
+            fmt_time(i.opened_at),
+            fmt_duration(now - i.opened_at)
+        ),
+    };
+    let mut flags = Vec::new();
+    if i.paged_at.is_some() {
+        flags.push("paged");
+    }
+    if i.acked_at.is_some() {
+        flags.push("acknowledged");
+    }
+    let flags = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", flags.join(", "))
+    };
+    format!("#{:<4} {span}  {}{flags}", i.id, i.probes.join(", "))
+}
+
+pub fn list(cfg: &Option<PathBuf>, args: ListArgs, out: &mut Out) -> anyhow::Result<Exit> {
+    let c = match load_config(cfg) {
+        Ok(c) => c,
+        Err(e) => return Ok(e),
+    };
+    let Some(store) = Store::open_existing(&c.state_dir)? else {
+        no_state(&c, args.json, out)?;
+        return Ok(Exit::Ok);
+    };
+    let rows = store.incidents(args.open)?;
+    if args.json {
+        out.json(&rows)?;
+        return Ok(Exit::Ok);
+    }
+    if rows.is_empty() {
+        let what = if args.open {
+            "open incidents"
+        } else {
+            "incidents"
+        };
+        writeln!(out, "no {what}")?;
+    }
+    let now = now_ms();
+    for i in &rows {
+        writeln!(out, "{}", summary(i, now))?;
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Result<Exit> {
+    let c = match load_config(cfg) {
+        Ok(c) => c,
+        Err(e) => return Ok(e),
+    };
+    let Some(store) = Store::open_existing(&c.state_dir)? else {
+        anyhow::bail!(
+            "no incident #{}: no state yet in {}",
+            args.id,
+            c.state_dir.display()
+        );
+    };
+    let Some(d) = store.incident(args.id)? else {
+        let newest = store.incidents(false)?.first().map(|i| i.id);
+        match newest {
+            Some(n) => anyhow::bail!("no incident #{} (incidents are #1 to #{n})", args.id),
+            None => anyhow::bail!("no incident #{}: there have been no incidents", args.id),
+        }
+    };
+    if args.json {
+        out.json(&d)?;
+        return Ok(Exit::Ok);
+    }
+    let now = now_ms();
+    writeln!(out, "{}", summary(&d.incident, now))?;
+    if let Some(r) = &d.incident.close_reason {
+        writeln!(out, "resolution: {r}")?;
+    }
+    writeln!(out)?;
+    // Merge everything into one time-ordered timeline; ties keep insertion order.
+    let mut tl: Vec<(Millis, usize, String)> = Vec::new();
+    let mut seq = 0usize;
+    let mut push = |at: Millis, text: String| {
+        tl.push((at, seq, text));
+        seq += 1;
+    };
+    push(
+        d.incident.opened_at,
+        format!("opened: {}", d.incident.probes.join(", ")),
+    );
+    for t in &d.transitions {
+        let arrow = if t.from.is_empty() {
+            t.to.clone()
+        } else {
+            format!("{} → {}", t.from, t.to)
+        };
+        push(t.at, format!("{}: {arrow}: {}", t.subject, t.reason));
+    }
+    for a in &d.actions {
+        let tier = a
+            .tier
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        push(
+            a.started_at,
+            format!("{} #{}{tier} started: {}", a.kind, a.id, a.detail),
+        );
+        if let Some(end) = a.ended_at {
+            let mut text = format!(
+                "{} #{} finished after {}: {}",
+                a.kind,
+                a.id,
+                fmt_duration(end - a.started_at),
+                a.exit.as_deref().unwrap_or("?")
+            );
+            if let Some(o) = a.output.as_deref().filter(|o| !o.trim().is_empty()) {
+                for l in o.lines() {
+                    text.push_str("\n      | ");
+                    text.push_str(l);
+                }
+            }
+            push(end, text);
+        }
+        if let Some(v) = &a.verdict {
+            push(
+                a.ended_at.unwrap_or(a.started_at),
+                format!("{} #{} verdict: {v}", a.kind, a.id),
+            );
+        }
+    }
+    for n in &d.notifications {
+        let fate = match (n.delivered_at, n.dropped_at) {
+            (Some(t), _) => format!("delivered {}", fmt_time(t)),
+            (_, Some(t)) => format!(
+                "dropped {}: {}",
+                fmt_time(t),
+                n.dropped_reason.as_deref().unwrap_or("")
+            ),
+            _ => format!("NOT delivered yet ({} attempts)", n.attempts),
+        };
+        push(
+            n.created_at,
+            format!("notify {} #{}: {fate}\n      | {}", n.kind, n.id, n.text),
+        );
+    }
+    if let Some(c) = d.incident.closed_at {
+        push(c, "closed".into());
+    }
+    tl.sort_by_key(|(at, seq, _)| (*at, *seq));
+    for (at, _, text) in tl {
+        writeln!(out, "{}  {text}", fmt_time(at))?;
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}

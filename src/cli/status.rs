@@ -1,0 +1,225 @@
+//! `talon status [--json]` (and `talon --status`): state, since when, open incident, failing
+//! probes, the next escalation step and when it is due — read from the store, creating nothing.
+//! Exit 0 healthy/degraded, 1 otherwise (including "no state yet").
+
+use super::{Exit, Out, load_options, print_diagnostics};
+use crate::config::{self, Config};
+use crate::core::{Core, CoreConfig, Millis, Outlook};
+use crate::store::Store;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Now, as unix milliseconds (the CLI edge is allowed a clock).
+pub(super) fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// `2026-11-28 00:43:35Z`.
+pub(super) fn fmt_time(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `2026-11-28 00:43:35Z (12m ago)` / `(in 3m)`.
+pub(super) fn fmt_when(ms: Millis, now: Millis) -> String {
+    let d = crate::core::fmt_duration((ms - now).abs());
+    if ms <= now {
+        format!("{} ({d} ago)", fmt_time(ms))
+    } else {
+        format!("{} (in {d})", fmt_time(ms))
+    }
+}
+
+/// Load the config for a read-only verb; diagnostics are printed and `Err(Exit::Error)` returned
+/// when it is invalid.
+pub(super) fn load_config(cfg: &Option<PathBuf>) -> Result<Config, Exit> {
+    let loaded = config::load(&load_options(cfg, false));
+    match loaded.config {
+        Some(c) => Ok(c),
+        None => {
+            print_diagnostics(&loaded.diags);
+            Err(Exit::Error)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NoState<'a> {
+    state: Option<()>,
+    message: &'a str,
+    state_dir: String,
+}
+
+/// Print "no state yet" (or its JSON form).
+pub(super) fn no_state(c: &Config, json: bool, out: &mut Out) -> anyhow::Result<()> {
+    let msg = "no state yet (the daemon has not run with this state dir)";
+    if json {
+        out.json(&NoState {
+            state: None,
+            message: msg,
+            state_dir: c.state_dir.display().to_string(),
+        })?;
+    } else {
+        writeln!(out, "{msg}: {}", c.state_dir.display())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    outlook: &'a Outlook,
+    /// When the daemon last saved its state.
+    updated_at: Millis,
+    /// Where this view came from.
+    source: &'static str,
+    state_dir: String,
+}
+
+pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<Exit> {
+    let c = match load_config(cfg) {
+        Ok(c) => c,
+        Err(e) => return Ok(e),
+    };
+    let Some(store) = Store::open_existing(&c.state_dir)? else {
+        no_state(&c, args.json, out)?;
+        return Ok(Exit::Unhealthy);
+    };
+    let Some(saved) = store.load_core()? else {
+        no_state(&c, args.json, out)?;
+        return Ok(Exit::Unhealthy);
+    };
+    let core = Core::restore(CoreConfig::from_config(&c), saved.state);
+    let now = now_ms();
+    let o = core.outlook(now);
+    let exit = if o.state.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Unhealthy
+    };
+    if args.json {
+        out.json(&StatusJson {
+            outlook: &o,
+            updated_at: saved.at,
+            source: "store",
+            state_dir: c.state_dir.display().to_string(),
+        })?;
+        return Ok(exit);
+    }
+    writeln!(
+        out,
+        "state:    {} since {}",
+        o.state,
+        fmt_when(o.since, now)
+    )?;
+    writeln!(out, "saved:    {}", fmt_when(saved.at, now))?;
+    match &o.incident {
+        Some(i) => {
+            let probes: Vec<&str> = i.probes.iter().map(String::as_str).collect();
+            let mut flags = Vec::new();
+            if let Some(p) = i.paged_at {
+                flags.push(format!("paged {}", fmt_time(p)));
+            }
+            if let Some(a) = i.acked_at {
+                flags.push(format!("acknowledged {}", fmt_time(a)));
+            }
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            };
+            writeln!(
+                out,
+                "incident: #{} opened {}: {}{flags}",
+                i.id,
+                fmt_when(i.opened_at, now),
+                probes.join(", ")
+            )?;
+            writeln!(
+                out,
+                "          heals {} of {}, agent runs {}",
+                i.heals,
+                core.config().max_heals_per_incident,
+                i.agents
+            )?;
+        }
+        None => writeln!(out, "incident: none open")?,
+    }
+    if let Some(n) = &o.next {
+        match n.due {
+            Some(d) if d > now => writeln!(out, "next:     {} at {}", n.what, fmt_when(d, now))?,
+            Some(_) => writeln!(out, "next:     {} (due now)", n.what)?,
+            None => writeln!(out, "next:     {}", n.what)?,
+        }
+    }
+    if !o.failing.is_empty() {
+        writeln!(out, "not passing:")?;
+        let w = o.failing.iter().map(|f| f.name.len()).max().unwrap_or(0);
+        for f in &o.failing {
+            let st = f.status.map(|s| s.as_str()).unwrap_or("-");
+            let line = f.output.lines().next().unwrap_or("");
+            writeln!(out, "  {:w$}  {st:7}  {line}", f.name)?;
+        }
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for p in &o.probes {
+        *counts.entry(p.state.as_str()).or_insert(0) += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    writeln!(out, "probes:   {} ({})", o.probes.len(), summary.join(", "))?;
+    for n in &o.pending_notifications {
+        writeln!(
+            out,
+            "undelivered: {} #{} for incident #{} (attempt {})",
+            n.kind.as_str(),
+            n.id,
+            n.incident,
+            n.attempt + 1
+        )?;
+    }
+    out.flush()?;
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_in_utc() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(fmt_time(1_700_000_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(fmt_time(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(fmt_when(1000, 61_000), "1970-01-01 00:00:01Z (1m ago)");
+    }
+}

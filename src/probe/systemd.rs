@@ -1,0 +1,174 @@
+//! `systemd` probe (Linux): a unit that must be active, system-wide or in the user's manager
+//! (`user = true` → `systemctl --user`). Asks
+//! `systemctl show -p Id,LoadState,ActiveState,SubState,Result,MainPID,ExecMainStatus <unit>`;
+//! passes when `ActiveState=active`, and reports SubState/Result either way.
+
+use super::engine::ProbeCtx;
+use super::outcome::Outcome;
+use super::spec::{Check, KindSpec};
+use crate::proc::{Cmd, End};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdSpec {
+    /// `nginx.service`, `backup.timer`, ... (no suffix means `.service`).
+    pub unit: String,
+    /// The user's manager (`systemctl --user`) instead of the system's.
+    #[serde(default)]
+    pub user: bool,
+}
+
+/// Properties asked for.
+pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,MainPID,ExecMainStatus";
+
+impl KindSpec for SystemdSpec {
+    fn validate(&self, c: &mut Check<'_>) {
+        let u = self.unit.trim();
+        if u.is_empty() {
+            c.error("unit", "must not be empty");
+        } else if u.starts_with('-') || u.chars().any(|ch| ch.is_whitespace() || ch == '/') {
+            c.error(
+                "unit",
+                format!("`{}` is not a unit name (e.g. nginx.service)", self.unit),
+            );
+        }
+    }
+    fn programs(&self) -> Vec<(String, &'static str)> {
+        vec![("systemctl".to_string(), "unit")]
+    }
+    fn available(&self) -> Result<(), String> {
+        if cfg!(target_os = "linux") {
+            Ok(())
+        } else {
+            Err("systemd probes run only on Linux".to_string())
+        }
+    }
+}
+
+/// `systemctl show` output (`Key=Value` lines) as a map.
+pub fn parse_show(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Judge parsed properties.
+pub fn judge(unit: &str, p: &BTreeMap<String, String>) -> Outcome {
+    let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+    let id = Some(get("Id")).filter(|s| !s.is_empty()).unwrap_or(unit);
+    if get("LoadState") == "not-found" {
+        return Outcome::fail(format!("unit {id} not found (LoadState=not-found)"));
+    }
+    let active = get("ActiveState");
+    if active.is_empty() {
+        return Outcome::error(format!("systemctl did not report ActiveState for {id}"));
+    }
+    let mut out = format!("{id} {active} ({})", get("SubState"));
+    let result = get("Result");
+    if !result.is_empty() && result != "success" {
+        out.push_str(&format!(", result {result}"));
+    }
+    match get("MainPID") {
+        "" | "0" => {}
+        pid => out.push_str(&format!(", pid {pid}")),
+    }
+    if active == "active" {
+        return Outcome::pass(out);
+    }
+    match get("ExecMainStatus") {
+        "" | "0" => {}
+        s => out.push_str(&format!(", last exit status {s}")),
+    }
+    Outcome::fail(out)
+}
+
+/// Ask systemctl and judge.
+pub async fn check(spec: &SystemdSpec, ctx: &ProbeCtx) -> Outcome {
+    let mut cmd = Cmd::new("systemctl");
+    if spec.user {
+        cmd = cmd.arg("--user");
+    }
+    let run = cmd
+        .args(["show", "--no-pager", "-p", PROPERTIES, "--"])
+        .arg(spec.unit.trim())
+        .search_path(ctx.search_path())
+        .timeout(ctx.timeout)
+        .grace(ctx.grace())
+        .run()
+        .await;
+    let f = match run {
+        Ok(f) => f,
+        Err(e) => return Outcome::error(e.to_string()),
+    };
+    match f.end {
+        End::Exited(0) => judge(spec.unit.trim(), &parse_show(&f.stdout.text())),
+        End::TimedOut => Outcome::timeout(format!("systemctl show {} timed out", spec.unit)),
+        end => {
+            let why = f.last_line();
+            Outcome::error(format!(
+                "systemctl show {} failed ({end}){}",
+                spec.unit,
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Status;
+
+    // Captured from `systemctl show -p ... <unit>` on Debian 12 (systemd 252).
+    const ACTIVE: &str = "Id=nginx.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nMainPID=812\nExecMainStatus=0\n";
+    const FAILED: &str = "Id=worker.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nMainPID=0\nExecMainStatus=1\n";
+    const MISSING: &str = "Id=nope.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\nMainPID=0\nExecMainStatus=0\n";
+    const ONESHOT_DONE: &str = "Id=backup.service\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nMainPID=0\nExecMainStatus=0\n";
+    const ACTIVATING: &str = "Id=db.service\nLoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nMainPID=0\nExecMainStatus=2\n";
+
+    #[test]
+    fn active_passes_with_substate_and_pid() {
+        let o = judge("nginx", &parse_show(ACTIVE));
+        assert_eq!(o, Outcome::pass("nginx.service active (running), pid 812"));
+    }
+
+    #[test]
+    fn failed_unit_reports_result_and_exit_status() {
+        let o = judge("worker.service", &parse_show(FAILED));
+        assert_eq!(
+            o,
+            Outcome::fail("worker.service failed (failed), result exit-code, last exit status 1")
+        );
+        let o = judge("db.service", &parse_show(ACTIVATING));
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.output.contains("activating (auto-restart)"),
+            "{}",
+            o.output
+        );
+    }
+
+    #[test]
+    fn missing_and_inactive_units_fail() {
+        assert_eq!(
+            judge("nope.service", &parse_show(MISSING)).output,
+            "unit nope.service not found (LoadState=not-found)"
+        );
+        assert_eq!(
+            judge("backup.service", &parse_show(ONESHOT_DONE)),
+            Outcome::fail("backup.service inactive (dead)")
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert_eq!(judge("x", &parse_show("nonsense")).status, Status::Error);
+    }
+}

@@ -1,0 +1,518 @@
+//! The daemon's shell: one event channel, one loop. The core decides; the runtime executes.
+//!
+//! ```text
+//!  probe scheduler ──► engine tasks ──┐
+//!  heal / agent / notify tasks ───────┤
+//!  worker supervisor events ──────────┼──► mpsc ──► loop { core.step(event) → actions → spawn }
+//!  config watcher, signals, control ──┘                         │
+//!                                                               └──► store writer thread, /health snapshot
+//! ```
+//!
+//! Nothing slow runs on the loop itself: probe cycles, heals, agents and deliveries are tasks that
+//! report back with a message, so a five-minute heal never delays probing, `/health` or shutdown.
+
+mod exec;
+mod schedule;
+
+use crate::config::{self, Config, LoadOptions};
+use crate::core::{Action, Core, CoreConfig, Event, Millis};
+use crate::probe::engine::{Engine, now_ms};
+use crate::probe::{ProbeConfig, ProbeResult};
+use crate::store::{self, Batch, Store, StoreWriter};
+use schedule::Schedule;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How `talon run` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--config` / `$TALON_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+/// Why the daemon could not start (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid config:\n{0}")]
+    Config(String),
+    #[error(transparent)]
+    Lock(#[from] store::lock::LockError),
+    #[error("cannot create state dir {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Messages into the loop.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// An event for the core, already stamped with its time.
+    Core(Event),
+    /// A scheduled probe run finished.
+    Cycle(Vec<ProbeResult>),
+}
+
+/// The running daemon.
+pub struct Runtime {
+    opts: RunOptions,
+    cfg: Arc<Config>,
+    core: Core,
+    engine: Engine,
+    store: Option<StoreWriter>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    schedule: Schedule,
+    /// The core's one timer.
+    wake: Option<Millis>,
+    /// Heal, agent, delivery and probe tasks in flight (aborted at shutdown, which kills their
+    /// process groups).
+    tasks: JoinSet<()>,
+    /// Newest scheduled result of each probe.
+    last: BTreeMap<String, ProbeResult>,
+    /// The newest reload error, shown until a good config replaces it.
+    pub config_error: Option<String>,
+    worker_restarts: u32,
+}
+
+fn load(opts: &RunOptions) -> Result<Config, StartError> {
+    let loaded = config::load(&LoadOptions {
+        config: opts.config.clone(),
+        resolve: false,
+        ..Default::default()
+    });
+    match loaded.config {
+        Some(c) => Ok(c),
+        None => Err(StartError::Config(loaded.diags.to_string())),
+    }
+}
+
+/// Host-dependent problems (missing programs, platform) do not stop the daemon: the probe or
+/// heal that needs them fails at run time and escalates. They are logged loudly at start.
+fn log_host_problems(opts: &RunOptions) {
+    let loaded = config::load(&LoadOptions {
+        config: opts.config.clone(),
+        resolve: true,
+        ..Default::default()
+    });
+    for d in loaded.diags.errors() {
+        tracing::error!(file = %d.file, line = d.line, key = %d.key, "{}", d.message);
+    }
+}
+
+impl Runtime {
+    /// Load config, take the single-instance lock, open the store and restore the core.
+    pub fn start(opts: RunOptions) -> Result<(Runtime, store::lock::InstanceLock), StartError> {
+        let cfg = load(&opts)?;
+        if opts.config.is_none() && cfg.sources.main.is_none() {
+            tracing::info!("no config file found: running with the embedded default config");
+        }
+        log_host_problems(&opts);
+        create_private_dir(&cfg.state_dir)?;
+        let lock = store::lock::acquire(&cfg.state_dir)?;
+        let core_cfg = CoreConfig::from_config(&cfg);
+        let (core, store) = match Store::open(&cfg.state_dir) {
+            Ok(s) => {
+                let core = match s.load_core() {
+                    Ok(Some(saved)) => {
+                        tracing::info!(
+                            state = saved.state.state.as_str(),
+                            "restored state from the store"
+                        );
+                        Core::restore(core_cfg, saved.state)
+                    }
+                    Ok(None) => Core::new(core_cfg),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read saved state; starting fresh");
+                        Core::new(core_cfg)
+                    }
+                };
+                match StoreWriter::spawn(s) {
+                    Ok(w) => (core, Some(w)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the store writer; history is not recorded");
+                        (core, None)
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the store; running without history");
+                (Core::new(core_cfg), None)
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut schedule = Schedule::default();
+        schedule.sync(&cfg.probes, Instant::now());
+        let rt = Runtime {
+            engine: Engine::new(&cfg),
+            cfg: Arc::new(cfg),
+            opts,
+            core,
+            store,
+            tx,
+            rx,
+            schedule,
+            wake: None,
+            tasks: JoinSet::new(),
+            last: BTreeMap::new(),
+            config_error: None,
+            worker_restarts: 0,
+        };
+        Ok((rt, lock))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Run until SIGTERM/SIGINT. Then: stop starting work, kill in-flight heal/agent groups,
+    /// flush the store.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        // A tick right away lets the core re-issue what a restore left pending (re-probes,
+        // undelivered notifications) without waiting for the first cycle.
+        self.step(Event::Tick { at: now_ms() });
+        tracing::info!(
+            probes = self.cfg.probes.len(),
+            state = self.core.state().as_str(),
+            "talon running"
+        );
+        let shutdown_reason = loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                Some(msg) = self.rx.recv() => self.handle(msg),
+                _ = tokio::time::sleep_until(deadline) => self.on_timer(),
+                Some(res) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = res && e.is_panic() {
+                        tracing::error!(error = %e, "a task panicked");
+                    }
+                }
+                _ = sigterm.recv() => break "SIGTERM",
+                _ = sigint.recv() => break "SIGINT",
+                _ = sighup.recv() => self.reload("SIGHUP"),
+            }
+        };
+        tracing::info!(signal = shutdown_reason, "shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let probes = self.schedule.next_deadline().unwrap_or(far);
+        let wake = self
+            .wake
+            .map(|at| Instant::now() + Duration::from_millis((at - now_ms()).max(0) as u64))
+            .unwrap_or(far);
+        probes.min(wake)
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        self.launch_due(now);
+        if let Some(at) = self.wake
+            && at <= now_ms()
+        {
+            self.wake = None;
+            self.step(Event::Tick { at: now_ms() });
+        }
+    }
+
+    /// Start the probes that are due (and not already running) as one engine run.
+    fn launch_due(&mut self, now: Instant) {
+        let due = self.schedule.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let (run, blocked) = self.partition_blocked(&due);
+        let engine = self.engine.clone();
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let mut results = blocked;
+            results.extend(engine.run(&run).await);
+            let _ = tx.send(Msg::Cycle(results));
+        });
+    }
+
+    /// Probes whose dependency is outside this run and last did not pass are `blocked` now,
+    /// without running; the rest run (the engine handles dependencies inside the run).
+    fn partition_blocked(&self, names: &[String]) -> (Vec<ProbeConfig>, Vec<ProbeResult>) {
+        let mut run = Vec::new();
+        let mut blocked = Vec::new();
+        for p in self.cfg.probes.iter().filter(|p| names.contains(&p.name)) {
+            let outside_failing = p
+                .depends_on
+                .iter()
+                .filter(|d| !names.contains(d))
+                .filter_map(|d| self.last.get(d))
+                .find(|r| !r.passed);
+            match outside_failing {
+                Some(dep) => blocked.push(crate::probe::engine::blocked(p, dep)),
+                None => run.push(p.clone()),
+            }
+        }
+        (run, blocked)
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Core(ev) => self.step(ev),
+            Msg::Cycle(results) => {
+                for r in &results {
+                    self.schedule.finished(&r.name);
+                    self.last.insert(r.name.clone(), r.clone());
+                }
+                // Only probes still configured (a reload may have removed some mid-run).
+                let results: Vec<ProbeResult> = results
+                    .into_iter()
+                    .filter(|r| self.cfg.probes.iter().any(|p| p.name == r.name))
+                    .collect();
+                if !results.is_empty() {
+                    self.step(Event::ProbeResults {
+                        at: now_ms(),
+                        results,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One decision: step the core, store what it produced, execute its actions.
+    fn step(&mut self, ev: Event) {
+        let actions = self.core.step(ev.clone());
+        if let Some(w) = &self.store {
+            w.send(Batch::from_step(
+                &ev,
+                &actions,
+                &self.core,
+                self.worker_restarts,
+            ));
+        }
+        for a in actions {
+            self.execute(a);
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::RunHeal {
+                id,
+                incident,
+                steps,
+                probes,
+            } => {
+                tracing::warn!(incident, action = id, probes = ?probes, "tier 1: running heal");
+                let job = exec::HealJob {
+                    id,
+                    incident,
+                    steps,
+                    probes,
+                    cfg: self.cfg.clone(),
+                    last: self.last.clone(),
+                };
+                let tx = self.tx.clone();
+                self.tasks.spawn(async move {
+                    let (outcome, output) = exec::run_heal(job).await;
+                    let _ = tx.send(Msg::Core(Event::HealFinished {
+                        at: now_ms(),
+                        id,
+                        outcome,
+                        output,
+                    }));
+                });
+            }
+            Action::RunAgent {
+                id,
+                incident,
+                tier,
+                probes,
+            } => {
+                tracing::warn!(incident, action = id, tier = tier.as_str(), probes = ?probes, "running agent");
+                let job = exec::AgentJob {
+                    incident,
+                    tier,
+                    probes,
+                    cfg: self.cfg.clone(),
+                    outlook: self.core.outlook(now_ms()),
+                };
+                let tx = self.tx.clone();
+                self.tasks.spawn(async move {
+                    let (outcome, output) = exec::run_agent(job).await;
+                    let _ = tx.send(Msg::Core(Event::AgentFinished {
+                        at: now_ms(),
+                        id,
+                        outcome,
+                        output,
+                    }));
+                });
+            }
+            Action::Notify(n) => {
+                tracing::warn!(
+                    incident = n.incident,
+                    kind = n.kind.as_str(),
+                    attempt = n.attempt,
+                    "notifying"
+                );
+                let cfg = self.cfg.clone();
+                let tx = self.tx.clone();
+                self.tasks.spawn(async move {
+                    let id = n.id;
+                    let channels = exec::deliver(&cfg, &n).await;
+                    let _ = tx.send(Msg::Core(Event::NotifyResult {
+                        at: now_ms(),
+                        id,
+                        channels,
+                    }));
+                });
+            }
+            Action::Reprobe {
+                incident,
+                probes,
+                at,
+            } => {
+                let engine = self.engine.clone();
+                let tx = self.tx.clone();
+                let configs: Vec<ProbeConfig> = self
+                    .cfg
+                    .probes
+                    .iter()
+                    .filter(|p| probes.contains(&p.name))
+                    .cloned()
+                    .collect();
+                let worker_probe = probes.iter().any(|p| p == crate::core::WORKER_PROBE);
+                let worker_last = self.last.get(crate::core::WORKER_PROBE).cloned();
+                self.tasks.spawn(async move {
+                    let wait = (at - now_ms()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let mut results = engine.run(&configs).await;
+                    if worker_probe && let Some(w) = worker_last {
+                        results.push(w);
+                    }
+                    tracing::info!(incident, probes = ?probes, "verification re-probe done");
+                    let _ = tx.send(Msg::Core(Event::Reprobe {
+                        at: now_ms(),
+                        results,
+                    }));
+                });
+            }
+            Action::WakeAt { at } => self.wake = Some(at),
+            Action::Record(r) => log_record(&r),
+            Action::Persist => {}
+        }
+    }
+
+    /// Re-read both config files. A bad file never replaces the running config.
+    pub fn reload(&mut self, why: &str) {
+        match load(&self.opts) {
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(
+                    trigger = why,
+                    "config reload failed; keeping the last good config: {msg}"
+                );
+                self.config_error = Some(msg);
+            }
+            Ok(new) => {
+                if *self.cfg == new {
+                    self.config_error = None;
+                    return;
+                }
+                tracing::info!(trigger = why, probes = new.probes.len(), "config reloaded");
+                self.config_error = None;
+                self.schedule.sync(&new.probes, Instant::now());
+                self.last
+                    .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
+                self.engine = Engine::new(&new);
+                let core_cfg = CoreConfig::from_config(&new);
+                self.cfg = Arc::new(new);
+                self.step(Event::Reload {
+                    at: now_ms(),
+                    config: Box::new(core_cfg),
+                });
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        // Aborting a task drops its subprocess run, which kills the run's process group.
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(w) = self.store.take() {
+            let res = tokio::task::spawn_blocking(move || w.close()).await;
+            if let Ok(Err(e)) = res {
+                tracing::error!(error = %e, "store flush at shutdown failed");
+            }
+        }
+    }
+}
+
+fn log_record(r: &crate::core::Record) {
+    use crate::core::Record;
+    match r {
+        Record::Transition(t) => {
+            tracing::info!(subject = %t.subject, from = %t.from, to = %t.to, incident = ?t.incident, "{}", t.reason)
+        }
+        Record::IncidentOpened {
+            incident, probes, ..
+        } => {
+            tracing::warn!(incident, probes = ?probes, "incident opened")
+        }
+        Record::IncidentClosed {
+            incident, reason, ..
+        } => tracing::info!(incident, "incident closed: {reason}"),
+        Record::ActionFinished {
+            action, outcome, ..
+        } => {
+            tracing::info!(action, outcome = %outcome.describe(), "action finished")
+        }
+        Record::ActionVerdict {
+            action, verdict, ..
+        } => tracing::info!(action, "verdict: {verdict}"),
+        Record::NotificationResult {
+            notification,
+            delivered,
+            channels,
+            ..
+        } => {
+            for c in channels {
+                tracing::info!(notification, channel = %c.channel, delivered = c.delivered, "{}", c.detail);
+            }
+            if !delivered {
+                tracing::error!(
+                    notification,
+                    "notification not delivered on any channel; will retry"
+                );
+            }
+        }
+        _ => tracing::debug!(record = ?r, "record"),
+    }
+}
+
+/// Create the state dir (0700 when Talon creates it).
+fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StartError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}

@@ -1,0 +1,207 @@
+//! `talon run` end to end: the real binary, real probes, real heals, the real store.
+
+use crate::support::{run, stdout, talon, write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A daemon under test; killed (and its group) when dropped.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, config: &Path) -> Daemon {
+        let mut c = talon(dir);
+        c.arg("run").arg("--config").arg(config).current_dir(dir);
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("talon.stderr")).unwrap());
+        Daemon {
+            child: Some(c.spawn().expect("start talon run")),
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// `talon <verb> --json` parsed (status, incidents …).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut c = talon(&self.dir);
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--json")
+            .current_dir(&self.dir);
+        let out = run(c);
+        serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Wait until `pred` holds for `talon status --json`, or fail with the daemon's log.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.json(&["status"]);
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last status: {v:#}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("talon.stderr")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("talon did not exit after SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn state(v: &serde_json::Value) -> &str {
+    v["state"].as_str().unwrap_or("")
+}
+
+#[test]
+fn failure_is_healed_verified_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write(
+        dir,
+        "config.toml",
+        r#"
+state_dir = "state"
+check_interval_secs = 0.3
+services_file = "services.toml"
+[escalation]
+heal_settle_secs = 0.2
+heal_cooldown_secs = 1
+"#,
+    );
+    write(
+        dir,
+        "services.toml",
+        &format!(
+            "[script.target]\ncommand = \"test ! -e {fault}\"\ncritical = true\nheal = \"rm -f {fault}\"\n",
+            fault = dir.join("fault").display()
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    d.wait_status(
+        "healthy with a passing probe",
+        Duration::from_secs(30),
+        |v| state(v) == "healthy" && v["probes"][0]["last_status"] == "pass",
+    );
+
+    std::fs::write(dir.join("fault"), "").unwrap();
+    // The heal removes the fault; wait for the incident to open and close.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let incidents = loop {
+        let v = d.json(&["incidents"]);
+        if v.as_array()
+            .is_some_and(|a| a.len() == 1 && !a[0]["closed_at"].is_null())
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no closed incident: {v:#}\nlog:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!dir.join("fault").exists(), "the heal ran");
+    assert_eq!(incidents[0]["probes"][0], "target");
+    let id = incidents[0]["id"].as_u64().unwrap().to_string();
+    let detail = d.json(&["incident", &id]);
+    let text = detail.to_string();
+    assert!(
+        text.contains("heal"),
+        "the heal is in the incident timeline: {detail:#}"
+    );
+    assert!(text.contains("fixed"), "verified by re-probe: {detail:#}");
+    d.wait_status("healthy again", Duration::from_secs(30), |v| {
+        state(v) == "healthy"
+    });
+
+    assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0; log:\n{}", d.log());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_exits_2_naming_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write(
+        dir,
+        "config.toml",
+        "state_dir = \"state\"\ncheck_interval_secs = 1\n[script.ok]\ncommand = \"true\"\ntimeout_secs = 1\n",
+    );
+    let mut first = Daemon::start(dir, &config);
+    first.wait_status("running", Duration::from_secs(30), |v| {
+        v["probes"][0]["last_status"] == "pass"
+    });
+    let mut c = talon(dir);
+    c.arg("run").arg("--config").arg(&config).current_dir(dir);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = crate::support::stderr(&out);
+    assert!(
+        err.contains(&first.pid().to_string()),
+        "names the holder's pid: {err}"
+    );
+    assert_eq!(first.terminate(), Some(0));
+}
+
+#[test]
+fn invalid_config_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write(tmp.path(), "config.toml", "check_interval_secs = -1\n");
+    let mut c = talon(tmp.path());
+    c.arg("run").arg("--config").arg(&config);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::support::stderr(&out).contains("check_interval_secs: must be a positive number")
+    );
+}
