@@ -10,6 +10,8 @@
 //! |---------------|------------------|
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
+//! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
+//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`notify`]    | one file per notification channel kind |
 //! | [`server`]    | HTTP: `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
@@ -18,6 +20,7 @@
 //! | [`watch`]     | config file change detection (polling stamps; survives rename-over saves) |
 //! | [`sdnotify`]  | systemd notify protocol: READY, STATUS, STOPPING, progress-gated WATCHDOG |
 //! | [`heartbeat`] | outbound dead-man-switch pings while the system is OK |
+//! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
 //!
 //! ## Theory of operation
 //!
@@ -43,4 +46,5 @@ pub mod runtime;
 pub mod sdnotify;
 pub mod server;
 pub mod store;
+pub mod supervise;
 pub mod watch;

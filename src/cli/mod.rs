@@ -58,6 +58,10 @@ pub struct Cli {
     #[arg(long = "status", hide = true)]
     pub status_flag: bool,
 
+    /// Same as `talon run --worker-only` (the original's flag form).
+    #[arg(long, hide = true)]
+    pub worker_only: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let command = match (cli.command, cli.dry_run) {
         (Some(c), _) => c,
         (None, _) if cli.status_flag => Command::Status(status::Args { json: true }),
+        (None, _) if cli.worker_only => Command::Run(run::Args { worker_only: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
         (None, false) => {
             Cli::command().write_long_help(&mut out)?;
@@ -140,7 +145,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::StoreBurst(a) => internal::store_burst(a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "talon", &mut out);
+            // Generated into memory first: clap_complete panics on a write error, and a script
+            // larger than the stdout buffer would hit a closed pipe inside it.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "talon", &mut script);
+            out.write_all(&script)?;
             out.flush()?;
             Ok(Exit::Ok)
         }

@@ -897,6 +897,12 @@ impl Builder<'_, '_> {
                 );
             }
         }
+        let env_file = w.env_file.as_deref().map(|p| self.path(p));
+        if let Some(p) = env_file.as_ref().filter(|p| p.is_file())
+            && let Err(e) = crate::supervise::envfile::load(p)
+        {
+            self.err("worker.env_file", e.to_string());
+        }
         WorkerConfig {
             dir: w.dir.as_deref().map(|p| self.path(p)),
             command,
@@ -910,7 +916,7 @@ impl Builder<'_, '_> {
             log_stderr: w.log_stderr.as_deref().map(|p| self.path(p)),
             log_max_bytes: w.log_max_bytes.unwrap_or(10 * 1024 * 1024),
             log_max_files: w.log_max_files.unwrap_or(5),
-            env_file: w.env_file.as_deref().map(|p| self.path(p)),
+            env_file,
             env,
             secrets,
             drain_timeout: self.secs("worker.drain_timeout_secs", w.drain_timeout_secs, 5.0),

@@ -145,6 +145,8 @@ impl Core {
         for p in &mut s.pending {
             p.in_flight = false;
         }
+        // Its result will never come, and its incident is over.
+        s.orphan = None;
         Core { cfg, s }
     }
 
@@ -356,6 +358,9 @@ impl Core {
             outcome: outcome.clone(),
             output: excerpt(&output),
         });
+        if self.s.orphan.as_ref().is_some_and(|r| r.id == id) {
+            self.s.orphan = None;
+        }
         let Some(mut inc) = self.s.incident.take() else {
             return;
         };
@@ -483,7 +488,7 @@ impl Core {
         let old = std::mem::replace(&mut self.cfg, new);
         let cfg = &self.cfg;
         self.s.probes.retain(|name, _| {
-            cfg.probes.get(name).is_some() && cfg.probes.get(name) == old.probes.get(name)
+            cfg.probes.contains_key(name) && cfg.probes.get(name) == old.probes.get(name)
         });
     }
 
@@ -643,7 +648,7 @@ impl Core {
             let t = &self.s.probes[name];
             let st = self.probe_state(t);
             if t.state != Some(st) {
-                let rule = &self.cfg.probes[name];
+                let fail_after = self.cfg.probes.get(name).map_or(1, |r| r.fail_after);
                 let out = t
                     .last
                     .as_ref()
@@ -654,7 +659,7 @@ impl Core {
                     ProbeState::Passing => format!("passed: {out}"),
                     ProbeState::Debouncing => format!(
                         "failed {} of {} times in a row: {out}",
-                        t.fail_streak, rule.fail_after
+                        t.fail_streak, fail_after
                     ),
                     ProbeState::Failing => {
                         format!("failed {} times in a row: {out}", t.fail_streak)
@@ -796,7 +801,10 @@ impl Core {
         inc
     }
 
-    fn close(&mut self, inc: Incident, cx: &mut Cx) {
+    fn close(&mut self, mut inc: Incident, cx: &mut Cx) {
+        if let Some(r) = inc.running.take() {
+            self.s.orphan = Some(r);
+        }
         let reason = format!(
             "recovered: every critical probe passes (incident open {})",
             fmt_duration(cx.at - inc.opened_at)
@@ -923,6 +931,16 @@ impl Core {
             });
             self.finish(inc, r, RunOutcome::Lost, cx);
         }
+        // A held fix whose probes all left the escalating set (recovered) while other probes
+        // keep the incident open: those were never worked on, so the ladder resumes where it is.
+        if inc
+            .hold
+            .as_ref()
+            .is_some_and(|h| !h.iter().any(|p| roots.contains(p)))
+        {
+            inc.hold = None;
+            inc.held_action = None;
+        }
         if inc.hold.is_some()
             && let Some(p) = cx.hold_broken.take()
         {
@@ -931,7 +949,7 @@ impl Core {
             let reason = format!("re-probe had passed, but the next scheduled run of {p} failed");
             self.advance(inc, &reason, cx);
         }
-        if inc.running.is_some() {
+        if inc.running.is_some() || self.s.orphan.is_some() {
             return;
         }
         if let Some(v) = &mut inc.verify {
@@ -1349,7 +1367,7 @@ impl Core {
                 .min();
             return step("paused: every failing probe is silenced".into(), until);
         }
-        if let Some(r) = &inc.running {
+        if let Some(r) = inc.running.as_ref().or(self.s.orphan.as_ref()) {
             let what = match r.tier {
                 Some(t) => format!(
                     "waiting for agent #{} (tier {} {})",

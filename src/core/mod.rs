@@ -555,6 +555,10 @@ pub struct PersistedState {
     pub last_agent_at: Option<Millis>,
     pub last_sos_at: Option<Millis>,
     pub pending: Vec<Pending>,
+    /// A heal/agent still running after its incident closed: no new one starts until it ends
+    /// (one action at a time, whatever the incident).
+    #[serde(default)]
+    pub orphan: Option<Running>,
     /// The last incident's id (0 = none yet).
     pub last_incident: IncidentId,
     /// The last heal/agent/notification id.
@@ -573,6 +577,7 @@ impl Default for PersistedState {
             last_agent_at: None,
             last_sos_at: None,
             pending: Vec::new(),
+            orphan: None,
             last_incident: 0,
             last_action: 0,
         }

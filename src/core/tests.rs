@@ -885,3 +885,33 @@ fn fmt_duration_is_short() {
     assert_eq!(machine::fmt_duration(3_900_000), "1h 5m");
     assert_eq!(machine::fmt_duration(90_000_000), "1d 1h");
 }
+
+#[test]
+fn a_held_fix_does_not_stall_the_ladder_when_another_probe_keeps_failing() {
+    let mut c = cfg(&[("a", rule(true, 1)), ("b", rule(true, 1))]);
+    c.agent_cloud = false;
+    c.agent_local = false;
+    let mut s = Sim::new(c);
+    let h = heal_id(&s.probes(0, &[("a", Fail), ("b", Pass)]));
+    s.heal_done(5, h, exit(0));
+    s.reprobe(10, &[("a", Pass)]);
+    assert!(s.core.incident().unwrap().hold.is_some());
+    // a recovers, b starts failing: the incident stays open and b gets its heal after the
+    // cooldown instead of waiting forever on a's hold.
+    let mut healed_b = false;
+    for _ in 0..10 {
+        let a = s.probes(60, &[("a", Pass), ("b", Fail)]);
+        if let Some((_, steps)) = heals(&a).first() {
+            assert_eq!(
+                steps,
+                &vec![HealStep::Global {
+                    probes: vec!["b".into()]
+                }]
+            );
+            healed_b = true;
+            break;
+        }
+    }
+    assert!(healed_b, "ladder stalled on a fix for another probe");
+    assert_eq!(s.core.incident().unwrap().id, 1);
+}

@@ -183,13 +183,13 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
     let head = format!("HTTP {status} from {} in {elapsed}", spec.url);
     if !status_ok(&spec.expect_status, status) {
         let mut msg = format!("{head} (expected {})", expected_text(&spec.expect_status));
-        if resp.status().is_redirection() {
-            if let Some(loc) = resp.headers().get(reqwest::header::LOCATION) {
-                msg.push_str(&format!(
-                    "; redirect to {} not followed (set follow_redirects = true to follow)",
-                    String::from_utf8_lossy(loc.as_bytes())
-                ));
-            }
+        if resp.status().is_redirection()
+            && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
+        {
+            msg.push_str(&format!(
+                "; redirect to {} not followed (set follow_redirects = true to follow)",
+                String::from_utf8_lossy(loc.as_bytes())
+            ));
         }
         return Outcome::fail(msg);
     }

@@ -17,6 +17,7 @@ pub struct HealJob {
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
     pub last: BTreeMap<String, ProbeResult>,
+    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
 }
 
 pub struct AgentJob {
@@ -65,7 +66,16 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
             },
             HealStep::Bridge { .. } => job.cfg.bridge_heal.clone(),
             HealStep::Global { .. } => job.cfg.heal_script.clone(),
-            HealStep::RestartWorker => None,
+            HealStep::RestartWorker => {
+                match &job.worker {
+                    Some(h) => {
+                        h.restart().await;
+                        output.push_str("worker restart requested\n");
+                    }
+                    None => output.push_str("no worker is supervised\n"),
+                }
+                None
+            }
         };
         let Some(line) = line else { continue };
         let r = Cmd::shell(&line)

@@ -19,6 +19,7 @@ use crate::core::{Action, Core, CoreConfig, Event, Millis};
 use crate::probe::engine::{Engine, now_ms};
 use crate::probe::{ProbeConfig, ProbeResult};
 use crate::store::{self, Batch, Store, StoreWriter};
+use crate::supervise::{Supervisor, SupervisorHandle, WorkerEvent};
 use schedule::Schedule;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +81,10 @@ pub struct Runtime {
     /// The newest reload error, shown until a good config replaces it.
     pub config_error: Option<String>,
     worker_restarts: u32,
+    /// The worker supervisor, when `[worker]` is configured.
+    worker: Option<Arc<SupervisorHandle>>,
+    worker_events: mpsc::Receiver<WorkerEvent>,
+    worker_events_tx: mpsc::Sender<WorkerEvent>,
 }
 
 fn load(opts: &RunOptions) -> Result<Config, StartError> {
@@ -148,6 +153,7 @@ impl Runtime {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let (worker_events_tx, worker_events) = mpsc::channel(256);
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, Instant::now());
         let rt = Runtime {
@@ -164,6 +170,9 @@ impl Runtime {
             last: BTreeMap::new(),
             config_error: None,
             worker_restarts: 0,
+            worker: None,
+            worker_events,
+            worker_events_tx,
         };
         Ok((rt, lock))
     }
@@ -182,6 +191,14 @@ impl Runtime {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
+        let mut forwarded = Forwarded::new(
+            self.cfg
+                .worker
+                .as_ref()
+                .map(|w| w.forward_signals.as_slice())
+                .unwrap_or(&[]),
+        )?;
+        self.start_worker();
         // A tick right away lets the core re-issue what a restore left pending (re-probes,
         // undelivered notifications) without waiting for the first cycle.
         self.step(Event::Tick { at: now_ms() });
@@ -194,19 +211,21 @@ impl Runtime {
             let deadline = self.next_deadline();
             tokio::select! {
                 Some(msg) = self.rx.recv() => self.handle(msg),
+                Some(ev) = self.worker_events.recv() => self.on_worker(ev),
+                Some(sig) = forwarded.recv() => self.forward(sig),
                 _ = tokio::time::sleep_until(deadline) => self.on_timer(),
                 Some(res) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = res && e.is_panic() {
                         tracing::error!(error = %e, "a task panicked");
                     }
                 }
-                _ = sigterm.recv() => break "SIGTERM",
-                _ = sigint.recv() => break "SIGINT",
+                _ = sigterm.recv() => break nix::sys::signal::Signal::SIGTERM,
+                _ = sigint.recv() => break nix::sys::signal::Signal::SIGINT,
                 _ = sighup.recv() => self.reload("SIGHUP"),
             }
         };
-        tracing::info!(signal = shutdown_reason, "shutting down");
-        self.shutdown().await;
+        tracing::info!(signal = shutdown_reason.as_str(), "shutting down");
+        self.shutdown(shutdown_reason).await;
         Ok(())
     }
 
@@ -322,6 +341,7 @@ impl Runtime {
                     probes,
                     cfg: self.cfg.clone(),
                     last: self.last.clone(),
+                    worker: self.worker.clone(),
                 };
                 let tx = self.tx.clone();
                 self.tasks.spawn(async move {
@@ -437,7 +457,12 @@ impl Runtime {
                     .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
                 self.engine = Engine::new(&new);
                 let core_cfg = CoreConfig::from_config(&new);
+                let worker_changed =
+                    self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                 self.cfg = Arc::new(new);
+                if worker_changed {
+                    self.reconfigure_worker();
+                }
                 self.step(Event::Reload {
                     at: now_ms(),
                     config: Box::new(core_cfg),
@@ -446,10 +471,11 @@ impl Runtime {
         }
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, sig: nix::sys::signal::Signal) {
         // Aborting a task drops its subprocess run, which kills the run's process group.
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.stop_worker(sig).await;
         if let Some(w) = self.store.take() {
             let res = tokio::task::spawn_blocking(move || w.close()).await;
             if let Ok(Err(e)) = res {
@@ -457,6 +483,138 @@ impl Runtime {
             }
         }
     }
+}
+
+impl Runtime {
+    fn start_worker(&mut self) {
+        if let Some(w) = &self.cfg.worker {
+            let handle = Supervisor::start(
+                w.clone(),
+                self.cfg.search_path.clone(),
+                self.worker_events_tx.clone(),
+            );
+            self.worker = Some(Arc::new(handle));
+        }
+    }
+
+    async fn stop_worker(&mut self, sig: nix::sys::signal::Signal) {
+        if let Some(h) = self.worker.take() {
+            match Arc::try_unwrap(h) {
+                Ok(h) => h.shutdown_with(sig).await,
+                // A heal task still holds it (tasks were aborted, so this is brief): dropping
+                // the last reference drains the worker in the background.
+                Err(h) => drop(h),
+            }
+        }
+    }
+
+    fn reconfigure_worker(&mut self) {
+        match (&self.worker, self.cfg.worker.clone()) {
+            (Some(h), Some(w)) => {
+                tracing::info!("[worker] changed: restarting the worker with the new config");
+                let h = h.clone();
+                let search = self.cfg.search_path.clone();
+                self.tasks
+                    .spawn(async move { h.reconfigure(w, search).await });
+            }
+            (None, Some(_)) => self.start_worker(),
+            (Some(_), None) => {
+                tracing::info!("[worker] removed: stopping the worker");
+                if let Some(h) = self.worker.take()
+                    && let Ok(h) = Arc::try_unwrap(h)
+                {
+                    self.tasks.spawn(async move { h.shutdown().await });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// A worker event: its health, as the `worker` pseudo-probe, goes to the core.
+    fn on_worker(&mut self, ev: WorkerEvent) {
+        if let Some(h) = &self.worker {
+            self.worker_restarts = h.status().restarts;
+        }
+        let Some(outcome) = ev.probe_outcome() else {
+            return;
+        };
+        let result = ProbeResult {
+            name: crate::core::WORKER_PROBE.to_string(),
+            kind: "worker".to_string(),
+            passed: outcome.status.passed(),
+            status: outcome.status,
+            output: outcome.output,
+            duration_ms: 0,
+            started_at: now_ms(),
+        };
+        let changed = self
+            .last
+            .get(crate::core::WORKER_PROBE)
+            .map(|r| (r.status, &r.output))
+            != Some((result.status, &result.output));
+        self.last.insert(result.name.clone(), result.clone());
+        if changed || !result.passed {
+            self.step(Event::ProbeResults {
+                at: now_ms(),
+                results: vec![result],
+            });
+        }
+    }
+
+    fn forward(&self, sig: nix::sys::signal::Signal) {
+        if let Some(h) = &self.worker {
+            match h.forward(sig) {
+                Ok(()) => tracing::info!(signal = sig.as_str(), "forwarded to the worker's group"),
+                Err(e) => tracing::warn!(signal = sig.as_str(), "not forwarded: {e}"),
+            }
+        }
+    }
+}
+
+/// The extra signals (`worker.forward_signals`) Talon listens for and passes on.
+struct Forwarded {
+    streams: Vec<(nix::sys::signal::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Forwarded {
+    fn new(names: &[String]) -> std::io::Result<Self> {
+        let mut streams = Vec::new();
+        for n in names {
+            if let Ok(sig) = format!("SIG{n}").parse::<nix::sys::signal::Signal>() {
+                streams.push((sig, signal(SignalKind::from_raw(sig as i32))?));
+            }
+        }
+        Ok(Self { streams })
+    }
+
+    /// The next forwarded signal (pending forever when none are configured).
+    async fn recv(&mut self) -> Option<nix::sys::signal::Signal> {
+        if self.streams.is_empty() {
+            return std::future::pending().await;
+        }
+        let futs = self.streams.iter_mut().map(|(sig, s)| {
+            let sig = *sig;
+            Box::pin(async move { s.recv().await.map(|_| sig) })
+        });
+        futures_select_all(futs).await
+    }
+}
+
+/// The first of several futures to finish (a tiny `select_all`).
+async fn futures_select_all<F, T>(futs: impl IntoIterator<Item = F>) -> T
+where
+    F: std::future::Future<Output = T> + Unpin,
+{
+    let mut futs: Vec<F> = futs.into_iter().collect();
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn log_record(r: &crate::core::Record) {

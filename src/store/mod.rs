@@ -330,9 +330,10 @@ impl Store {
         Ok(Some(store))
     }
 
-    /// Create a database at an older schema version (tests of migration).
+    /// Create a database at an older schema version and return it unmigrated (tests of
+    /// migration).
     #[doc(hidden)]
-    pub fn create_at_version(state_dir: &Path, version: u32) -> Result<()> {
+    pub fn create_at_version(state_dir: &Path, version: u32) -> Result<Store> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
             path: state_dir.to_path_buf(),
             source,
@@ -347,7 +348,8 @@ impl Store {
             path,
             dir: state_dir.to_path_buf(),
         };
-        s.migrate(version)
+        s.migrate(version)?;
+        Ok(s)
     }
 
     /// Raw SQL on the connection (tests: fill an old-schema database).

@@ -205,3 +205,158 @@ fn invalid_config_refuses_to_start() {
         crate::support::stderr(&out).contains("check_interval_secs: must be a positive number")
     );
 }
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn read_pid(path: &Path, limit: Duration, d: &Daemon) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(p) = s.trim().parse()
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared; log:\n{}",
+            path.display(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_leaves_no_worker_grandchild_or_heal_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |n: &str| dir.join(n).display().to_string();
+    std::fs::write(dir.join("fault"), "").unwrap();
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"
+state_dir = "state"
+check_interval_secs = 0.3
+heal_timeout_secs = 600
+[worker]
+command = ["sh", "-c", "sleep 300 & echo $! > {wgc}; wait"]
+drain_timeout_secs = 1
+[script.target]
+command = "test ! -e {fault}"
+critical = true
+critical_after_consecutive_failures = 1
+heal = "sleep 300 & echo $! > {hgc}; sleep 300"
+"#,
+            wgc = p("worker-grandchild.pid"),
+            fault = p("fault"),
+            hgc = p("heal-grandchild.pid"),
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    let worker_gc = read_pid(
+        &dir.join("worker-grandchild.pid"),
+        Duration::from_secs(30),
+        &d,
+    );
+    let heal_gc = read_pid(
+        &dir.join("heal-grandchild.pid"),
+        Duration::from_secs(30),
+        &d,
+    );
+    assert!(running(worker_gc) && running(heal_gc));
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (running(worker_gc) || running(heal_gc)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !running(worker_gc),
+        "the worker's grandchild outlived talon"
+    );
+    assert!(
+        !running(heal_gc),
+        "the in-flight heal's grandchild outlived talon"
+    );
+}
+
+#[test]
+fn killed_worker_is_restarted_and_stays_healthy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let worker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/worker.py");
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"
+state_dir = "state"
+check_interval_secs = 1
+[worker]
+command = ["python3", "{worker}"]
+port = {port}
+health_endpoint = "http://127.0.0.1:{port}/health"
+health_interval_secs = 0.3
+startup_sync_delay_secs = 0.1
+[worker.env]
+DEMO_PORT = "{port}"
+DEMO_DIR = "{demo}"
+"#,
+            worker = worker.display(),
+            demo = dir.join("demo").display(),
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    let first = d.wait_status("worker healthy", Duration::from_secs(30), |v| {
+        v["probes"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p["name"] == "worker" && p["last_status"] == "pass")
+        })
+    });
+    let out = |v: &serde_json::Value| {
+        v["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "worker")
+            .unwrap()["last_output"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let first_out = out(&first);
+    let pid: i32 = first_out
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_status("a new healthy worker", Duration::from_secs(30), |v| {
+        let o = v["probes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == "worker").cloned());
+        o.is_some_and(|p| {
+            p["last_status"] == "pass" && p["last_output"].as_str() != Some(first_out.as_str())
+        })
+    });
+    assert_eq!(d.terminate(), Some(0));
+}

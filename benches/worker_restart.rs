@@ -1,0 +1,289 @@
+//! Worker restart latency: SIGKILL of the worker → a new worker answering its health endpoint,
+//! for Talon (`talon run --worker-only`) and, side by side in the same run, supervisord
+//! supervising the same worker (`tests/fixtures/worker.py`, a small Python HTTP server).
+//! Also: the worker's own cold start (the floor), and idle CPU and RSS of each supervisor.
+//!
+//! `cargo bench --bench worker_restart` (RUNS=20 by default). supervisord is taken from
+//! `target/bench-venv` (created with `python3 -m venv` + `pip install supervisor` when missing);
+//! without it, only Talon is measured. Nothing here is asserted: numbers go to BENCHMARKS.md.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/worker.py");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The pid of the worker answering `GET /health` on `port`, if one does.
+fn health(port: u16) -> Option<u32> {
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    if !buf.starts_with("HTTP/1.0 200") && !buf.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    buf.rsplit("ok ").next()?.trim().parse().ok()
+}
+
+fn wait_health(port: u16, not: Option<u32>, limit: Duration) -> Option<u32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(p) = health(port).filter(|p| Some(*p) != not) {
+            return Some(p);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid we started (directly or through the supervisor under test).
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// SIGKILL the worker `runs` times; each time, the time until a new worker answers health.
+/// Each worker is left up for 1.2 s first (both supervisors treat quicker deaths as failed
+/// starts and back off).
+fn restarts(port: u16, runs: usize) -> Vec<Duration> {
+    let mut pid = wait_health(port, None, Duration::from_secs(30)).expect("worker never healthy");
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        std::thread::sleep(Duration::from_millis(1200));
+        kill(pid, libc::SIGKILL);
+        let t0 = Instant::now();
+        match wait_health(port, Some(pid), Duration::from_secs(30)) {
+            Some(p) => {
+                out.push(t0.elapsed());
+                pid = p;
+            }
+            None => {
+                eprintln!("no new worker within 30 s");
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn stats(d: &[Duration]) -> String {
+    if d.is_empty() {
+        return "n/a".into();
+    }
+    let mut ms: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = if ms.len() % 2 == 1 {
+        ms[ms.len() / 2]
+    } else {
+        (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0
+    };
+    format!(
+        "median {median:7.1} ms   min {:7.1} ms   max {:7.1} ms   (n={})",
+        ms[0],
+        ms[ms.len() - 1],
+        ms.len()
+    )
+}
+
+/// (CPU % of one core over `window`, RSS in MB) of a process.
+fn idle_footprint(pid: u32, window: Duration) -> (f64, f64) {
+    let ticks = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = &s[s.rfind(')').map(|i| i + 1).unwrap_or(0)..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime are fields 14 and 15 (1-based) of the whole line; 12 and 13 here.
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    // SAFETY: sysconf is a plain query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let a = ticks(pid);
+    std::thread::sleep(window);
+    let b = ticks(pid);
+    let cpu = (b - a) as f64 / hz / window.as_secs_f64() * 100.0;
+    let rss_kb: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    (cpu, rss_kb / 1024.0)
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        kill(self.0.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker_env(dir: &Path, port: u16) -> Vec<(String, String)> {
+    let st = dir.join("st");
+    std::fs::create_dir_all(&st).unwrap();
+    vec![
+        ("PORT".into(), port.to_string()),
+        ("STATE".into(), st.display().to_string()),
+    ]
+}
+
+fn cold_start(runs: usize) -> Vec<Duration> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let port = free_port();
+        let t0 = Instant::now();
+        let child = Command::new("python3")
+            .arg(WORKER)
+            .envs(worker_env(dir.path(), port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _stop = Stop(child);
+        if wait_health(port, None, Duration::from_secs(30)).is_some() {
+            out.push(t0.elapsed());
+        }
+    }
+    out
+}
+
+fn talon(runs: usize) -> (Vec<Duration>, (f64, f64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: String = worker_env(dir.path(), port)
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
+    let cfg = dir.path().join("talon.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[worker]\ncommand = [\"python3\", \"{WORKER}\"]\nport = {port}\n\
+             health_endpoint = \"http://127.0.0.1:{port}/health\"\nhealth_interval_secs = 1\n\
+             max_restarts = 10000\n[worker.env]\n{env}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_talon"))
+        .args(["run", "--worker-only", "--config"])
+        .arg(&cfg)
+        .env("HOME", dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _stop = Stop(child);
+    let r = restarts(port, runs);
+    let idle = idle_footprint(pid, Duration::from_secs(10));
+    (r, idle)
+}
+
+fn supervisord_bin() -> Option<PathBuf> {
+    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-venv"));
+    let bin = venv.join("bin/supervisord");
+    if !bin.exists() {
+        eprintln!("creating {} with supervisor from PyPI…", venv.display());
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "supervisor"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+    }
+    bin.exists().then_some(bin)
+}
+
+fn supervisord(bin: &Path, runs: usize) -> (Vec<Duration>, (f64, f64), String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: Vec<String> = worker_env(dir.path(), port)
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    let d = dir.path().display();
+    let conf = dir.path().join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             [program:worker]\ncommand=python3 {WORKER}\nenvironment={}\nautorestart=true\n\
+             startsecs=1\nstartretries=10000\nstopasgroup=true\nkillasgroup=true\n\
+             stdout_logfile={d}/w.out\nstderr_logfile={d}/w.err\n",
+            env.join(",")
+        ),
+    )
+    .unwrap();
+    let version = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let child = Command::new(bin)
+        .args(["-n", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _stop = Stop(child);
+    let r = restarts(port, runs);
+    let idle = idle_footprint(pid, Duration::from_secs(10));
+    (r, idle, version)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    println!("worker: python3 {WORKER} ({runs} runs each)\n");
+    let cold = cold_start(runs);
+    println!("worker cold start (floor)      {}", stats(&cold));
+    let (t, (tcpu, trss)) = talon(runs);
+    println!("talon run --worker-only        {}", stats(&t));
+    let sup = supervisord_bin().map(|b| supervisord(&b, runs));
+    if let Some((s, _, v)) = &sup {
+        println!("supervisord {v:<18} {}", stats(s));
+    } else {
+        println!("supervisord                    not available");
+    }
+    println!("\nidle, supervising one worker (health every 1 s for Talon), 10 s window:");
+    println!("talon        CPU {tcpu:5.2} % of one core   RSS {trss:5.1} MB");
+    if let Some((_, (scpu, srss), _)) = &sup {
+        println!("supervisord  CPU {scpu:5.2} % of one core   RSS {srss:5.1} MB");
+    }
+}

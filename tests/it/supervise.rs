@@ -1,0 +1,911 @@
+//! The worker supervisor against real processes: a small Python HTTP worker
+//! (`tests/fixtures/worker.py`), real stale listeners and clients on loopback ports, a stand-in
+//! `systemctl` on Talon's PATH, and the real `talon run --worker-only` binary.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use talon::config::WorkerConfig;
+use talon::config::path::SearchPath;
+use talon::supervise::sys::pid_alive;
+use talon::supervise::{RestartReason, Supervisor, SupervisorHandle, WorkerEvent, WorkerState};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/worker.py");
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temp dir with a state dir for the worker and a free port.
+struct Fx {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Fx {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("st")).unwrap();
+        Self {
+            dir,
+            port: free_port(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn state(&self, name: &str) -> PathBuf {
+        self.dir.path().join("st").join(name)
+    }
+    fn touch(&self, name: &str, text: &str) {
+        std::fs::write(self.state(name), text).unwrap();
+    }
+    fn rm(&self, name: &str) {
+        let _ = std::fs::remove_file(self.state(name));
+    }
+    /// The worker's event lines (`start pid=1`, `health pid=1`, …).
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.state("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    /// Pids named by files `PREFIX.PID` in the state dir.
+    fn pids(&self, prefix: &str) -> Vec<u32> {
+        std::fs::read_dir(self.dir.path().join("st"))
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                n.strip_prefix(&format!("{prefix}."))?.parse().ok()
+            })
+            .collect()
+    }
+    /// A main config with a `[worker]` section running the test worker; `extra` goes inside
+    /// `[worker]`, `env` inside `[worker.env]`, `top` before `[worker]`.
+    fn config(&self, top: &str, extra: &str, env: &str) -> PathBuf {
+        let p = self.port;
+        let text = format!(
+            r#"{top}
+[worker]
+command = ["python3", "{WORKER}"]
+dir = "{dir}"
+port = {p}
+health_endpoint = "http://127.0.0.1:{p}/health"
+startup_sync_delay_secs = 0.2
+health_interval_secs = 0.3
+http_timeout_secs = 0.5
+drain_timeout_secs = 1
+{extra}
+[worker.env]
+PORT = "{p}"
+STATE = "{st}"
+{env}
+"#,
+            dir = self.dir.path().display(),
+            st = self.dir.path().join("st").display(),
+        );
+        let path = self.path("talon.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+    fn load(&self, top: &str, extra: &str, env: &str) -> (WorkerConfig, SearchPath) {
+        let path = self.config(top, extra, env);
+        let loaded = talon::config::load(&talon::config::LoadOptions {
+            config: Some(path),
+            resolve: false,
+            home: Some(self.dir.path().to_path_buf()),
+            ..Default::default()
+        });
+        let c = loaded
+            .config
+            .unwrap_or_else(|| panic!("config invalid: {:?}", loaded.diags.items));
+        (c.worker.expect("a [worker] section"), c.search_path)
+    }
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The supervisor's events, kept as they are seen.
+struct Events {
+    rx: mpsc::Receiver<WorkerEvent>,
+    seen: Vec<WorkerEvent>,
+}
+
+impl Events {
+    /// Wait for the next event matching `pred` (events before it are recorded, not returned).
+    async fn next(&mut self, what: &str, pred: impl Fn(&WorkerEvent) -> bool) -> WorkerEvent {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; seen: {:#?}", self.seen))
+                .expect("supervisor event channel closed");
+            self.seen.push(ev.clone());
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    }
+    async fn healthy(&mut self) -> u32 {
+        match self
+            .next("healthy", |e| matches!(e, WorkerEvent::Healthy { .. }))
+            .await
+        {
+            WorkerEvent::Healthy { pid } => pid,
+            _ => unreachable!(),
+        }
+    }
+    async fn restarting(&mut self) -> (RestartReason, Duration) {
+        match self
+            .next("restarting", |e| {
+                matches!(e, WorkerEvent::Restarting { .. })
+            })
+            .await
+        {
+            WorkerEvent::Restarting { reason, after } => (reason, after),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn start(cfg: WorkerConfig, sp: SearchPath) -> (SupervisorHandle, Events) {
+    let (tx, rx) = mpsc::channel(256);
+    let h = Supervisor::start(cfg, sp, tx);
+    (
+        h,
+        Events {
+            rx,
+            seen: Vec::new(),
+        },
+    )
+}
+
+fn sigkill(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// A process started by a test (not through Talon), killed with its group when dropped.
+struct Proc(Child);
+
+impl Proc {
+    /// Start in its own process group.
+    fn group(cmd: &mut std::process::Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        Proc(
+            cmd.process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    /// Read one line from its stdout.
+    fn line(&mut self) -> String {
+        let out = self.0.stdout.as_mut().unwrap();
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            buf.push(b[0]);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A stale listener "from a previous run": listens on `port`, in its own group, with a child.
+/// Returns it and its child's pid.
+fn stale_listener(port: u16) -> (Proc, u32) {
+    let script = format!(
+        "import socket,subprocess,sys,time\n\
+         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1',{port})); s.listen(8)\n\
+         c=subprocess.Popen(['sleep','300'])\n\
+         print(c.pid, flush=True)\n\
+         conns=[]\n\
+         while True: conns.append(s.accept()[0])\n"
+    );
+    let mut p = Proc::group(std::process::Command::new("python3").args(["-c", &script]));
+    let child = p
+        .line()
+        .trim()
+        .parse()
+        .expect("the stale listener's child pid");
+    (p, child)
+}
+
+/// A client connected to `port`, in its own group. Prints `connected` once it is.
+fn client(port: u16) -> Proc {
+    let script = format!(
+        "import socket,time\n\
+         s=socket.create_connection(('127.0.0.1',{port}))\n\
+         print('connected', flush=True)\n\
+         time.sleep(300)\n"
+    );
+    let mut p = Proc::group(std::process::Command::new("python3").args(["-c", &script]));
+    assert_eq!(p.line(), "connected");
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library-level: the supervisor actor.
+
+#[tokio::test]
+async fn sigkilled_worker_is_restarted_at_once_and_its_grandchild_is_gone() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "min_uptime_secs = 0.3", "GRANDCHILD = \"1\"");
+    let (h, mut ev) = start(cfg, sp);
+    let first = ev.healthy().await;
+    wait_until("the worker's uptime ≥ min_uptime", || {
+        h.status()
+            .started_at
+            .is_some_and(|t| t.elapsed().unwrap_or_default() > Duration::from_millis(400))
+    })
+    .await;
+    let grandchild = fx.pids("grandchild");
+    assert_eq!(grandchild.len(), 1);
+    assert!(pid_alive(grandchild[0]));
+
+    sigkill(first);
+    let (reason, after) = ev.restarting().await;
+    assert_eq!(reason, RestartReason::Exited);
+    assert_eq!(after, Duration::ZERO, "ran ≥ min_uptime: restarted at once");
+    let second = ev.healthy().await;
+    assert_ne!(first, second);
+    assert!(
+        !pid_alive(grandchild[0]),
+        "the dead worker's grandchild {} survived",
+        grandchild[0]
+    );
+    let st = h.status();
+    assert_eq!(st.state, WorkerState::Running);
+    assert_eq!(st.pid, Some(second));
+    assert_eq!(st.restarts, 1);
+    assert!(matches!(st.last_exit, Some(talon::proc::End::Signaled(9))));
+
+    h.shutdown().await;
+    assert!(!pid_alive(second));
+    for g in fx.pids("grandchild") {
+        assert!(!pid_alive(g), "grandchild {g} left after shutdown");
+    }
+}
+
+#[tokio::test]
+async fn quick_deaths_back_off_doubling_and_healthy_uptime_resets_it() {
+    let fx = Fx::new();
+    fx.touch("crash", "");
+    let (cfg, sp) = fx.load(
+        "",
+        "restart_backoff_max_secs = 4\nbackoff_reset_secs = 1\nmax_restarts = 100\nmin_uptime_secs = 5",
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let (reason, after) = ev.restarting().await;
+        assert_eq!(reason, RestartReason::Exited);
+        delays.push(after.as_secs_f64());
+    }
+    assert_eq!(delays, vec![1.0, 2.0, 4.0], "backoff doubles from 1 s");
+
+    // Fixed: it comes up and stays healthy past backoff_reset (1 s, ≥ 4 health checks).
+    fx.rm("crash");
+    let pid = ev.healthy().await;
+    let needle = format!("health pid={pid}");
+    wait_until("1 s of healthy uptime", || {
+        fx.events().iter().filter(|l| **l == needle).count() >= 5
+    })
+    .await;
+    // It dies (quickly by min_uptime = 5 s, but after 1 s of healthy uptime): the backoff
+    // starts over at 1 s, then doubles again; without the reset both would be 4 s.
+    fx.touch("crash", "");
+    sigkill(pid);
+    assert_eq!(ev.restarting().await.1, Duration::from_secs(1));
+    assert_eq!(ev.restarting().await.1, Duration::from_secs(2));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_death_tally_reports_a_crash_loop() {
+    let fx = Fx::new();
+    fx.touch("crash", "");
+    let (cfg, sp) = fx.load(
+        "",
+        "restart_backoff_max_secs = 1\nmax_restarts = 3\nrestart_window_secs = 60",
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let e = ev
+        .next("crash loop", |e| matches!(e, WorkerEvent::CrashLoop { .. }))
+        .await;
+    let WorkerEvent::CrashLoop { deaths, window, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(deaths, 3);
+    assert_eq!(window, Duration::from_secs(60));
+    let exits = ev
+        .seen
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Exited { .. }))
+        .count();
+    assert_eq!(exits, 3);
+    // Still retried, at the maximum backoff.
+    assert_eq!(ev.restarting().await.1, Duration::from_secs(1));
+    assert!(h.status().crash_loop);
+    ev.next("the next start", |e| {
+        matches!(e, WorkerEvent::Exited { .. })
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hung_worker_is_restarted_after_n_health_failures() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "health_failures_before_restart = 3", "");
+    let (h, mut ev) = start(cfg, sp);
+    let first = ev.healthy().await;
+    fx.touch("hang", "");
+    for n in 1..=3 {
+        let e = ev
+            .next("health failure", |e| {
+                matches!(e, WorkerEvent::HealthFailed { .. })
+            })
+            .await;
+        let WorkerEvent::HealthFailed {
+            pid,
+            consecutive,
+            reason,
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!((pid, consecutive), (first, n));
+        assert!(reason.contains("timed out"), "{reason}");
+        if n < 3 {
+            assert!(pid_alive(first), "hung, not dead");
+        }
+    }
+    fx.rm("hang");
+    let (reason, _) = ev.restarting().await;
+    assert_eq!(reason, RestartReason::Unhealthy);
+    assert!(!pid_alive(first));
+    let second = ev.healthy().await;
+    assert_ne!(first, second);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sync_reaches_the_worker_and_a_failing_sync_is_retried() {
+    let fx = Fx::new();
+    fx.touch("sync_fail", "2");
+    let p = fx.port;
+    let (cfg, sp) = fx.load(
+        "",
+        &format!("sync_endpoint = \"http://127.0.0.1:{p}/sync\"\nsync_attempts = 5"),
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let e = ev
+        .next("sync done", |e| matches!(e, WorkerEvent::SyncDone { .. }))
+        .await;
+    let WorkerEvent::SyncDone { pid, attempts } = e else {
+        unreachable!()
+    };
+    // Two answered 503, one succeeded; an attempt before the worker listened may come first.
+    assert!((3..=5).contains(&attempts), "{attempts}");
+    let lines = fx.events();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| **l == format!("sync_failed pid={pid}"))
+            .count(),
+        2
+    );
+    assert!(lines.contains(&format!("sync pid={pid}")));
+    assert_eq!(h.status().sync_attempts, Some(attempts));
+    h.shutdown().await;
+
+    // A sync that never succeeds is recorded as failed after sync_attempts; the worker runs on.
+    let fx = Fx::new();
+    fx.touch("sync_fail", "100");
+    let p = fx.port;
+    let (cfg, sp) = fx.load(
+        "",
+        &format!("sync_endpoint = \"http://127.0.0.1:{p}/sync\"\nsync_attempts = 2"),
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let e = ev
+        .next("sync failed", |e| {
+            matches!(e, WorkerEvent::SyncFailed { .. })
+        })
+        .await;
+    let WorkerEvent::SyncFailed {
+        attempts, reason, ..
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(attempts, 2);
+    assert!(reason.contains("503"), "{reason}");
+    ev.healthy().await;
+    assert_eq!(h.status().state, WorkerState::Running);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_listener_and_its_child_are_stopped_and_a_client_is_untouched() {
+    let fx = Fx::new();
+    let (stale, stale_child) = stale_listener(fx.port);
+    assert!(pid_alive(stale_child));
+    let client = client(fx.port);
+    let stale_pid = stale.pid();
+    let (cfg, sp) = fx.load("", "", "");
+    let (h, mut ev) = start(cfg, sp);
+    let e = ev
+        .next("port reclaimed", |e| {
+            matches!(e, WorkerEvent::PortReclaimed { .. })
+        })
+        .await;
+    let WorkerEvent::PortReclaimed { port, holders } = e else {
+        unreachable!()
+    };
+    assert_eq!(port, fx.port);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0].pid, stale_pid);
+    assert!(holders[0].cmdline.contains("python3"), "{:?}", holders[0]);
+    let pid = ev.healthy().await;
+    assert!(fx.events().contains(&format!("start pid={pid}")));
+    assert!(!pid_alive(stale_pid), "the stale listener survived");
+    assert!(
+        !pid_alive(stale_child),
+        "the stale listener's child survived"
+    );
+    assert!(pid_alive(client.pid()), "a client of the port was killed");
+    h.shutdown().await;
+    drop(client);
+    drop(stale);
+}
+
+#[tokio::test]
+async fn with_reclaim_port_false_a_stale_listener_is_a_reported_failure_and_untouched() {
+    let fx = Fx::new();
+    let (stale, stale_child) = stale_listener(fx.port);
+    let (cfg, sp) = fx.load("", "reclaim_port = false", "");
+    let (h, mut ev) = start(cfg, sp);
+    let e = ev
+        .next("spawn failed", |e| {
+            matches!(e, WorkerEvent::SpawnFailed { .. })
+        })
+        .await;
+    let WorkerEvent::SpawnFailed { reason } = e else {
+        unreachable!()
+    };
+    assert!(reason.contains("reclaim_port = false"), "{reason}");
+    assert!(reason.contains(&format!("pid {}", stale.pid())), "{reason}");
+    assert_eq!(ev.restarting().await.0, RestartReason::StartFailed);
+    // Retried, failing the same way, never touching it.
+    ev.next("second failure", |e| {
+        matches!(e, WorkerEvent::SpawnFailed { .. })
+    })
+    .await;
+    assert!(pid_alive(stale.pid()));
+    assert!(
+        !ev.seen
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Spawned { .. }))
+    );
+    assert!(h.status().last_error.unwrap().contains("reclaim_port"));
+    h.shutdown().await;
+    assert!(pid_alive(stale.pid()) && pid_alive(stale_child));
+}
+
+#[tokio::test]
+async fn a_bad_dir_is_reported_and_retried_and_a_fixed_config_recovers() {
+    let fx = Fx::new();
+    let (mut cfg, sp) = fx.load("", "", "");
+    let good = cfg.clone();
+    cfg.dir = Some(fx.path("no-such-dir"));
+    let (h, mut ev) = start(cfg, sp.clone());
+    for _ in 0..2 {
+        let e = ev
+            .next("spawn failed", |e| {
+                matches!(e, WorkerEvent::SpawnFailed { .. })
+            })
+            .await;
+        let WorkerEvent::SpawnFailed { reason } = e else {
+            unreachable!()
+        };
+        assert!(reason.contains("no-such-dir"), "{reason}");
+    }
+    assert_eq!(h.status().state, WorkerState::Backoff);
+    h.reconfigure(good, sp).await;
+    ev.healthy().await;
+    assert!(!h.status().crash_loop);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_required_secret_is_a_start_failure_and_an_optional_one_is_skipped() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load(
+        "",
+        "",
+        "DUMP_ENV = \"OPT\"\n[worker.secrets]\nREQ = { command = \"echo nope >&2; exit 4\" }\nOPT = { command = \"false\", optional = true }",
+    );
+    let (h, mut ev) = start(cfg.clone(), sp.clone());
+    let e = ev
+        .next("spawn failed", |e| {
+            matches!(e, WorkerEvent::SpawnFailed { .. })
+        })
+        .await;
+    let WorkerEvent::SpawnFailed { reason } = e else {
+        unreachable!()
+    };
+    assert!(reason.contains("required secret REQ failed"), "{reason}");
+    assert!(reason.contains("exit 4"), "{reason}");
+    let mut fixed = cfg;
+    fixed.secrets.remove("REQ");
+    h.reconfigure(fixed, sp).await;
+    ev.healthy().await;
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.state("env.json")).unwrap()).unwrap();
+    assert_eq!(
+        env["OPT"],
+        serde_json::Value::Null,
+        "an optional failing secret is not set"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn forwarded_signals_reach_the_group_and_hup_is_refused() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "", "");
+    let (h, mut ev) = start(cfg, sp);
+    let pid = ev.healthy().await;
+    assert_eq!(
+        h.forward(Signal::SIGHUP),
+        Err(talon::supervise::ForwardError::Hup)
+    );
+    h.forward(Signal::SIGUSR1).unwrap();
+    let e = ev
+        .next("exit", |e| matches!(e, WorkerEvent::Exited { .. }))
+        .await;
+    let WorkerEvent::Exited { pid: gone, end, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(gone, pid);
+    assert_eq!(end, talon::proc::End::Signaled(Signal::SIGUSR1 as i32));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn worker_output_goes_to_rotating_log_files_and_the_stderr_tail() {
+    let fx = Fx::new();
+    let out = fx.path("logs/out.log");
+    let (cfg, sp) = fx.load(
+        "",
+        &format!(
+            "log_stdout = \"{}\"\nlog_stderr = \"{}\"\nlog_max_bytes = 40\nlog_max_files = 2",
+            out.display(),
+            fx.path("logs/err.log").display()
+        ),
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let first = ev.healthy().await;
+    sigkill(first);
+    let second = ev.healthy().await;
+    wait_until("the second worker's stdout in the log", || {
+        std::fs::read_to_string(&out)
+            .is_ok_and(|t| t.contains(&format!("worker {second} listening")))
+    })
+    .await;
+    // Each start writes ~30 bytes; with a 40-byte limit the first start's line was rotated out.
+    let rotated = std::fs::read_to_string(fx.path("logs/out.log.1")).unwrap();
+    assert!(
+        rotated.contains(&format!("worker {first} listening")),
+        "{rotated}"
+    );
+    assert!(
+        h.stderr_tail(10)
+            .contains(&format!("worker {second} stderr line"))
+    );
+    h.shutdown().await;
+}
+
+/// A stand-in `systemctl` that answers `is-active` from a file and counts its calls.
+fn fake_systemctl(fx: &Fx, state: &str) -> PathBuf {
+    let bin = fx.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\necho x >> {calls}\ns=$(cat {state_file})\necho \"$s\"\n[ \"$s\" = active ] && exit 0\nexit 3\n",
+        calls = fx.state("systemctl_calls").display(),
+        state_file = fx.state("unit_state").display(),
+    );
+    let p = bin.join("systemctl");
+    std::fs::write(&p, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fx.touch("unit_state", state);
+    bin
+}
+
+#[tokio::test]
+async fn an_external_owner_takes_over_and_hands_back_without_kill_loops() {
+    let fx = Fx::new();
+    let bin = fake_systemctl(&fx, "inactive");
+    let (cfg, sp) = fx.load(
+        &format!("path = [\"{}\"]", bin.display()),
+        "external_systemd_unit = \"w.service\"\nowner_check_secs = 0.2",
+        "",
+    );
+    let (h, mut ev) = start(cfg, sp);
+    let ours = ev.healthy().await;
+    fx.touch("unit_state", "active");
+    let e = ev
+        .next("owner changed", |e| {
+            matches!(e, WorkerEvent::OwnerChanged { .. })
+        })
+        .await;
+    assert_eq!(
+        e,
+        WorkerEvent::OwnerChanged {
+            external: Some("systemd unit w.service (active)".into())
+        }
+    );
+    ev.next("our worker stopped", |e| {
+        matches!(e, WorkerEvent::Exited { .. })
+    })
+    .await;
+    assert!(!pid_alive(ours));
+    wait_until("status external", || {
+        h.status().state == WorkerState::External
+    })
+    .await;
+    // Several owner checks pass while the unit is active: Talon starts nothing.
+    let calls = || {
+        std::fs::read_to_string(fx.state("systemctl_calls"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = calls();
+    wait_until("three more owner checks", || calls() >= before + 3).await;
+    assert_eq!(h.status().state, WorkerState::External);
+    let n = ev.seen.len();
+    fx.touch("unit_state", "inactive");
+    let e = ev
+        .next("owner released", |e| {
+            matches!(e, WorkerEvent::OwnerChanged { .. })
+        })
+        .await;
+    assert_eq!(e, WorkerEvent::OwnerChanged { external: None });
+    assert!(
+        !ev.seen[n..]
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Spawned { .. })),
+        "spawned while the external owner was active: {:?}",
+        ev.seen
+    );
+    let back = ev.healthy().await;
+    assert_ne!(back, ours);
+    h.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary: `talon run --worker-only`.
+
+struct Talon {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Talon {
+    fn start(fx: &Fx, config: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let stderr = fx.path("talon.stderr");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_talon"));
+        cmd.args(["run", "--worker-only", "--config"])
+            .arg(config)
+            .env("HOME", fx.dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Talon {
+            child: cmd.spawn().unwrap(),
+            stderr,
+        }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+    async fn exit(&mut self) -> i32 {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "talon did not exit; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Talon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn started_pids(fx: &Fx) -> Vec<u32> {
+    fx.events()
+        .iter()
+        .filter_map(|l| l.strip_prefix("start pid=")?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn binary_restarts_a_sigkilled_worker_and_drains_a_stubborn_child_on_sigterm() {
+    let fx = Fx::new();
+    let config = fx.config("", "", "GRANDCHILD = \"1\"\nSTUBBORN_CHILD = \"1\"");
+    let mut t = Talon::start(&fx, &config, &[]);
+    wait_until("the worker answers health", || {
+        fx.events().iter().any(|l| l.starts_with("health"))
+    })
+    .await;
+    let first = started_pids(&fx)[0];
+    let grandchild = fx.pids("grandchild")[0];
+    sigkill(first);
+    wait_until("a second worker answering health", || {
+        let starts = started_pids(&fx);
+        starts.len() == 2 && fx.events().contains(&format!("health pid={}", starts[1]))
+    })
+    .await;
+    assert!(!pid_alive(grandchild), "grandchild survived the restart");
+    let second = started_pids(&fx)[1];
+    let stubborn: Vec<u32> = fx.pids("child");
+    assert_eq!(stubborn.len(), 2);
+    let live_stubborn = *stubborn.iter().find(|p| pid_alive(**p)).unwrap();
+
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    for p in [second, live_stubborn]
+        .into_iter()
+        .chain(fx.pids("grandchild"))
+        .chain(fx.pids("child"))
+    {
+        assert!(!pid_alive(p), "pid {p} left after Talon exited");
+    }
+    let log = t.log();
+    assert!(log.contains("worker exited"), "{log}");
+    assert!(log.contains("worker supervision stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn binary_reports_and_retries_a_missing_program() {
+    let fx = Fx::new();
+    let config = fx.config("", "", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[\"python3\",", "[\"talon-no-such-worker\",");
+    std::fs::write(&config, text).unwrap();
+    let mut t = Talon::start(&fx, &config, &[]);
+    wait_until("two failed starts in the log", || {
+        t.log().matches("talon-no-such-worker` not found").count() >= 2
+    })
+    .await;
+    t.signal(Signal::SIGINT);
+    assert_eq!(t.exit().await, 0);
+}
+
+#[tokio::test]
+async fn binary_applies_env_file_and_secrets_and_never_logs_a_secret() {
+    let fx = Fx::new();
+    let env_file = fx.path("w.env");
+    std::fs::write(
+        &env_file,
+        "# worker env\nexport FROM_FILE=\"two words\"\nOVERRIDDEN=file\n",
+    )
+    .unwrap();
+    let secret = "s3cr3t-Value-98765";
+    let config = fx.config(
+        "",
+        &format!("env_file = \"{}\"", env_file.display()),
+        &format!(
+            "OVERRIDDEN = \"table\"\nDUMP_ENV = \"FROM_FILE,OVERRIDDEN,TOKEN,PATH\"\n[worker.secrets]\nTOKEN = {{ command = \"printf '\\\\n{secret}\\\\nsecond'\" }}"
+        ),
+    );
+    let mut t = Talon::start(&fx, &config, &[("RUST_LOG", "trace")]);
+    wait_until("env.json", || fx.state("env.json").exists()).await;
+    wait_until("health", || {
+        fx.events().iter().any(|l| l.starts_with("health"))
+    })
+    .await;
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.state("env.json")).unwrap()).unwrap();
+    assert_eq!(env["FROM_FILE"], "two words");
+    assert_eq!(env["OVERRIDDEN"], "table");
+    assert_eq!(env["TOKEN"], secret);
+    assert!(env["PATH"].as_str().unwrap().contains("/usr/bin"));
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0);
+    let log = t.log();
+    assert!(log.contains("worker spawned"), "{log}");
+    assert!(!log.contains(secret), "the secret leaked into Talon's log");
+}
+
+#[tokio::test]
+async fn binary_exits_2_without_a_worker_or_with_an_external_owner_or_a_bad_env_file() {
+    let fx = Fx::new();
+    let config = fx.path("empty.toml");
+    std::fs::write(&config, "check_interval_secs = 30\n").unwrap();
+    let mut t = Talon::start(&fx, &config, &[]);
+    assert_eq!(t.exit().await, 2);
+    assert!(t.log().contains("no [worker] section"), "{}", t.log());
+
+    let bin = fake_systemctl(&fx, "active");
+    let config = fx.config(
+        &format!("path = [\"{}\"]", bin.display()),
+        "external_systemd_unit = \"w.service\"",
+        "",
+    );
+    let mut t = Talon::start(&fx, &config, &[]);
+    assert_eq!(t.exit().await, 2);
+    assert!(
+        t.log().contains("owned by systemd unit w.service (active)"),
+        "{}",
+        t.log()
+    );
+    assert!(fx.events().is_empty(), "a worker was started");
+
+    let env_file = fx.path("bad.env");
+    std::fs::write(&env_file, "A=1\nthis is not an assignment\n").unwrap();
+    let config = fx.config("", &format!("env_file = \"{}\"", env_file.display()), "");
+    let mut t = Talon::start(&fx, &config, &[]);
+    assert_eq!(t.exit().await, 2);
+    let log = t.log();
+    assert!(
+        log.contains("worker.env_file") && log.contains("line 2"),
+        "{log}"
+    );
+}
