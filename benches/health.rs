@@ -96,10 +96,11 @@ fn main() {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    let r = result(i % 100, i % 7 != 0);
+                    let failing = i.is_multiple_of(7);
+                    let r = result(i % 100, !failing);
                     board.update(1_795_000_000 + i as i64, |s| {
                         s.record_probe(&r, true);
-                        s.state = if i % 7 == 0 {
+                        s.state = if failing {
                             SystemState::Failed
                         } else {
                             SystemState::Healthy

@@ -377,7 +377,8 @@ async fn silence(
     .await
 }
 
-/// A running server: its bound address, and how to stop it.
+/// A running server: its bound address, and how to stop it. Dropping the handle also stops the
+/// server (without waiting for it).
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -407,9 +408,11 @@ impl ServerHandle {
         let _ = self.join.await;
     }
 
-    /// Move to a new address. The new address is bound before the old one is released, so a
-    /// bad address leaves the server where it was; when the new address overlaps the old one
-    /// (same port), the old server is stopped first and restored if the new bind fails.
+    /// Move to a new address (a changed `[health].bind`). The new address is bound before the
+    /// old one is released, so a bad address leaves the server where it was (`Err` carries the
+    /// still-running handle). When the new address overlaps the old one (same port), the old
+    /// server is stopped first and restored if the new bind fails; only if the old address cannot
+    /// be bound again either is the returned handle a stopped one (port 0).
     pub async fn rebind(self, bind: SocketAddr) -> Result<ServerHandle, (ServerHandle, io::Error)> {
         match TcpListener::bind(bind).await {
             Ok(listener) => {
