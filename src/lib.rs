@@ -15,6 +15,13 @@
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
 //! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
+//! | [`notify`]    | one file per notification channel kind |
+//! | [`server`]    | HTTP: `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
+//! | [`metrics`]   | the Prometheus metrics the runtime records and `/metrics` renders |
+//! | [`logging`]   | JSON log lines with size rotation and redaction; human lines on a terminal |
+//! | [`watch`]     | config file change detection (polling stamps; survives rename-over saves) |
+//! | [`sdnotify`]  | systemd notify protocol: READY, STATUS, STOPPING, progress-gated WATCHDOG |
+//! | [`heartbeat`] | outbound dead-man-switch pings while the system is OK |
 //! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
 //!
 //! ## Theory of operation
@@ -32,10 +39,16 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod escalate;
+pub mod heartbeat;
+pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod proc;
 pub mod runtime;
+pub mod sdnotify;
+pub mod server;
 pub mod store;
 pub mod supervise;
 pub mod tls;
+pub mod watch;

@@ -6,6 +6,7 @@ mod config_cmd;
 mod history;
 mod incidents;
 mod init;
+mod install;
 mod internal;
 mod notify;
 mod run;
@@ -80,6 +81,8 @@ pub enum Command {
     Config(config_cmd::Args),
     /// Write the commented default config and probes file (never overwrites).
     Init(init::Args),
+    /// Print (or --write) a systemd unit or launchd plist that runs and watches Talon.
+    Install(install::Args),
     /// State, open incident, failing probes, and the next escalation step and when it is due.
     /// Exit 0 healthy or degraded, 1 otherwise.
     Status(status::Args),
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),
         Command::Init(a) => init::run(a, &mut out),
+        Command::Install(a) => install::run(&cli.config, a, &mut out),
         Command::Status(a) => status::run(&cli.config, a, &mut out),
         Command::History(a) => history::run(&cli.config, a, &mut out),
         Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),

@@ -1,0 +1,378 @@
+//! What the HTTP surfaces show: one plain, serializable picture of the daemon that the runtime
+//! replaces (or edits in place) whenever something changes. Handlers only ever read a clone of
+//! it, so a slow heal, a hung agent or a slow client can never hold `/health` back.
+//!
+//! Time fields named `*_unix` are whole seconds since the epoch; `started_at` on a probe is
+//! milliseconds (the same field as [`crate::probe::ProbeResult::started_at`]).
+
+use crate::probe::{ProbeResult, Status};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The system state shown everywhere (`healthy → degraded → failed → investigating → critical →
+/// sos`). The core's own state type maps onto this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemState {
+    /// Every probe passes.
+    #[default]
+    Healthy,
+    /// Something fails, but only non-critical probes or below the debounce.
+    Degraded,
+    /// A critical probe failed past its debounce: the heal tier runs.
+    Failed,
+    /// The heal did not fix it: an agent is diagnosing.
+    Investigating,
+    /// Automation did not fix it.
+    Critical,
+    /// A human has been (or is being) paged.
+    Sos,
+}
+
+impl SystemState {
+    /// Every state, in escalation order (used for the one-series-per-state metric).
+    pub const ALL: [SystemState; 6] = [
+        SystemState::Healthy,
+        SystemState::Degraded,
+        SystemState::Failed,
+        SystemState::Investigating,
+        SystemState::Critical,
+        SystemState::Sos,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemState::Healthy => "healthy",
+            SystemState::Degraded => "degraded",
+            SystemState::Failed => "failed",
+            SystemState::Investigating => "investigating",
+            SystemState::Critical => "critical",
+            SystemState::Sos => "sos",
+        }
+    }
+
+    /// `/health` answers 200 in these states and 503 in the others.
+    pub fn is_ok(self) -> bool {
+        matches!(self, SystemState::Healthy | SystemState::Degraded)
+    }
+}
+
+impl fmt::Display for SystemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole daemon as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// Talon's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    pub state: SystemState,
+    /// When the system entered `state`.
+    pub since_unix: i64,
+    /// Consecutive failed cycles (the original's field): 0 when healthy.
+    pub consecutive_failures: u32,
+    /// Every configured probe, in config order, with its newest result.
+    pub probes: Vec<ProbeStatus>,
+    /// The supervised worker, when one is configured.
+    pub worker: Option<WorkerStatus>,
+    /// The open incident, if any.
+    pub incident: Option<IncidentStatus>,
+    /// Newest state transitions, oldest first (the runtime keeps a short tail).
+    pub transitions: Vec<Transition>,
+    /// Set while the newest edit of a config file is invalid (the last good config keeps
+    /// running); cleared when a reload succeeds.
+    pub config_error: Option<ConfigError>,
+    /// What the escalation ladder will do next and when, if anything is pending.
+    pub next_escalation: Option<NextStep>,
+    /// When the runtime last changed this snapshot.
+    pub updated_at_unix: i64,
+}
+
+impl StatusSnapshot {
+    /// An empty snapshot: healthy, no probes, stamped `now_unix`.
+    pub fn new(now_unix: i64) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state: SystemState::Healthy,
+            since_unix: now_unix,
+            consecutive_failures: 0,
+            probes: Vec::new(),
+            worker: None,
+            incident: None,
+            transitions: Vec::new(),
+            config_error: None,
+            next_escalation: None,
+            updated_at_unix: now_unix,
+        }
+    }
+
+    /// The probes whose newest result counts as a failure (fail/timeout/error; blocked and not
+    /// yet run do not).
+    pub fn failed_probes(&self) -> impl Iterator<Item = &ProbeStatus> {
+        self.probes
+            .iter()
+            .filter(|p| p.status.is_some_and(Status::is_failure))
+    }
+
+    /// The `/health` body for this snapshot.
+    pub fn health(&self) -> Health {
+        let failed_probes: Vec<String> = self.failed_probes().map(|p| p.name.clone()).collect();
+        Health {
+            ok: self.state.is_ok(),
+            state: self.state,
+            consecutive_failures: self.consecutive_failures,
+            probe_count: self.probes.len(),
+            failed_probe_count: failed_probes.len(),
+            failed_probes,
+            worker_restarts: self.worker.as_ref().map_or(0, |w| w.restarts),
+            updated_at_unix: self.updated_at_unix,
+            config_error: self.config_error.clone(),
+            incident_id: self.incident.as_ref().map(|i| i.id.clone()),
+        }
+    }
+
+    /// Record a probe's newest result: updates the entry of that name (keeping its config
+    /// fields) or appends one. Streak: grows while the pass/fail outcome repeats, else restarts
+    /// at 1 (a blocked result leaves the streak alone).
+    pub fn record_probe(&mut self, r: &ProbeResult, critical: bool) {
+        let idx = match self.probes.iter().position(|p| p.name == r.name) {
+            Some(i) => i,
+            None => {
+                self.probes
+                    .push(ProbeStatus::pending(&r.name, &r.kind, critical));
+                self.probes.len() - 1
+            }
+        };
+        let p = &mut self.probes[idx];
+        if r.status != Status::Blocked {
+            let same = p
+                .status
+                .is_some_and(|s| s != Status::Blocked && s.passed() == r.passed);
+            p.streak = if same { p.streak.saturating_add(1) } else { 1 };
+        }
+        p.kind.clone_from(&r.kind);
+        p.critical = critical;
+        p.status = Some(r.status);
+        p.passed = r.passed;
+        p.output.clone_from(&r.output);
+        p.duration_ms = Some(r.duration_ms);
+        p.started_at = Some(r.started_at);
+    }
+}
+
+/// The `/health` body: the original's fields plus `config_error` and `incident_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub state: SystemState,
+    pub consecutive_failures: u32,
+    pub probe_count: usize,
+    pub failed_probe_count: usize,
+    pub failed_probes: Vec<String>,
+    pub worker_restarts: u32,
+    pub updated_at_unix: i64,
+    pub config_error: Option<ConfigError>,
+    pub incident_id: Option<String>,
+}
+
+/// One probe as shown on `/status` and the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: String,
+    pub critical: bool,
+    /// Newest result's status; `None` until the probe has run once.
+    pub status: Option<Status>,
+    pub passed: bool,
+    /// Newest result's one-line output.
+    pub output: String,
+    pub duration_ms: Option<u64>,
+    /// Unix milliseconds when the newest run started.
+    pub started_at: Option<i64>,
+    /// How many results in a row had the newest result's outcome (pass or fail).
+    pub streak: u32,
+    pub flapping: bool,
+    /// Set while an operator has silenced this probe.
+    pub silenced: Option<Silence>,
+}
+
+impl ProbeStatus {
+    /// A configured probe that has not run yet.
+    pub fn pending(name: &str, kind: &str, critical: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            critical,
+            status: None,
+            passed: false,
+            output: String::new(),
+            duration_ms: None,
+            started_at: None,
+            streak: 0,
+            flapping: false,
+            silenced: None,
+        }
+    }
+
+    /// `pass`, `fail`, ..., or `pending` before the first run.
+    pub fn status_str(&self) -> &'static str {
+        self.status.map_or("pending", Status::as_str)
+    }
+}
+
+/// An operator's silence on a probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    pub until_unix: i64,
+    pub reason: Option<String>,
+}
+
+/// The supervised worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `healthy`, `unhealthy`, `backoff`, `stopped`, `external`, ...
+    pub state: String,
+    pub restarts: u32,
+    /// How the previous run ended, e.g. `exit 1` or `signal 9`.
+    pub last_exit: Option<String>,
+    pub since_unix: Option<i64>,
+}
+
+/// The open incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentStatus {
+    pub id: String,
+    pub started_unix: i64,
+    pub failing_probes: Vec<String>,
+    pub acknowledged: bool,
+    /// Everything that happened in it, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One line of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at_unix: i64,
+    /// `transition`, `heal`, `agent`, `notify`, `ack`, ...
+    pub kind: String,
+    pub text: String,
+}
+
+/// A state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_unix: i64,
+    pub from: SystemState,
+    pub to: SystemState,
+    pub reason: String,
+}
+
+/// Why the newest config edit was rejected: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no position (an unreadable file).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl From<&crate::config::diag::Diagnostic> for ConfigError {
+    fn from(d: &crate::config::diag::Diagnostic) -> Self {
+        let message = if d.key.is_empty() {
+            d.message.clone()
+        } else {
+            format!("{}: {}", d.key, d.message)
+        };
+        Self {
+            file: d.file.clone(),
+            line: d.line,
+            column: d.column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The next escalation step and when it is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextStep {
+    /// e.g. "agent (cloud) if still failing".
+    pub text: String,
+    pub due_unix: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, status: Status) -> ProbeResult {
+        ProbeResult {
+            name: name.into(),
+            kind: "tcp".into(),
+            passed: status.passed(),
+            status,
+            output: format!("{} output", status.as_str()),
+            duration_ms: 7,
+            started_at: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn health_counts_only_real_failures() {
+        let mut s = StatusSnapshot::new(100);
+        s.record_probe(&result("a", Status::Pass), true);
+        s.record_probe(&result("b", Status::Fail), true);
+        s.record_probe(&result("c", Status::Blocked), false);
+        s.record_probe(&result("d", Status::Timeout), false);
+        s.probes.push(ProbeStatus::pending("e", "http", false));
+        s.state = SystemState::Failed;
+        let h = s.health();
+        assert!(!h.ok);
+        assert_eq!(h.probe_count, 5);
+        assert_eq!(h.failed_probes, vec!["b", "d"]);
+        assert_eq!(h.failed_probe_count, 2);
+    }
+
+    #[test]
+    fn ok_only_in_healthy_and_degraded() {
+        let oks: Vec<_> = SystemState::ALL.iter().filter(|s| s.is_ok()).collect();
+        assert_eq!(oks, [&SystemState::Healthy, &SystemState::Degraded]);
+    }
+
+    #[test]
+    fn streak_counts_repeats_and_restarts_on_change() {
+        let mut s = StatusSnapshot::new(0);
+        for st in [Status::Fail, Status::Timeout, Status::Error] {
+            s.record_probe(&result("a", st), true);
+        }
+        assert_eq!(s.probes[0].streak, 3);
+        s.record_probe(&result("a", Status::Blocked), true);
+        assert_eq!(s.probes[0].streak, 3, "blocked leaves the streak alone");
+        s.record_probe(&result("a", Status::Pass), true);
+        assert_eq!(s.probes[0].streak, 1);
+        assert_eq!(s.probes[0].output, "pass output");
+        assert_eq!(s.probes.len(), 1);
+    }
+
+    #[test]
+    fn state_serializes_lowercase() {
+        let s = StatusSnapshot::new(0);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["state"], "healthy");
+        let back: StatusSnapshot = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+}
