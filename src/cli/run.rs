@@ -24,7 +24,6 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
     if args.worker_only {
         return run_worker_only(cfg_path);
     }
-    init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

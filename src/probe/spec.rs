@@ -111,7 +111,8 @@ impl ProbeKind {
         matches!(
             self,
             ProbeKind::Script(_) | ProbeKind::Launchd(_) | ProbeKind::Systemd(_)
-        ) || self.is_k8s() || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
+        ) || self.is_k8s()
+            || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
     }
 
     /// `k8s` checks apply the timeout themselves, with a more specific message.

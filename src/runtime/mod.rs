@@ -13,6 +13,7 @@
 
 mod exec;
 mod schedule;
+mod surfaces;
 
 use crate::config::{self, Config, LoadOptions};
 use crate::core::{Action, Core, CoreConfig, Event, Millis};
@@ -88,9 +89,28 @@ pub struct Runtime {
     worker: Option<Arc<SupervisorHandle>>,
     worker_events: mpsc::Receiver<WorkerEvent>,
     worker_events_tx: mpsc::Sender<WorkerEvent>,
+    /// What `/health`, `/status` and `/` serve; replaced after every step.
+    board: crate::server::StatusBoard,
+    metrics: Arc<crate::metrics::Metrics>,
+    server: Option<crate::server::ServerHandle>,
+    control_tx: mpsc::Sender<crate::server::control::ControlRequest>,
+    control_rx: mpsc::Receiver<crate::server::control::ControlRequest>,
+    /// The reload error with its position, for the surfaces.
+    config_error_detail: Option<crate::server::snapshot::ConfigError>,
+    transitions: Vec<crate::server::snapshot::Transition>,
+    timeline: Vec<crate::server::snapshot::TimelineEntry>,
+    progress: crate::sdnotify::Progress,
+    log: Option<crate::logging::LogGuard>,
 }
 
 fn load(opts: &RunOptions) -> Result<Config, StartError> {
+    load_detailed(opts).map_err(|(text, _)| StartError::Config(text))
+}
+
+/// Load, keeping the first error's position for the surfaces.
+fn load_detailed(
+    opts: &RunOptions,
+) -> Result<Config, (String, Option<crate::server::snapshot::ConfigError>)> {
     let loaded = config::load(&LoadOptions {
         config: opts.config.clone(),
         resolve: false,
@@ -98,7 +118,10 @@ fn load(opts: &RunOptions) -> Result<Config, StartError> {
     });
     match loaded.config {
         Some(c) => Ok(c),
-        None => Err(StartError::Config(loaded.diags.to_string())),
+        None => Err((
+            loaded.diags.to_string(),
+            loaded.diags.errors().next().map(Into::into),
+        )),
     }
 }
 
@@ -119,11 +142,19 @@ impl Runtime {
     /// Load config, take the single-instance lock, open the store and restore the core.
     pub fn start(opts: RunOptions) -> Result<(Runtime, store::lock::InstanceLock), StartError> {
         let cfg = load(&opts)?;
+        create_private_dir(&cfg.state_dir)?;
+        let log = match crate::logging::init_logging(&cfg.log, None) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                fallback_logging(&cfg.log.level);
+                tracing::error!(file = %cfg.log.file.display(), "cannot open the log file ({e}); logging to stderr");
+                None
+            }
+        };
         if opts.config.is_none() && cfg.sources.main.is_none() {
             tracing::info!("no config file found: running with the embedded default config");
         }
         log_host_problems(&opts);
-        create_private_dir(&cfg.state_dir)?;
         let lock = store::lock::acquire(&cfg.state_dir)?;
         let core_cfg = CoreConfig::from_config(&cfg);
         let (core, store) = match Store::open(&cfg.state_dir) {
@@ -157,6 +188,7 @@ impl Runtime {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let (worker_events_tx, worker_events) = mpsc::channel(256);
+        let (control_tx, control_rx) = mpsc::channel(16);
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, Instant::now());
         let rt = Runtime {
@@ -177,6 +209,18 @@ impl Runtime {
             worker: None,
             worker_events,
             worker_events_tx,
+            board: crate::server::StatusBoard::new(crate::server::snapshot::StatusSnapshot::new(
+                now_ms() / 1000,
+            )),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            server: None,
+            control_tx,
+            control_rx,
+            config_error_detail: None,
+            transitions: Vec::new(),
+            timeline: Vec::new(),
+            progress: crate::sdnotify::Progress::default(),
+            log,
         };
         Ok((rt, lock))
     }
@@ -203,17 +247,54 @@ impl Runtime {
                 .unwrap_or(&[]),
         )?;
         self.start_worker();
+        self.update_log();
+        self.start_server().await;
+        let (changes_tx, mut changes) = mpsc::channel(16);
+        let _watch = crate::watch::spawn(self.watched_paths(), Duration::from_secs(1), changes_tx);
+        let sd = crate::sdnotify::Notifier::from_env().ok();
+        if let Some(interval) = crate::sdnotify::watchdog_interval_from_env()
+            && let Ok(n) = crate::sdnotify::Notifier::from_env()
+        {
+            crate::sdnotify::spawn_watchdog(n, interval, self.progress.clone());
+        }
+        if let Some(hb) = self.cfg.heartbeat.clone() {
+            match crate::heartbeat::spawn(hb, self.board.subscribe(), Some(self.metrics.clone())) {
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "heartbeat disabled"),
+            }
+        }
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
         // A tick right away lets the core re-issue what a restore left pending (re-probes,
         // undelivered notifications) without waiting for the first cycle.
         self.step(Event::Tick { at: now_ms() });
+        self.publish();
         tracing::info!(
             probes = self.cfg.probes.len(),
             state = self.core.state().as_str(),
             "talon running"
         );
+        let _ = sd.as_ref().map(|n| {
+            n.ready(&format!(
+                "{} probes, {}",
+                self.cfg.probes.len(),
+                self.core.state().as_str()
+            ))
+        });
         let shutdown_reason = loop {
             let deadline = self.next_deadline();
+            self.progress.tick();
             tokio::select! {
+                Some(req) = self.control_rx.recv() => self.on_control(req),
+                Some(change) = changes.recv() => {
+                    tracing::info!(path = %change.path.display(), exists = change.exists, "config file changed");
+                    self.reload("file change").await;
+                    _watch.set_paths(self.watched_paths());
+                }
+                _ = prune.tick() => {
+                    if let Some(w) = &self.store {
+                        w.prune(now_ms(), self.cfg.store.retention);
+                    }
+                }
                 Some(msg) = self.rx.recv() => self.handle(msg),
                 Some(ev) = self.worker_events.recv() => self.on_worker(ev),
                 Some(sig) = forwarded.recv() => self.forward(sig),
@@ -225,10 +306,14 @@ impl Runtime {
                 }
                 _ = sigterm.recv() => break nix::sys::signal::Signal::SIGTERM,
                 _ = sigint.recv() => break nix::sys::signal::Signal::SIGINT,
-                _ = sighup.recv() => self.reload("SIGHUP"),
+                _ = sighup.recv() => self.reload("SIGHUP").await,
             }
         };
         tracing::info!(signal = shutdown_reason.as_str(), "shutting down");
+        let _ = sd.as_ref().map(|n| n.stopping());
+        if let Some(srv) = self.server.take() {
+            srv.shutdown().await;
+        }
         self.shutdown(shutdown_reason).await;
         Ok(())
     }
@@ -298,6 +383,12 @@ impl Runtime {
                     r.output = self.redactor.clean(&r.output);
                 }
                 for r in &results {
+                    let critical = self
+                        .cfg
+                        .probes
+                        .iter()
+                        .any(|p| p.name == r.name && p.critical);
+                    self.metrics.observe_probe(r, critical);
                     self.schedule.finished(&r.name);
                     self.last.insert(r.name.clone(), r.clone());
                 }
@@ -323,7 +414,21 @@ impl Runtime {
                 r.output = self.redactor.clean(&r.output);
             }
         }
+        match &ev {
+            Event::HealFinished { outcome, .. } => self
+                .metrics
+                .escalation_action("heal", if outcome.succeeded() { "ok" } else { "failed" }),
+            Event::AgentFinished { outcome, .. } => self
+                .metrics
+                .escalation_action("agent", if outcome.succeeded() { "ok" } else { "failed" }),
+            _ => {}
+        }
         let actions = self.core.step(ev.clone());
+        for a in &actions {
+            if let Action::Record(r) = a {
+                self.note_record(r);
+            }
+        }
         if let Some(w) = &self.store {
             w.send(Batch::from_step(
                 &ev,
@@ -335,6 +440,7 @@ impl Runtime {
         for a in actions {
             self.execute(a);
         }
+        self.publish();
     }
 
     fn execute(&mut self, action: Action) {
@@ -450,10 +556,13 @@ impl Runtime {
     }
 
     /// Re-read both config files. A bad file never replaces the running config.
-    pub fn reload(&mut self, why: &str) {
-        match load(&self.opts) {
-            Err(e) => {
-                let msg = e.to_string();
+    pub async fn reload(&mut self, why: &str) {
+        match load_detailed(&self.opts) {
+            Err((text, detail)) => {
+                self.metrics.reload(false);
+                self.config_error_detail = detail;
+                self.publish();
+                let msg = text;
                 tracing::error!(
                     trigger = why,
                     "config reload failed; keeping the last good config: {msg}"
@@ -461,12 +570,27 @@ impl Runtime {
                 self.config_error = Some(msg);
             }
             Ok(new) => {
+                let had_error = self.config_error.take().is_some();
+                self.config_error_detail = None;
                 if *self.cfg == new {
-                    self.config_error = None;
+                    if had_error {
+                        tracing::info!(
+                            trigger = why,
+                            "config fixed (unchanged from the running one)"
+                        );
+                        self.metrics.reload(true);
+                        self.publish();
+                    }
                     return;
                 }
                 tracing::info!(trigger = why, probes = new.probes.len(), "config reloaded");
-                self.config_error = None;
+                self.metrics.reload(true);
+                for p in &self.cfg.probes {
+                    if !new.probes.iter().any(|n| n.name == p.name) {
+                        self.metrics.forget_probe(&p.name);
+                    }
+                }
+                let rebind = self.cfg.health != new.health;
                 self.schedule.sync(&new.probes, Instant::now());
                 self.last
                     .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
@@ -479,6 +603,10 @@ impl Runtime {
                 if worker_changed {
                     self.reconfigure_worker();
                 }
+                if rebind {
+                    self.rebind_server().await;
+                }
+                self.update_log();
                 self.step(Event::Reload {
                     at: now_ms(),
                     config: Box::new(core_cfg),
@@ -502,6 +630,75 @@ impl Runtime {
 }
 
 impl Runtime {
+    fn server_state(&self) -> crate::server::ServerState {
+        let token = match crate::server::control::ensure_token(&self.cfg.state_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "no API token: ack/silence over HTTP are disabled");
+                None
+            }
+        };
+        crate::server::ServerState::new(self.board.clone(), self.metrics.clone())
+            .with_control(self.control_tx.clone(), token)
+    }
+
+    async fn start_server(&mut self) {
+        if !self.cfg.health.enabled {
+            return;
+        }
+        let bind = self.cfg.health.bind;
+        match crate::server::serve(bind, self.server_state(), Default::default()).await {
+            Ok(h) => {
+                tracing::info!(addr = %h.addr(), "serving /health, /status, /metrics and the status page");
+                self.server = Some(h);
+            }
+            Err(e) => {
+                tracing::error!(bind = %bind, error = %e, "cannot serve /health; probing and supervision go on")
+            }
+        }
+    }
+
+    /// `[health]` changed: serve on the new address (the old server stays if that fails).
+    async fn rebind_server(&mut self) {
+        let enabled = self.cfg.health.enabled;
+        let bind = self.cfg.health.bind;
+        match (self.server.take(), enabled) {
+            (Some(h), true) => match h.rebind(bind).await {
+                Ok(h) => {
+                    tracing::info!(addr = %h.addr(), "HTTP server rebound");
+                    self.server = Some(h);
+                }
+                Err((old, e)) => {
+                    tracing::error!(bind = %bind, error = %e, "cannot rebind; still serving on the old address");
+                    self.server = Some(old);
+                }
+            },
+            (Some(h), false) => h.shutdown().await,
+            (None, true) => self.start_server().await,
+            (None, false) => {}
+        }
+    }
+
+    /// The log follows `[log] level` and redacts every secret Talon knows.
+    fn update_log(&self) {
+        if let Some(g) = &self.log {
+            let r = self.redactor.clone();
+            g.set_redactor(Some(Arc::new(move |line: &str| r.clean(line))));
+            if let Err(e) = g.set_level(&self.cfg.log.level) {
+                tracing::warn!(error = %e, "log level not changed");
+            }
+        }
+    }
+
+    fn watched_paths(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        if let Some(m) = &self.cfg.sources.main {
+            v.push(m.clone());
+        }
+        v.push(self.cfg.sources.services.clone());
+        v
+    }
+
     fn start_worker(&mut self) {
         if let Some(w) = &self.cfg.worker {
             let handle = Supervisor::start(
@@ -673,6 +870,16 @@ fn log_record(r: &crate::core::Record) {
         }
         _ => tracing::debug!(record = ?r, "record"),
     }
+}
+
+/// Human lines on stderr, when the log file cannot be opened.
+fn fallback_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 /// Create the state dir (0700 when Talon creates it).
