@@ -64,8 +64,11 @@ impl Daemon {
         }
     }
 
+    /// What the daemon wrote to stderr and to its log file (`state/talon.log`).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("talon.stderr")).unwrap_or_default()
+        let stderr = std::fs::read_to_string(self.dir.join("talon.stderr")).unwrap_or_default();
+        let file = std::fs::read_to_string(self.dir.join("state/talon.log")).unwrap_or_default();
+        format!("{stderr}{file}")
     }
 
     /// SIGTERM and wait for the exit code.
@@ -357,6 +360,136 @@ DEMO_DIR = "{demo}"
         o.is_some_and(|p| {
             p["last_status"] == "pass" && p["last_output"].as_str() != Some(first_out.as_str())
         })
+    });
+    assert_eq!(d.terminate(), Some(0));
+}
+
+/// GET a loopback URL; (status, body).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+fn wait_health(
+    addr: &str,
+    d: &Daemon,
+    what: &str,
+    pred: impl Fn(u16, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((code, body)) = http_get(addr, "/health") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if pred(code, &v) {
+                return v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let fault = dir.join("fault");
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            "state_dir = \"state\"\ncheck_interval_secs = 0.3\nservices_file = \"services.toml\"\n[health]\nbind = \"{addr}\"\n[escalation]\nheal_cooldown_secs = 600\nheal_settle_secs = 0.2\n"
+        ),
+    );
+    let good = format!(
+        "[script.target]\ncommand = \"test ! -e {}\"\ncritical = true\n",
+        fault.display()
+    );
+    write(dir, "services.toml", &good);
+    let mut d = Daemon::start(dir, &config);
+    wait_health(&addr, &d, "200 healthy", |c, v| {
+        c == 200 && v["state"] == "healthy" && v["probe_count"] == 1
+    });
+
+    // Break the target: 503 with the state and the failing probe.
+    std::fs::write(&fault, "").unwrap();
+    let v = wait_health(&addr, &d, "503", |c, _| c == 503);
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["failed_probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "target"),
+        "{v}"
+    );
+    assert!(!v["incident_id"].is_null());
+    std::fs::remove_file(&fault).unwrap();
+    wait_health(&addr, &d, "back to 200", |c, v| {
+        c == 200 && v["state"] == "healthy"
+    });
+
+    // A broken probes file, by editor-style rename, then SIGHUP: the probe keeps running and the
+    // error is visible with its position; fixing the file clears it.
+    let tmpfile = dir.join("services.toml.tmp");
+    std::fs::write(&tmpfile, "[script.target\n").unwrap();
+    std::fs::rename(&tmpfile, dir.join("services.toml")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let v = wait_health(&addr, &d, "config_error", |_, v| {
+        !v["config_error"].is_null()
+    });
+    assert!(
+        v["config_error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("services.toml"),
+        "{v}"
+    );
+    assert_eq!(v["config_error"]["line"], 1);
+    assert_eq!(v["probe_count"], 1, "the last good probes keep running");
+    let (_, metrics) = http_get(&addr, "/metrics").unwrap();
+    assert!(
+        metrics.contains("talon_config_reload_failures_total"),
+        "{metrics}"
+    );
+    write(
+        dir,
+        "services.toml",
+        &good.replace(
+            "critical = true",
+            "critical = true\ntimeout_secs = 1\ninterval_secs = 2",
+        ),
+    );
+    wait_health(&addr, &d, "config_error cleared", |c, v| {
+        c == 200 && v["config_error"].is_null()
     });
     assert_eq!(d.terminate(), Some(0));
 }
