@@ -3,6 +3,7 @@
 
 mod check;
 mod config_cmd;
+mod control;
 mod history;
 mod incidents;
 mod init;
@@ -69,8 +70,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon (the default when no verb is given and a config exists).
+    /// Run the daemon (the default when no verb is given).
     Run(run::Args),
+    /// Acknowledge an incident in the running daemon: its reminders stop.
+    Ack(control::AckArgs),
+    /// Silence a probe in the running daemon for a while (still probed and recorded).
+    Silence(control::SilenceArgs),
     /// Run one probe cycle with the daemon's engine and print the results (writes no state).
     /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
     Check(check::Args),
@@ -129,13 +134,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         (None, _) if cli.status_flag => Command::Status(status::Args { json: true }),
         (None, _) if cli.worker_only => Command::Run(run::Args { worker_only: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
-        (None, false) => {
-            Cli::command().write_long_help(&mut out)?;
-            return Ok(Exit::Error);
-        }
+        // Bare `talon` is the daemon, as the original was.
+        (None, false) => Command::Run(run::Args { worker_only: false }),
     };
     match command {
         Command::Run(a) => run::run(&cli.config, a),
+        Command::Ack(a) => control::ack(&cli.config, a),
+        Command::Silence(a) => control::silence(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),

@@ -493,3 +493,93 @@ fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
     });
     assert_eq!(d.terminate(), Some(0));
 }
+
+#[test]
+fn ack_and_silence_reach_the_running_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let fault = dir.join("fault");
+    std::fs::write(&fault, "").unwrap();
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"state_dir = "state"
+check_interval_secs = 0.3
+[health]
+bind = "{addr}"
+[escalation]
+critical_threshold_secs = 0.5
+[notify.file]
+kind = "command"
+command = "cat >> {log}"
+[script.target]
+command = "test ! -e {fault}"
+critical = true
+critical_after_consecutive_failures = 1
+"#,
+            log = dir.join("pages.log").display(),
+            fault = fault.display()
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    let v = wait_health(&addr, &d, "sos", |_, v| v["state"] == "sos");
+    let id = v["incident_id"].as_str().unwrap().to_string();
+    let ctl = |args: &[&str]| {
+        let mut c = talon(dir);
+        c.args(args).arg("--config").arg(&config).current_dir(dir);
+        run(c)
+    };
+    let out = ctl(&["ack", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    assert!(stdout(&out).contains("acknowledged"), "{}", stdout(&out));
+    let detail = d.json(&["incident", &id]).to_string();
+    assert!(
+        detail.contains("ack"),
+        "the ack is recorded in the incident: {detail}"
+    );
+
+    let out = ctl(&["ack", "999"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::support::stderr(&out)
+    );
+
+    let out = ctl(&[
+        "silence",
+        "target",
+        "--for",
+        "1h",
+        "--reason",
+        "maintenance",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let out = ctl(&["silence", "nope", "--for", "1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crate::support::stderr(&out).contains("no probe named `nope`"));
+    let out = ctl(&["silence", "target", "--for", "forever"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad duration is a usage error"
+    );
+    assert_eq!(d.terminate(), Some(0));
+}
