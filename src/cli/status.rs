@@ -111,6 +111,9 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         Ok(c) => c,
         Err(e) => return Ok(e),
     };
+    if let Some(snap) = live(&c) {
+        return print_live(&c, &snap, args.json, out);
+    }
     let Some(store) = Store::open_existing(&c.state_dir)? else {
         no_state(&c, args.json, out)?;
         return Ok(Exit::Unhealthy);
@@ -228,4 +231,115 @@ mod tests {
         assert_eq!(fmt_time(951_782_400_000), "2000-02-29 00:00:00Z");
         assert_eq!(fmt_when(1000, 61_000), "1970-01-01 00:00:01Z (1m ago)");
     }
+}
+
+/// The running daemon's own view (`GET /status` on its loopback bind), when it answers quickly.
+fn live(c: &Config) -> Option<crate::server::snapshot::StatusSnapshot> {
+    if !c.health.enabled {
+        return None;
+    }
+    crate::probe::http::install_crypto_provider();
+    let url = format!("http://{}/status", c.health.bind);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(800))
+            .build()
+            .ok()?;
+        let resp = client.get(&url).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    })
+}
+
+#[derive(Serialize)]
+struct LiveJson<'a> {
+    #[serde(flatten)]
+    snapshot: &'a crate::server::snapshot::StatusSnapshot,
+    /// Where this view came from.
+    source: &'static str,
+    state_dir: String,
+}
+
+fn print_live(
+    c: &Config,
+    s: &crate::server::snapshot::StatusSnapshot,
+    json: bool,
+    out: &mut Out,
+) -> anyhow::Result<Exit> {
+    let exit = if s.state.is_ok() {
+        Exit::Ok
+    } else {
+        Exit::Unhealthy
+    };
+    if json {
+        out.json(&LiveJson {
+            snapshot: s,
+            source: "daemon",
+            state_dir: c.state_dir.display().to_string(),
+        })?;
+        return Ok(exit);
+    }
+    let now = now_ms();
+    writeln!(
+        out,
+        "state:    {} since {} (live, from the daemon)",
+        s.state.as_str(),
+        fmt_when(s.since_unix * 1000, now)
+    )?;
+    match &s.incident {
+        Some(i) => writeln!(
+            out,
+            "incident: #{} opened {}: {}{}",
+            i.id,
+            fmt_when(i.started_unix * 1000, now),
+            i.failing_probes.join(", "),
+            if i.acknowledged {
+                " (acknowledged)"
+            } else {
+                ""
+            }
+        )?,
+        None => writeln!(out, "incident: none open")?,
+    }
+    let failing: Vec<&str> = s.failed_probes().map(|p| p.name.as_str()).collect();
+    writeln!(
+        out,
+        "probes:   {} ({} failing{})",
+        s.probes.len(),
+        failing.len(),
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failing.join(", "))
+        }
+    )?;
+    if let Some(w) = &s.worker {
+        writeln!(
+            out,
+            "worker:   {} pid {:?}, {} restarts",
+            w.state, w.pid, w.restarts
+        )?;
+    }
+    if let Some(n) = &s.next_escalation {
+        writeln!(
+            out,
+            "next:     {} ({})",
+            n.text,
+            fmt_when(n.due_unix * 1000, now)
+        )?;
+    }
+    if let Some(e) = &s.config_error {
+        writeln!(
+            out,
+            "config:   last reload failed, running the last good config: {e}"
+        )?;
+    }
+    out.flush()?;
+    Ok(exit)
 }

@@ -14,6 +14,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, config: &Path) -> Daemon {
+        // Tests run in parallel: none may take the default 127.0.0.1:9999 (nor answer another
+        // test's `talon status`). A test that wants the HTTP surfaces binds its own free port.
+        let text = std::fs::read_to_string(config).unwrap();
+        if !text.contains("[health]") {
+            std::fs::write(config, format!("{text}\n[health]\nenabled = false\n")).unwrap();
+        }
         let mut c = talon(dir);
         c.arg("run").arg("--config").arg(config).current_dir(dir);
         c.stdout(Stdio::null())
@@ -452,6 +458,18 @@ fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
     wait_health(&addr, &d, "back to 200", |c, v| {
         c == 200 && v["state"] == "healthy"
     });
+    // `talon status` prefers the daemon's live view when it answers.
+    let live = d.json(&["status"]);
+    assert_eq!(live["source"], "daemon", "{live}");
+    assert_eq!(live["state"], "healthy", "{live}");
+    assert!(
+        live["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "target"),
+        "{live}"
+    );
 
     // A broken probes file, by editor-style rename, then SIGHUP: the probe keeps running and the
     // error is visible with its position; fixing the file clears it.
