@@ -37,10 +37,13 @@ pub type IncidentId = u64;
 pub type ActionId = u64;
 
 /// The system's state, shown everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SystemState {
     /// Every probe's latest run passed.
+    #[default]
     Healthy,
     /// Something is not passing, but nothing escalates (non-critical, debouncing, blocked,
     /// silenced).
@@ -57,6 +60,16 @@ pub enum SystemState {
 }
 
 impl SystemState {
+    /// Every state, in escalation order (one metric series per state).
+    pub const ALL: [SystemState; 6] = [
+        SystemState::Healthy,
+        SystemState::Degraded,
+        SystemState::Failed,
+        SystemState::Investigating,
+        SystemState::Critical,
+        SystemState::Sos,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SystemState::Healthy => "healthy",

@@ -6,21 +6,8 @@ use crate::core::{Event, IncidentId, Record};
 use crate::probe::engine::now_ms;
 use crate::server::control::{ControlReply, ControlRequest};
 use crate::server::snapshot::{
-    IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, SystemState, Transition,
-    WorkerStatus,
+    IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition, WorkerStatus,
 };
-
-/// The core's state as the surfaces name it.
-pub fn state_of(s: crate::core::SystemState) -> SystemState {
-    match s.as_str() {
-        "degraded" => SystemState::Degraded,
-        "failed" => SystemState::Failed,
-        "investigating" => SystemState::Investigating,
-        "critical" => SystemState::Critical,
-        "sos" => SystemState::Sos,
-        _ => SystemState::Healthy,
-    }
-}
 
 fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
@@ -32,7 +19,7 @@ impl Runtime {
         let now = now_ms();
         let o = self.core.outlook(now);
         let mut snap = StatusSnapshot::new(secs(now));
-        snap.state = state_of(o.state);
+        snap.state = o.state;
         snap.since_unix = secs(o.since);
         snap.consecutive_failures = o.probes.iter().map(|p| p.fail_streak).max().unwrap_or(0);
         for v in &o.probes {
@@ -95,11 +82,7 @@ impl Runtime {
         };
         match r {
             Record::Transition(t) if t.subject == "system" => {
-                let state = |s: &str| {
-                    crate::core::SystemState::parse(s)
-                        .map(state_of)
-                        .unwrap_or_default()
-                };
+                let state = |s: &str| crate::core::SystemState::parse(s).unwrap_or_default();
                 self.transitions.push(Transition {
                     at_unix: secs(t.at),
                     from: state(&t.from),

@@ -9,59 +9,9 @@ use crate::probe::{ProbeResult, Status};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The system state shown everywhere (`healthy → degraded → failed → investigating → critical →
-/// sos`). The core's own state type maps onto this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SystemState {
-    /// Every probe passes.
-    #[default]
-    Healthy,
-    /// Something fails, but only non-critical probes or below the debounce.
-    Degraded,
-    /// A critical probe failed past its debounce: the heal tier runs.
-    Failed,
-    /// The heal did not fix it: an agent is diagnosing.
-    Investigating,
-    /// Automation did not fix it.
-    Critical,
-    /// A human has been (or is being) paged.
-    Sos,
-}
-
-impl SystemState {
-    /// Every state, in escalation order (used for the one-series-per-state metric).
-    pub const ALL: [SystemState; 6] = [
-        SystemState::Healthy,
-        SystemState::Degraded,
-        SystemState::Failed,
-        SystemState::Investigating,
-        SystemState::Critical,
-        SystemState::Sos,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SystemState::Healthy => "healthy",
-            SystemState::Degraded => "degraded",
-            SystemState::Failed => "failed",
-            SystemState::Investigating => "investigating",
-            SystemState::Critical => "critical",
-            SystemState::Sos => "sos",
-        }
-    }
-
-    /// `/health` answers 200 in these states and 503 in the others.
-    pub fn is_ok(self) -> bool {
-        matches!(self, SystemState::Healthy | SystemState::Degraded)
-    }
-}
-
-impl fmt::Display for SystemState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The system state shown everywhere: the core's own type (`healthy → degraded → failed →
+/// investigating → critical → sos`).
+pub use crate::core::SystemState;
 
 /// The whole daemon as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
