@@ -1273,12 +1273,17 @@ fn resolve_programs(
         if found.is_none() {
             let span = tomlx::path_span(main_root, &key)
                 .or_else(|| tomlx::path_span(main_root, key.split('.').next().unwrap_or("")));
-            diags.error(
-                main_src,
-                span,
-                &key,
-                format!("program `{program}` not found on Talon's PATH ({path_env}); add its directory to `path = [...]`"),
-            );
+            let msg = if program == "osascript"
+                && key.starts_with("notify.")
+                && !cfg!(target_os = "macos")
+            {
+                "iMessage channels send only on macOS (through osascript); use --no-resolve to check a macOS host's config".to_string()
+            } else {
+                format!(
+                    "program `{program}` not found on Talon's PATH ({path_env}); add its directory to `path = [...]`"
+                )
+            };
+            diags.error(main_src, span, &key, msg);
         }
         out.push(ResolvedProgram {
             program,

@@ -303,10 +303,7 @@ heal = "sleep 300 & echo $! > {hgc}; sleep 300"
 fn killed_worker_is_restarted_and_stays_healthy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::support::free_port();
     let worker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/worker.py");
     let config = write(
         dir,
@@ -417,11 +414,7 @@ fn wait_health(
 fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let fault = dir.join("fault");
     let config = write(
@@ -516,11 +509,7 @@ fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
 fn ack_and_silence_reach_the_running_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let fault = dir.join("fault");
     std::fs::write(&fault, "").unwrap();

@@ -592,3 +592,27 @@ fn completions_are_printed() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("validate"));
 }
+
+#[cfg(not(target_os = "macos"))]
+#[test]
+fn imessage_channel_off_macos_says_why() {
+    let c = Case::new();
+    let cfg = c.config(
+        "[notify.phone]\nkind = \"imessage\"\nrecipient = \"+15555550100\"\n",
+        "",
+    );
+    let out = c.validate(&cfg, &["--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    expect_error(
+        errors,
+        "config.toml",
+        2,
+        1,
+        "notify.phone.recipient",
+        "iMessage channels send only on macOS",
+    );
+    // The same config checks fine for another host.
+    assert_eq!(c.validate(&cfg, &["--no-resolve"]).status.code(), Some(0));
+}
