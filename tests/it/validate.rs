@@ -608,8 +608,8 @@ fn imessage_channel_off_macos_says_why() {
     expect_error(
         errors,
         "config.toml",
-        2,
-        1,
+        4,
+        13,
         "notify.phone.recipient",
         "iMessage channels send only on macOS",
     );
