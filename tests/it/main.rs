@@ -11,6 +11,7 @@ mod k8s;
 mod metrics;
 mod notify;
 mod probes;
+mod scenario;
 mod sdnotify;
 mod server;
 mod state;

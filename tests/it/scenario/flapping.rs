@@ -1,0 +1,1 @@
+//! Scenario 10: a flapping probe.

@@ -1,0 +1,1 @@
+//! Scenario 12: /health under a slow-client flood.

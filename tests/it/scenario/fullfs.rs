@@ -1,0 +1,1 @@
+//! Scenario 9: the state dir on a small full filesystem.

@@ -1,0 +1,1 @@
+//! Scenario 11: hung probes and heals with grandchildren for many cycles: nothing leaks.

@@ -1,0 +1,1 @@
+//! Scenario 13: a program deleted from PATH after start.

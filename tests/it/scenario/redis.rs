@@ -1,0 +1,1 @@
+//! Scenario 4: a real redis-server stopped, healed by the probe's heal.
