@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod daemon;
+mod fuzz;
 mod heal;
 mod heartbeat;
 mod install;
@@ -12,6 +13,7 @@ mod metrics;
 mod notify;
 mod probes;
 mod scenario;
+mod security;
 mod sdnotify;
 mod server;
 mod state;
