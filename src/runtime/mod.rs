@@ -750,6 +750,11 @@ impl Runtime {
     fn on_worker(&mut self, ev: WorkerEvent) {
         if let Some(h) = &self.worker {
             self.worker_restarts = h.status().restarts;
+            // Secrets the worker got from `[worker.secrets]` commands are redacted like the
+            // config's own (its stderr reaches the agent prompt).
+            for v in h.secret_values() {
+                self.redactor.learn(v);
+            }
         }
         let Some(outcome) = ev.probe_outcome() else {
             return;
