@@ -287,7 +287,8 @@ fn structured_doc() -> impl Strategy<Value = String> {
             }
         }),
         any::<bool>().prop_map(|v| v.to_string()),
-        "\\PC{0,30}".prop_map(|s| format!("{s:?}").replace("\\u{", "\\u{")),
+        // Rust's escaping: often valid TOML, sometimes not (`\u{1b}`): both are inputs.
+        "\\PC{0,30}".prop_map(|s| format!("{s:?}")),
         "[a-z0-9:/.@%_-]{0,30}".prop_map(|s| format!("\"{s}\"")),
         Just("\"http://127.0.0.1:1/x\"".to_string()),
         Just("\"redis://u:p@127.0.0.1:1/2\"".to_string()),
@@ -386,6 +387,11 @@ fn load_bytes(main: &[u8], services: &[u8]) -> (Loaded, tempfile::TempDir) {
     (l, home)
 }
 
+/// The two files as `check_loaded` wants them.
+fn files<'a>(main: &'a [u8], services: &'a [u8]) -> [(&'static str, &'a [u8]); 2] {
+    [("config.toml", main), ("services.toml", services)]
+}
+
 /// Ok, or errors that each point at a line and column inside the file they name.
 fn check_loaded(l: &Loaded, home: &Path, files: &[(&str, &[u8])]) -> Result<(), TestCaseError> {
     if l.config.is_none() {
@@ -414,7 +420,7 @@ proptest! {
     fn config_arbitrary_bytes_never_panic(main in prop::collection::vec(any::<u8>(), 0..600),
                                           services in prop::collection::vec(any::<u8>(), 0..600)) {
         let (l, home) = load_bytes(&main, &services);
-        check_loaded(&l, home.path(), &[("config.toml", &main), ("services.toml", &services)])?;
+        check_loaded(&l, home.path(), &files(&main, &services))?;
     }
 
     #[test]
@@ -426,16 +432,16 @@ proptest! {
         let text = mutate(seed, &muts);
         // The same bytes as the main config and as the probes file.
         let (l, home) = load_bytes(&text, b"");
-        check_loaded(&l, home.path(), &[("config.toml", &text), ("services.toml", b"")])?;
+        check_loaded(&l, home.path(), &files(&text, b""))?;
         let (l, home) = load_bytes(b"", &text);
-        check_loaded(&l, home.path(), &[("config.toml", b""), ("services.toml", &text)])?;
+        check_loaded(&l, home.path(), &files(b"", &text))?;
     }
 
     #[test]
     fn config_structured_documents_give_ok_or_positioned_errors(main in structured_doc(),
                                                                services in structured_doc()) {
         let (l, home) = load_bytes(main.as_bytes(), services.as_bytes());
-        check_loaded(&l, home.path(), &[("config.toml", main.as_bytes()), ("services.toml", services.as_bytes())])?;
+        check_loaded(&l, home.path(), &files(main.as_bytes(), services.as_bytes()))?;
     }
 }
 
@@ -452,11 +458,11 @@ fn config_deep_nesting_is_an_error_not_a_stack_overflow() {
         let text = format!("x = {}1{}\n", open.repeat(depth), close.repeat(depth));
         let (l, home) = load_bytes(text.as_bytes(), b"");
         assert!(l.config.is_none());
-        check_loaded(&l, home.path(), &[("config.toml", text.as_bytes())]).unwrap();
+        check_loaded(&l, home.path(), &files(text.as_bytes(), b"")).unwrap();
     }
     let text = format!("[{}]\n", vec!["a"; 20_000].join("."));
     let (l, home) = load_bytes(text.as_bytes(), b"");
-    check_loaded(&l, home.path(), &[("config.toml", text.as_bytes())]).unwrap();
+    check_loaded(&l, home.path(), &files(text.as_bytes(), b"")).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,7 +542,13 @@ proptest! {
         state in prop::sample::select(vec!["running", "not running", "waiting", "spawn scheduled"]),
         pid in prop::option::of(1u32..100_000),
         decoys in prop::collection::vec(prop::sample::select(vec!["state = running", "pid = 4242", "state = active"]), 0..4),
-        noise in prop::collection::vec("[a-z ]{1,12} = [a-z0-9 ]{0,12}", 0..6),
+        noise in prop::collection::vec(
+            "[a-z ]{1,12} = [a-z0-9 ]{0,12}".prop_filter("not a key under test", |l| {
+                let k = l.split(" = ").next().unwrap_or("").trim();
+                k != "state" && k != "pid"
+            }),
+            0..6,
+        ),
     ) {
         let mut t = String::from("gui/501/com.example.job = {\n");
         for n in &noise {
@@ -580,8 +592,9 @@ proptest! {
 // HTTP responses to probes, Redis replies
 // ---------------------------------------------------------------------------------------------
 
-/// A one-shot loopback server: reads the request head, writes `reply`, closes.
-async fn one_shot(reply: Vec<u8>) -> std::net::SocketAddr {
+/// A one-shot loopback server: reads the request (an HTTP head up to its blank line, or any
+/// first bytes), writes `reply`, closes.
+async fn one_shot(reply: Vec<u8>, http: bool) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -589,7 +602,7 @@ async fn one_shot(reply: Vec<u8>) -> std::net::SocketAddr {
         if let Ok((mut s, _)) = l.accept().await {
             let mut buf = vec![0u8; 8192];
             let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") && !seen.ends_with(b"\r\n") {
+            while !(seen.windows(4).any(|w| w == b"\r\n\r\n") || (!http && !seen.is_empty())) {
                 match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
                     _ => break,
@@ -638,7 +651,7 @@ proptest! {
     #[test]
     fn http_probe_survives_arbitrary_responses(reply in prop::collection::vec(any::<u8>(), 0..400)) {
         rt().block_on(async {
-            let addr = one_shot(reply).await;
+            let addr = one_shot(reply, true).await;
             let o = tokio::time::timeout(Duration::from_secs(20), talon::probe::http::check(&http_spec(addr, "ok"), &probe_ctx()))
                 .await
                 .expect("the probe ends");
@@ -665,7 +678,7 @@ proptest! {
         let reply = [head.as_bytes(), body.as_bytes()].concat();
         let expect_pass = (200..300).contains(&status) && body.contains(needle.as_str());
         rt().block_on(async {
-            let addr = one_shot(reply).await;
+            let addr = one_shot(reply, true).await;
             let o = tokio::time::timeout(Duration::from_secs(20), talon::probe::http::check(&http_spec(addr, &needle), &probe_ctx()))
                 .await
                 .expect("the probe ends");
@@ -676,7 +689,7 @@ proptest! {
     #[test]
     fn redis_probe_survives_arbitrary_replies(reply in prop::collection::vec(any::<u8>(), 0..300)) {
         rt().block_on(async {
-            let addr = one_shot(reply).await;
+            let addr = one_shot(reply, false).await;
             let spec = talon::probe::redis::RedisSpec {
                 url: format!("redis://{addr}"),
                 username: None,
@@ -846,8 +859,14 @@ fn untrusted() -> impl Strategy<Value = String> {
 /// every fence opened was closed (with the prompt's nonce, in order).
 fn outside_fences(prompt: &str) -> Result<String, String> {
     let marker = "Text between `BEGIN UNTRUSTED DATA ";
-    let at = prompt.find(marker).ok_or("no fence explanation in the prompt")? + marker.len();
-    let nonce = &prompt[at..at + 16];
+    // Cut to size before the explanation (or inside the nonce): then no fence follows either.
+    let Some(nonce) = prompt
+        .find(marker)
+        .and_then(|i| prompt.get(i + marker.len()..i + marker.len() + 16))
+        .filter(|n| n.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(prompt.to_string());
+    };
     let begin = format!("----- BEGIN UNTRUSTED DATA {nonce} (");
     let end = format!("----- END UNTRUSTED DATA {nonce} -----");
     let mut inside = false;
