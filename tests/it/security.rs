@@ -19,6 +19,12 @@ fn set_mode(p: &Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 }
 
+/// The probe passed (live `/status` says `status`, the store `last_status`).
+fn probed(v: &serde_json::Value) -> bool {
+    let p = &v["probes"][0];
+    p["status"] == "pass" || p["last_status"] == "pass"
+}
+
 fn config(dir: &Path) -> std::path::PathBuf {
     write(
         dir,
@@ -45,9 +51,7 @@ fn open_state_permissions_are_tightened_at_start_with_a_warning() {
     let cfg = config(dir);
 
     let mut d = Daemon::start(dir, &cfg);
-    d.wait_status("probing", Duration::from_secs(30), |v| {
-        v["probes"][0]["last_status"] == "pass"
-    });
+    d.wait_status("probing", Duration::from_secs(30), probed);
     assert_eq!(mode(&state), 0o700, "state dir");
     for f in ["talon.db", "api.token", "talon.log"] {
         assert_eq!(mode(&state.join(f)), 0o600, "{f}");
@@ -84,9 +88,7 @@ fn fresh_state_is_created_private() {
     let state = dir.join("state");
     let cfg = config(dir);
     let mut d = Daemon::start(dir, &cfg);
-    d.wait_status("probing", Duration::from_secs(30), |v| {
-        v["probes"][0]["last_status"] == "pass"
-    });
+    d.wait_status("probing", Duration::from_secs(30), probed);
     assert_eq!(mode(&state), 0o700);
     for f in ["talon.db", "talon.db-wal", "talon.db-shm", "api.token", "talon.log"] {
         assert_eq!(mode(&state.join(f)), 0o600, "{f}");
