@@ -69,25 +69,6 @@ fn deepest_nesting(text: &str) -> usize {
     at
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Regression (found by tests/it/fuzz.rs): the recursion-limit error had no position.
-    #[test]
-    fn a_too_deep_document_gets_a_position() {
-        // (At a few thousand levels the parser reports a position itself; far deeper, not.)
-        let text = format!("a = 1\nx = {}1{}\n", "[".repeat(50_000), "]".repeat(50_000));
-        let src = Source::embedded("t", &text);
-        let mut d = Diagnostics::default();
-        assert!(parse(&src, &mut d).is_none());
-        let e = d.errors().next().unwrap();
-        assert_eq!(e.line, 2, "{e}");
-        assert!(e.column >= 5, "{e}");
-        assert_eq!(deepest_nesting("s = \"[[[\" # {{{\nt = [[1]]"), 21);
-    }
-}
-
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
@@ -278,4 +259,23 @@ pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
             .map(|(_, v)| v)?;
     }
     Some(cur.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by tests/it/fuzz.rs): the recursion-limit error had no position.
+    #[test]
+    fn a_too_deep_document_gets_a_position() {
+        // (At a few thousand levels the parser reports a position itself; far deeper, not.)
+        let text = format!("a = 1\nx = {}1{}\n", "[".repeat(50_000), "]".repeat(50_000));
+        let src = Source::embedded("t", &text);
+        let mut d = Diagnostics::default();
+        assert!(parse(&src, &mut d).is_none());
+        let e = d.errors().next().unwrap();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.column >= 5, "{e}");
+        assert_eq!(deepest_nesting("s = \"[[[\" # {{{\nt = [[1]]"), 21);
+    }
 }

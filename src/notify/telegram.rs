@@ -317,7 +317,10 @@ mod tests {
 
     #[test]
     fn answers_are_interpreted() {
-        assert_eq!(interpret(200, r#"{"ok":true,"result":{}}"#), ApiAnswer::Delivered);
+        assert_eq!(
+            interpret(200, r#"{"ok":true,"result":{}}"#),
+            ApiAnswer::Delivered
+        );
         assert_eq!(
             interpret(200, r#"{"ok":false,"description":"chat not found"}"#),
             ApiAnswer::Rejected {

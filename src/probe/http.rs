@@ -331,7 +331,8 @@ mod tests {
     #[test]
     fn secret_headers_are_secrets() {
         let mut spec: HttpSpec = toml::from_str("url = \"http://h/\"").unwrap();
-        spec.headers.insert("Authorization".into(), "Bearer s3cr3t".into());
+        spec.headers
+            .insert("Authorization".into(), "Bearer s3cr3t".into());
         spec.headers.insert("Accept".into(), "text/plain".into());
         assert_eq!(spec.secrets(), vec!["Bearer s3cr3t".to_string()]);
     }

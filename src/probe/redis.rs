@@ -459,7 +459,11 @@ mod tests {
         assert!(read_reply(&mut junk).await.is_err());
         // Regression (found by tests/it/fuzz.rs): a reply starting with a multi-byte character
         // or an invalid UTF-8 byte panicked in `split_at(1)`.
-        for bad in [&b"\xc3\xa9PONG\r\n"[..], b"\xffPONG\r\n", b"\xe2\x82\xac\r\n"] {
+        for bad in [
+            &b"\xc3\xa9PONG\r\n"[..],
+            b"\xffPONG\r\n",
+            b"\xe2\x82\xac\r\n",
+        ] {
             let mut r = bad;
             let e = read_reply(&mut r).await.unwrap_err();
             assert!(e.to_string().contains("not a Redis reply"), "{e}");

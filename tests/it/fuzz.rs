@@ -242,7 +242,8 @@ fn mutate(seed: &str, muts: &[Mutation]) -> Vec<u8> {
                 b[at] = *v;
             }
             Mutation::DuplicateLine(i) | Mutation::DeleteLine(i) => {
-                let mut lines: Vec<Vec<u8>> = b.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
+                let mut lines: Vec<Vec<u8>> =
+                    b.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
                 let i = i.index(lines.len());
                 if matches!(m, Mutation::DuplicateLine(_)) {
                     let l = lines[i].clone();
@@ -253,7 +254,8 @@ fn mutate(seed: &str, muts: &[Mutation]) -> Vec<u8> {
                 b = lines.join(&b'\n');
             }
             Mutation::SwapLines(i, j) => {
-                let mut lines: Vec<Vec<u8>> = b.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
+                let mut lines: Vec<Vec<u8>> =
+                    b.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
                 let (i, j) = (i.index(lines.len()), j.index(lines.len()));
                 lines.swap(i, j);
                 b = lines.join(&b'\n');
@@ -340,7 +342,10 @@ fn structured_doc() -> impl Strategy<Value = String> {
         "services_file",
     ]);
     let header = prop_oneof![
-        (prop::sample::select(talon::probe::spec::KINDS.to_vec()), "[a-z]{1,3}")
+        (
+            prop::sample::select(talon::probe::spec::KINDS.to_vec()),
+            "[a-z]{1,3}"
+        )
             .prop_map(|(k, n)| format!("[{k}.{n}]")),
         prop::sample::select(vec![
             "[worker]",
@@ -356,17 +361,13 @@ fn structured_doc() -> impl Strategy<Value = String> {
         ])
         .prop_map(str::to_string),
     ];
-    let section = (
-        header,
-        prop::collection::vec((keys, value), 0..6),
-    )
-        .prop_map(|(h, kvs)| {
-            let mut s = format!("{h}\n");
-            for (k, v) in kvs {
-                s.push_str(&format!("{k} = {v}\n"));
-            }
-            s
-        });
+    let section = (header, prop::collection::vec((keys, value), 0..6)).prop_map(|(h, kvs)| {
+        let mut s = format!("{h}\n");
+        for (k, v) in kvs {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        s
+    });
     prop::collection::vec(section, 0..6).prop_map(|v| v.concat())
 }
 
@@ -399,16 +400,19 @@ fn check_loaded(l: &Loaded, home: &Path, files: &[(&str, &[u8])]) -> Result<(), 
     }
     for d in l.diags.errors() {
         prop_assert!(!d.message.trim().is_empty(), "empty message: {d:?}");
-        let Some((_, bytes)) = files
-            .iter()
-            .find(|(name, _)| home.join(".config/talon").join(name).display().to_string() == d.file)
-        else {
+        let Some((_, bytes)) = files.iter().find(|(name, _)| {
+            home.join(".config/talon").join(name).display().to_string() == d.file
+        }) else {
             // About another file the config names (e.g. a `services_file` that is a directory).
             continue;
         };
         prop_assert!(d.line >= 1 && d.column >= 1, "no position: {d}");
         let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
-        prop_assert!(d.line <= lines, "line {} past the end ({lines}): {d}", d.line);
+        prop_assert!(
+            d.line <= lines,
+            "line {} past the end ({lines}): {d}",
+            d.line
+        );
     }
     Ok(())
 }

@@ -171,7 +171,12 @@ async fn telegram_speaks_the_bot_api_and_honours_429() {
         r#"{"ok":false,"error_code":429,"parameters":{"retry_after":18446744073709551615}}"#,
     );
     let e = notify::send(&sos(), &ch, &c).await.unwrap_err();
-    assert_eq!(e, DeliveryError::RateLimited { retry_after: u64::MAX });
+    assert_eq!(
+        e,
+        DeliveryError::RateLimited {
+            retry_after: u64::MAX
+        }
+    );
 
     // ok:false with 200 is not success.
     peer.script(

@@ -69,7 +69,10 @@ fn open_state_permissions_are_tightened_at_start_with_a_warning() {
     ] {
         let line = log
             .lines()
-            .find(|l| l.contains("permissions tightened") && l.contains(&format!("\"{}\"", path.display())))
+            .find(|l| {
+                l.contains("permissions tightened")
+                    && l.contains(&format!("\"{}\"", path.display()))
+            })
             .unwrap_or_else(|| panic!("no warning for {}:\n{log}", path.display()));
         assert!(line.contains(old), "old mode {old} named: {line}");
         assert!(line.contains("WARN") || line.contains("warn"), "{line}");
@@ -90,7 +93,13 @@ fn fresh_state_is_created_private() {
     let mut d = Daemon::start(dir, &cfg);
     d.wait_status("probing", Duration::from_secs(30), probed);
     assert_eq!(mode(&state), 0o700);
-    for f in ["talon.db", "talon.db-wal", "talon.db-shm", "api.token", "talon.log"] {
+    for f in [
+        "talon.db",
+        "talon.db-wal",
+        "talon.db-shm",
+        "api.token",
+        "talon.log",
+    ] {
         assert_eq!(mode(&state.join(f)), 0o600, "{f}");
     }
     assert!(
