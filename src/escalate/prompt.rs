@@ -434,11 +434,18 @@ fn fit(blocks: &mut [Block], nonce: &str, max: usize) -> String {
             while !out.is_char_boundary(end) {
                 end -= 1;
             }
-            let kept = &out[..end];
+            let mut kept = &out[..end];
+            // Never keep half a fence line: a cut BEGIN line would open a fence nobody sees.
+            if let Some(i) = kept.rfind('\n')
+                && kept[i + 1..].starts_with("-----")
+            {
+                kept = &kept[..=i];
+            }
             let opened = kept
-                .matches(&format!("----- BEGIN UNTRUSTED DATA {nonce} "))
+                .lines()
+                .filter(|l| l.starts_with(&format!("----- BEGIN UNTRUSTED DATA {nonce} (")))
                 .count();
-            let closed = kept.matches(close.trim_end()).count();
+            let closed = kept.lines().filter(|l| *l == close.trim_end()).count();
             let close = if opened > closed { close.as_str() } else { "" };
             return format!("{kept}\n{close}[prompt cut at {max} bytes]\n");
         };
@@ -606,5 +613,31 @@ mod tests {
         // Even an absurd limit yields a bounded prompt.
         let p = build_prompt(&input(&failing, &tl, None, 500), &red);
         assert!(p.len() <= 500);
+    }
+
+    /// Regression (found by tests/it/fuzz.rs): a last-resort cut inside a BEGIN line left half
+    /// a fence line followed by an END line. Every limit must give whole, balanced fences.
+    #[test]
+    fn a_cut_never_leaves_half_a_fence_line() {
+        let failing = [probe("")];
+        let red = Redactor::default();
+        for max in 900..1600 {
+            let p = build_prompt(&input(&failing, &[], None, max), &red);
+            assert!(p.len() <= max, "{max}");
+            let begins = p
+                .lines()
+                .filter(|l| l.starts_with("----- BEGIN UNTRUSTED DATA "))
+                .count();
+            let whole = p
+                .lines()
+                .filter(|l| l.starts_with("----- BEGIN UNTRUSTED DATA ") && l.ends_with("-----"))
+                .count();
+            let ends = p
+                .lines()
+                .filter(|l| l.starts_with("----- END UNTRUSTED DATA "))
+                .count();
+            assert_eq!(begins, whole, "half a BEGIN line at {max}:\n{p}");
+            assert_eq!(begins, ends, "unbalanced at {max}:\n{p}");
+        }
     }
 }
