@@ -218,3 +218,67 @@ headers = {{ Authorization = "Bearer-abc-SECRET-123", Accept = "application/json
         }
     }
 }
+
+/// A value resolved by a `[worker.secrets]` command is redacted from what Talon hands over:
+/// the worker prints it on stderr, and the agent's prompt (which carries the worker's stderr
+/// tail) shows `[REDACTED]` instead.
+#[test]
+fn a_worker_secret_printed_by_the_worker_never_reaches_the_agent() {
+    const SECRET: &str = "wsec-7f3e9b21c4";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let prompt = dir.join("prompt.txt");
+    let worker_err = dir.join("worker.err");
+    let cfg = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"
+state_dir = "state"
+check_interval_secs = 0.3
+heal_script = "exit 1"
+[worker]
+command = ["sh", "-c", "echo \"worker key $API_SECRET\" >&2; exec sleep 60"]
+log_stderr = "{err}"
+[worker.secrets.API_SECRET]
+command = "echo {SECRET}"
+[escalation]
+heal_settle_secs = 0.2
+heal_cooldown_secs = 600
+max_heals_per_incident = 1
+agent_cooldown_secs = 600
+[agent]
+local_command = "cat > {prompt}"
+timeout_secs = 10
+[script.api]
+command = "exit 1"
+critical = true
+critical_after_consecutive_failures = 1
+"#,
+            err = worker_err.display(),
+            prompt = prompt.display(),
+        ),
+    );
+    let mut d = Daemon::start(dir, &cfg);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(prompt.exists()
+        && std::fs::read_to_string(&prompt).is_ok_and(|t| t.contains("Worker stderr log")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no agent prompt; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+    assert!(
+        std::fs::read_to_string(&worker_err)
+            .unwrap()
+            .contains(SECRET),
+        "the worker did get and print its secret"
+    );
+    let text = std::fs::read_to_string(&prompt).unwrap();
+    assert!(!text.contains(SECRET), "the worker secret leaked:\n{text}");
+    assert!(text.contains("worker key [REDACTED]"), "{text}");
+}
