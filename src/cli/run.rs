@@ -36,9 +36,10 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "talon: {e}");
                 return Ok(match e {
-                    StartError::Config(_) | StartError::Lock(_) | StartError::StateDir { .. } => {
-                        Exit::Error
-                    }
+                    StartError::Config(_)
+                    | StartError::Lock(_)
+                    | StartError::StateDir { .. }
+                    | StartError::Perms(_) => Exit::Error,
                 });
             }
         };

@@ -598,12 +598,12 @@ struct Builder<'a, 'i> {
 
 impl Builder<'_, '_> {
     fn err(&mut self, key: &str, msg: impl Into<String>) {
-        let span = tomlx::path_span(self.root, key);
+        let span = tomlx::nearest_span(self.root, key);
         self.diags.error(self.src, span, key, msg);
     }
 
     fn warn(&mut self, key: &str, msg: impl Into<String>) {
-        let span = tomlx::path_span(self.root, key);
+        let span = tomlx::nearest_span(self.root, key);
         self.diags.warning(self.src, span, key, msg);
     }
 

@@ -20,9 +20,53 @@ pub fn parse<'i>(src: &'i Source, diags: &mut Diagnostics) -> Option<Value<'i>> 
     }
     for e in errors {
         let msg = first_line(e.message());
-        diags.error(src, e.span(), "", format!("TOML syntax: {msg}"));
+        // The parser gives no position for some errors (its recursion limit on deeply nested
+        // arrays and inline tables): point at the deepest nesting, where that limit is hit.
+        let span = e.span().or_else(|| {
+            let at = deepest_nesting(&src.text);
+            Some(at..at)
+        });
+        diags.error(src, span, "", format!("TOML syntax: {msg}"));
     }
     None
+}
+
+/// Byte offset where `[`/`{` nesting (outside quoted strings and comments) first reaches its
+/// greatest depth.
+fn deepest_nesting(text: &str) -> usize {
+    let (mut depth, mut max, mut at) = (0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if comment {
+            comment = c != '\n';
+            continue;
+        }
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q || c == '\n' {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '#' => comment = true,
+            '[' | '{' => {
+                depth += 1;
+                if depth > max {
+                    (max, at) = (depth, i);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    at
 }
 
 fn first_line(s: &str) -> String {
@@ -187,6 +231,21 @@ pub fn table_of<'i>(
     Spanned::new(span, DeValue::Table(t))
 }
 
+/// Span of the value at a dotted key path, else of its nearest parent that is present (a
+/// required key that is missing is reported at its table), else of the whole document.
+pub fn nearest_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
+    let mut path = dotted;
+    loop {
+        if let Some(s) = path_span(root, path) {
+            return Some(s);
+        }
+        match path.rsplit_once('.') {
+            Some((parent, _)) => path = parent,
+            None => return Some(root.span()),
+        }
+    }
+}
+
 /// Span of the value at a dotted key path below `root`, if present.
 pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
     let mut cur = root;
@@ -200,4 +259,23 @@ pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
             .map(|(_, v)| v)?;
     }
     Some(cur.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by tests/it/fuzz.rs): the recursion-limit error had no position.
+    #[test]
+    fn a_too_deep_document_gets_a_position() {
+        // (At a few thousand levels the parser reports a position itself; far deeper, not.)
+        let text = format!("a = 1\nx = {}1{}\n", "[".repeat(50_000), "]".repeat(50_000));
+        let src = Source::embedded("t", &text);
+        let mut d = Diagnostics::default();
+        assert!(parse(&src, &mut d).is_none());
+        let e = d.errors().next().unwrap();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.column >= 5, "{e}");
+        assert_eq!(deepest_nesting("s = \"[[[\" # {{{\nt = [[1]]"), 21);
+    }
 }

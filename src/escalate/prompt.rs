@@ -302,13 +302,13 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
     if timeline.is_empty() {
         timeline.push_str("(no entries)\n");
     }
-    blocks.push(Block {
-        head: "## Incident timeline (oldest first)\n".into(),
-        content: timeline,
-        fence: None,
-        shrinkable: true,
-        exhausted: false,
-    });
+    // Talon writes the timeline, but its entries quote what commands printed (a heal's error
+    // line, an agent's exit), so it is fenced like any other collected text.
+    blocks.push(Block::data(
+        "## Incident timeline (oldest first)\n".into(),
+        "incident timeline; entries may quote command output".into(),
+        timeline,
+    ));
     blocks.push(Block::fixed("\n## Failing probes\n".into()));
     if input.failing.is_empty() {
         blocks.push(Block::fixed("(none reported)\n\n".into()));
@@ -334,13 +334,25 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
         blocks.push(Block::fixed("(none ran)\n\n".into()));
     }
     for hr in input.heals {
+        // The heading holds only what the config and Talon wrote; why a heal could not run
+        // may quote its stderr, so the result goes inside the fence with the output.
         let head = format!(
-            "### {} at {} ({} ms)\n",
-            r(&hr.summary()),
+            "### heal {} `{}` at {} ({} ms)\n",
+            r(&hr.source.to_string()),
+            r(&hr.command),
             rfc3339_ms(hr.started_at_ms),
             hr.duration_ms
         );
-        blocks.push(Block::data(head, "heal output".into(), r(&hr.output)));
+        let result = match (&hr.end, &hr.error) {
+            (_, Some(e)) => format!("could not run: {e}"),
+            (Some(end), None) => end.to_string(),
+            (None, None) => "did not run".to_string(),
+        };
+        blocks.push(Block::data(
+            head,
+            "heal result and output".into(),
+            r(&format!("result: {result}\n{}", hr.output)),
+        ));
     }
     for (title, path) in [
         ("Talon log", input.talon_log),
@@ -415,11 +427,27 @@ fn fit(blocks: &mut [Block], nonce: &str, max: usize) -> String {
             .filter(|b| b.shrinkable && !b.exhausted)
             .max_by_key(|b| b.content.len())
         else {
-            let mut end = max.saturating_sub(40);
+            // Room for the closing fence too: a cut inside a fenced block must not leave the
+            // rest of the prompt (the cut notice) looking like untrusted data, or vice versa.
+            let close = format!("----- END UNTRUSTED DATA {nonce} -----\n");
+            let mut end = max.saturating_sub(40 + close.len());
             while !out.is_char_boundary(end) {
                 end -= 1;
             }
-            return format!("{}\n[prompt cut at {max} bytes]\n", &out[..end]);
+            let mut kept = &out[..end];
+            // Never keep half a fence line: a cut BEGIN line would open a fence nobody sees.
+            if let Some(i) = kept.rfind('\n')
+                && kept[i + 1..].starts_with("-----")
+            {
+                kept = &kept[..=i];
+            }
+            let opened = kept
+                .lines()
+                .filter(|l| l.starts_with(&format!("----- BEGIN UNTRUSTED DATA {nonce} (")))
+                .count();
+            let closed = kept.lines().filter(|l| *l == close.trim_end()).count();
+            let close = if opened > closed { close.as_str() } else { "" };
+            return format!("{kept}\n{close}[prompt cut at {max} bytes]\n");
         };
         // The omission marker costs some bytes; aim a little lower.
         let target = b.content.len().saturating_sub(excess + 64);
@@ -562,7 +590,7 @@ mod tests {
         // Every fence opened is closed, with the same nonce.
         let opens = p.matches("----- BEGIN UNTRUSTED DATA ").count();
         let closes = p.matches("----- END UNTRUSTED DATA ").count();
-        assert_eq!(opens, 2);
+        assert_eq!(opens, 3, "timeline, probe output, log");
         assert_eq!(opens, closes);
     }
 
@@ -585,5 +613,31 @@ mod tests {
         // Even an absurd limit yields a bounded prompt.
         let p = build_prompt(&input(&failing, &tl, None, 500), &red);
         assert!(p.len() <= 500);
+    }
+
+    /// Regression (found by tests/it/fuzz.rs): a last-resort cut inside a BEGIN line left half
+    /// a fence line followed by an END line. Every limit must give whole, balanced fences.
+    #[test]
+    fn a_cut_never_leaves_half_a_fence_line() {
+        let failing = [probe("")];
+        let red = Redactor::default();
+        for max in 900..1600 {
+            let p = build_prompt(&input(&failing, &[], None, max), &red);
+            assert!(p.len() <= max, "{max}");
+            let begins = p
+                .lines()
+                .filter(|l| l.starts_with("----- BEGIN UNTRUSTED DATA "))
+                .count();
+            let whole = p
+                .lines()
+                .filter(|l| l.starts_with("----- BEGIN UNTRUSTED DATA ") && l.ends_with("-----"))
+                .count();
+            let ends = p
+                .lines()
+                .filter(|l| l.starts_with("----- END UNTRUSTED DATA "))
+                .count();
+            assert_eq!(begins, whole, "half a BEGIN line at {max}:\n{p}");
+            assert_eq!(begins, ends, "unbalanced at {max}:\n{p}");
+        }
     }
 }

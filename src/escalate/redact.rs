@@ -54,8 +54,10 @@ impl Redactor {
     }
 
     /// Everything the config itself knows: the `redact` patterns, every probe's secrets
-    /// (`ProbeKind::secrets`), and the secrets notifier channels can resolve without running
-    /// anything (`token_env`, `token_file`, `hmac_secret_env`). Tokens fetched by a
+    /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets
+    /// notifier channels can resolve without running anything (`token_env`, `token_file`,
+    /// `hmac_secret_env`, the Slack webhook URL) and secret-named `[worker.env]` values. The
+    /// worker's `[worker.secrets]` values are learned when the supervisor resolves them. Tokens fetched by a
     /// `token_command` are learned when they are fetched.
     pub fn from_config(cfg: &crate::config::Config) -> Self {
         let mut secrets: Vec<String> = Vec::new();
@@ -64,6 +66,14 @@ impl Redactor {
         }
         for ch in &cfg.notify {
             secrets.extend(ch.known_secrets());
+        }
+        if let Some(w) = &cfg.worker {
+            secrets.extend(
+                w.env
+                    .iter()
+                    .filter(|(k, _)| is_secret_name(k))
+                    .map(|(_, v)| v.clone()),
+            );
         }
         // Patterns were validated when the config was loaded; an invalid one cannot get here,
         // but if it did, dropping it would silently leak, so fall back to each valid one.
@@ -157,10 +167,101 @@ impl Redactor {
     }
 }
 
+/// Whether a name (an HTTP header, an environment variable, a URL query parameter) says its
+/// value is a credential: `Authorization`, `Cookie`, `X-Api-Key`, `DB_PASSWORD`, `access_token`…
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "auth",
+        "cookie",
+        "token",
+        "secret",
+        "pass",
+        "key",
+        "credential",
+        "signature",
+        "session",
+        "private",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// A URL with the password of its user info and the values of secret-named query parameters
+/// replaced by [`REDACTED`]; with `whole_path`, the path and query too (for URLs that are
+/// themselves the credential: a Slack webhook, a heartbeat ping URL). Text that is not a URL is
+/// returned unchanged.
+pub fn redact_url(url: &str, whole_path: bool) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = scheme_end + 3;
+    let rest = &url[after..];
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = if whole_path {
+        if tail.is_empty() || tail == "/" {
+            tail.to_string()
+        } else {
+            format!("/{REDACTED}")
+        }
+    } else {
+        match tail.split_once('?') {
+            Some((path, query)) => {
+                let (query, fragment) = match query.split_once('#') {
+                    Some((q, f)) => (q, Some(f)),
+                    None => (query, None),
+                };
+                let query = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, _)) if is_secret_name(k) => format!("{k}={REDACTED}"),
+                        _ => kv.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                match fragment {
+                    Some(f) => format!("{path}?{query}#{f}"),
+                    None => format!("{path}?{query}"),
+                }
+            }
+            None => tail.to_string(),
+        }
+    };
+    format!("{}{authority}{tail}", &url[..after])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn urls_lose_passwords_and_secret_parameters() {
+        assert_eq!(
+            redact_url("redis://app:hunter2@127.0.0.1:6379/1", false),
+            "redis://app:[REDACTED]@127.0.0.1:6379/1"
+        );
+        assert_eq!(
+            redact_url("https://h.example/x?a=1&token=abc&api_key=z#f", false),
+            "https://h.example/x?a=1&token=[REDACTED]&api_key=[REDACTED]#f"
+        );
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/XYZ", true),
+            "https://hooks.slack.com/[REDACTED]"
+        );
+        assert_eq!(redact_url("http://u@h/p", false), "http://u@h/p");
+        assert_eq!(redact_url("not a url", true), "not a url");
+        assert!(is_secret_name("Authorization") && is_secret_name("DB_PASSWORD"));
+        assert!(!is_secret_name("PORT") && !is_secret_name("Accept"));
+    }
 
     #[test]
     fn literals_and_patterns_are_replaced() {

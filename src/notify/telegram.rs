@@ -213,6 +213,53 @@ struct ApiParameters {
     retry_after: Option<u64>,
 }
 
+/// What one Bot API answer means. The body is untrusted text from the network: anything that
+/// is not a well-formed `{"ok": true}` with a 2xx status is a failure, never a panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAnswer {
+    /// Accepted (`2xx` and `"ok": true`).
+    Delivered,
+    /// 429: wait this many seconds (`parameters.retry_after`, else 1) and try again.
+    RetryAfter(u64),
+    /// Refused: the status and the API's `description` (else the first 200 characters of the
+    /// body), not yet redacted.
+    Rejected { status: u16, description: String },
+}
+
+/// Judge a Bot API answer from its status and raw body.
+pub fn interpret(status: u16, raw: &str) -> ApiAnswer {
+    let api: Option<ApiResponse> = serde_json::from_str(raw).ok();
+    if (200..300).contains(&status) && api.as_ref().is_some_and(|a| a.ok) {
+        return ApiAnswer::Delivered;
+    }
+    if status == 429 {
+        return ApiAnswer::RetryAfter(
+            api.as_ref()
+                .and_then(|a| a.parameters.as_ref())
+                .and_then(|p| p.retry_after)
+                .unwrap_or(1),
+        );
+    }
+    let description = api
+        .and_then(|a| a.description)
+        .unwrap_or_else(|| raw.chars().take(200).collect());
+    ApiAnswer::Rejected {
+        status,
+        description,
+    }
+}
+
+/// When to retry after a 429 asking for `wait` seconds, or `None` when that is not before
+/// `deadline` (a `retry_after` too large to add to a clock reading counts as past it).
+pub fn retry_at(
+    now: tokio::time::Instant,
+    wait: u64,
+    deadline: tokio::time::Instant,
+) -> Option<tokio::time::Instant> {
+    now.checked_add(Duration::from_secs(wait))
+        .filter(|until| *until < deadline)
+}
+
 /// Send a notice (already redacted) as a plain-text message.
 pub async fn send(
     spec: &TelegramSpec,
@@ -242,39 +289,72 @@ pub async fn send(
             .map_err(transport)?;
         let status = resp.status().as_u16();
         let raw = resp.text().await.map_err(transport)?;
-        let api: Option<ApiResponse> = serde_json::from_str(&raw).ok();
-        if (200..300).contains(&status) && api.as_ref().is_some_and(|a| a.ok) {
-            return Ok(());
-        }
-        let description = api
-            .as_ref()
-            .and_then(|a| a.description.clone())
-            .unwrap_or_else(|| raw.chars().take(200).collect());
-        let description = ctx.redactor.clean(&description);
-        if status == 429 {
-            let wait = api
-                .as_ref()
-                .and_then(|a| a.parameters.as_ref())
-                .and_then(|p| p.retry_after)
-                .unwrap_or(1);
-            let until = tokio::time::Instant::now() + Duration::from_secs(wait);
-            if until >= deadline {
-                return Err(DeliveryError::RateLimited { retry_after: wait });
+        match interpret(status, &raw) {
+            ApiAnswer::Delivered => return Ok(()),
+            ApiAnswer::RetryAfter(wait) => {
+                let Some(until) = retry_at(tokio::time::Instant::now(), wait, deadline) else {
+                    return Err(DeliveryError::RateLimited { retry_after: wait });
+                };
+                tracing::info!(retry_after = wait, "telegram asked to wait (429); retrying");
+                tokio::time::sleep_until(until).await;
             }
-            tracing::info!(retry_after = wait, "telegram asked to wait (429); retrying");
-            tokio::time::sleep_until(until).await;
-            continue;
+            ApiAnswer::Rejected {
+                status,
+                description,
+            } => {
+                return Err(DeliveryError::Http {
+                    status,
+                    detail: ctx.redactor.clean(&description),
+                });
+            }
         }
-        return Err(DeliveryError::Http {
-            status,
-            detail: description,
-        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_interpreted() {
+        assert_eq!(
+            interpret(200, r#"{"ok":true,"result":{}}"#),
+            ApiAnswer::Delivered
+        );
+        assert_eq!(
+            interpret(200, r#"{"ok":false,"description":"chat not found"}"#),
+            ApiAnswer::Rejected {
+                status: 200,
+                description: "chat not found".into()
+            }
+        );
+        assert_eq!(
+            interpret(429, r#"{"ok":false,"parameters":{"retry_after":7}}"#),
+            ApiAnswer::RetryAfter(7)
+        );
+        assert_eq!(interpret(429, "<html>"), ApiAnswer::RetryAfter(1));
+        assert_eq!(
+            interpret(502, "<html>bad gateway</html>"),
+            ApiAnswer::Rejected {
+                status: 502,
+                description: "<html>bad gateway</html>".into()
+            }
+        );
+    }
+
+    /// Regression: `Instant::now() + Duration::from_secs(retry_after)` panicked ("overflow when
+    /// adding duration to instant") on a server's absurd `retry_after`.
+    #[test]
+    fn a_huge_retry_after_is_past_the_deadline_not_a_panic() {
+        let now = tokio::time::Instant::now();
+        let deadline = now + Duration::from_secs(20);
+        assert_eq!(retry_at(now, u64::MAX, deadline), None);
+        assert_eq!(retry_at(now, 20, deadline), None);
+        assert_eq!(
+            retry_at(now, 1, deadline),
+            Some(now + Duration::from_secs(1))
+        );
+    }
 
     #[test]
     fn token_shape() {

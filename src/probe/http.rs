@@ -83,6 +83,15 @@ impl StatusSpec {
 }
 
 impl KindSpec for HttpSpec {
+    /// Values of secret-named headers (`Authorization`, `X-Api-Key`, …).
+    fn secrets(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| crate::escalate::redact::is_secret_name(k))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     fn validate(&self, c: &mut Check<'_>) {
         match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -317,6 +326,15 @@ mod tests {
         assert!(status_ok(&e, 203));
         assert!(!status_ok(&e, 205));
         assert_eq!(expected_text(&e), "401, 200-204");
+    }
+
+    #[test]
+    fn secret_headers_are_secrets() {
+        let mut spec: HttpSpec = toml::from_str("url = \"http://h/\"").unwrap();
+        spec.headers
+            .insert("Authorization".into(), "Bearer s3cr3t".into());
+        spec.headers.insert("Accept".into(), "text/plain".into());
+        assert_eq!(spec.secrets(), vec!["Bearer s3cr3t".to_string()]);
     }
 
     #[test]

@@ -254,7 +254,10 @@ pub async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::i
     }
     let line = String::from_utf8_lossy(&line);
     let line = line.trim_end_matches(['\r', '\n']);
-    let (tag, rest) = line.split_at(line.len().min(1));
+    // The tag is one byte; split on a char boundary so a reply starting with a multi-byte
+    // character (or an invalid byte turned into U+FFFD) is "not a Redis reply", not a panic.
+    let tag_len = line.chars().next().map_or(0, char::len_utf8);
+    let (tag, rest) = line.split_at(tag_len);
     match tag {
         "+" => Ok(Reply::Simple(rest.to_string())),
         "-" => Ok(Reply::Error(rest.to_string())),
@@ -454,6 +457,17 @@ mod tests {
         assert!(read_reply(&mut r).await.is_err());
         let mut junk: &[u8] = b"HTTP/1.1 400 Bad Request\r\n";
         assert!(read_reply(&mut junk).await.is_err());
+        // Regression (found by tests/it/fuzz.rs): a reply starting with a multi-byte character
+        // or an invalid UTF-8 byte panicked in `split_at(1)`.
+        for bad in [
+            &b"\xc3\xa9PONG\r\n"[..],
+            b"\xffPONG\r\n",
+            b"\xe2\x82\xac\r\n",
+        ] {
+            let mut r = bad;
+            let e = read_reply(&mut r).await.unwrap_err();
+            assert!(e.to_string().contains("not a Redis reply"), "{e}");
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("state dir is not private: {0}")]
+    Perms(#[from] store::perms::PermError),
 }
 
 /// Messages into the loop.
@@ -155,6 +157,7 @@ impl Runtime {
             tracing::info!("no config file found: running with the embedded default config");
         }
         log_host_problems(&opts);
+        secure_state(&cfg)?;
         let lock = store::lock::acquire(&cfg.state_dir)?;
         let core_cfg = CoreConfig::from_config(&cfg);
         let (core, store) = match Store::open(&cfg.state_dir) {
@@ -747,6 +750,11 @@ impl Runtime {
     fn on_worker(&mut self, ev: WorkerEvent) {
         if let Some(h) = &self.worker {
             self.worker_restarts = h.status().restarts;
+            // Secrets the worker got from `[worker.secrets]` commands are redacted like the
+            // config's own (its stderr reaches the agent prompt).
+            for v in h.secret_values() {
+                self.redactor.learn(v);
+            }
         }
         let Some(outcome) = ev.probe_outcome() else {
             return;
@@ -880,6 +888,37 @@ fn fallback_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// Tighten a state dir or state file that group or others can reach (see [`store::perms`]),
+/// with one warning per change naming the path and the mode it had.
+fn secure_state(cfg: &Config) -> Result<(), StartError> {
+    let mut extra = Vec::new();
+    if cfg.log.file.starts_with(&cfg.state_dir) {
+        extra.push(cfg.log.file.clone());
+        for n in 1..=cfg.log.max_files {
+            let mut p = cfg.log.file.clone().into_os_string();
+            p.push(format!(".{n}"));
+            extra.push(PathBuf::from(p));
+        }
+    }
+    match store::perms::secure_state_dir(&cfg.state_dir, &extra) {
+        Ok(changed) => {
+            for c in changed {
+                tracing::warn!(
+                    path = %c.path.display(),
+                    old_mode = format!("{:04o}", c.old_mode),
+                    new_mode = format!("{:04o}", c.new_mode),
+                    "state was readable by other users: permissions tightened"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "refusing to start: the state dir cannot be made private");
+            Err(e.into())
+        }
+    }
 }
 
 /// Create the state dir (0700 when Talon creates it).

@@ -6,6 +6,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "talon.lock";
@@ -56,6 +57,7 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(super::perms::FILE_MODE)
         .open(&path)
         .map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

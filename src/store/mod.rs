@@ -11,6 +11,7 @@
 //! After a restart: `Store::open` → [`Store::load_core`] → [`crate::core::Core::restore`].
 
 pub mod lock;
+pub mod perms;
 mod schema;
 pub mod snapshot;
 mod writer;
@@ -261,6 +262,11 @@ impl Store {
             source,
         })?;
         let path = state_dir.join(DB_FILE);
+        // SQLite would create it 0644 (minus the umask); its WAL files take the database's mode.
+        perms::create_private_file(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let sq = |source| StoreError::Sqlite {
             path: path.clone(),
             source,

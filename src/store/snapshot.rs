@@ -142,7 +142,19 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    // Private like everything in the state dir (see `store::perms`).
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(super::perms::FILE_MODE)
+            .open(&tmp)?
+    };
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+        super::perms::FILE_MODE,
+    ))?;
     serde_json::to_writer_pretty(&mut f, v)?;
     f.write_all(b"\n")?;
     f.sync_all()?;

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod daemon;
+mod fuzz;
 mod heal;
 mod heartbeat;
 mod install;
@@ -13,6 +14,7 @@ mod notify;
 mod probes;
 mod scenario;
 mod sdnotify;
+mod security;
 mod server;
 mod state;
 mod statuspage;

@@ -165,6 +165,19 @@ async fn telegram_speaks_the_bot_api_and_honours_429() {
     assert_eq!(e, DeliveryError::RateLimited { retry_after: 3600 });
     assert!(started.elapsed() < Duration::from_secs(15));
 
+    // Regression: an absurd retry_after (u64::MAX) overflowed the clock and panicked.
+    peer.script(
+        429,
+        r#"{"ok":false,"error_code":429,"parameters":{"retry_after":18446744073709551615}}"#,
+    );
+    let e = notify::send(&sos(), &ch, &c).await.unwrap_err();
+    assert_eq!(
+        e,
+        DeliveryError::RateLimited {
+            retry_after: u64::MAX
+        }
+    );
+
     // ok:false with 200 is not success.
     peer.script(
         200,
