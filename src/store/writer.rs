@@ -21,6 +21,8 @@ enum Msg {
 struct Health {
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The error of the newest write, while writes keep failing (cleared by the next success).
+    current_error: Mutex<Option<String>>,
     pruned: Mutex<Pruned>,
 }
 
@@ -93,6 +95,12 @@ impl StoreWriter {
         self.health.last_error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// Why writes are failing now: the newest write's error, `None` once a write succeeds again
+    /// (a full disk that got space back).
+    pub fn current_error(&self) -> Option<String> {
+        self.health.current_error.lock().ok().and_then(|e| e.clone())
+    }
+
     /// Rows removed by prunes so far.
     pub fn pruned(&self) -> Pruned {
         self.health.pruned.lock().map(|p| *p).unwrap_or_default()
@@ -162,6 +170,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                 Err(e) => result = Err(e.to_string()),
             }
         }
+        let prunes_empty = prunes.is_empty();
         for (now, retention) in prunes {
             match store.prune(now, retention) {
                 Ok(p) => {
@@ -180,12 +189,26 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                 Err(e) => result = Err(e.to_string()),
             }
         }
-        if let Err(e) = &result {
-            health.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "store write failed");
-            if let Ok(mut last) = health.last_error.lock() {
-                *last = Some(e.clone());
+        let wrote = !batches.is_empty() || !prunes_empty;
+        match &result {
+            Err(e) => {
+                health.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "store write failed");
+                if let Ok(mut last) = health.last_error.lock() {
+                    *last = Some(e.clone());
+                }
+                if let Ok(mut cur) = health.current_error.lock() {
+                    *cur = Some(e.clone());
+                }
             }
+            Ok(()) if wrote => {
+                if let Ok(mut cur) = health.current_error.lock()
+                    && let Some(e) = cur.take()
+                {
+                    tracing::info!(previous_error = %e, "store writes succeed again");
+                }
+            }
+            Ok(()) => {}
         }
         for done in flushes {
             let _ = done.send(result.clone());
