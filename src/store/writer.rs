@@ -106,7 +106,11 @@ impl StoreWriter {
     /// Why writes are failing now: the newest write's error, `None` once a write succeeds again
     /// (a full disk that got space back).
     pub fn current_error(&self) -> Option<String> {
-        self.health.current_error.lock().ok().and_then(|e| e.clone())
+        self.health
+            .current_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
     }
 
     /// Rows removed by prunes so far.
@@ -321,13 +325,13 @@ mod tests {
         assert!(held[0].core.is_none() && held[0].snapshot.is_none());
         assert!(held[1].core.is_some() && held[1].snapshot.is_some());
 
-        let mut big = vec![
-            batch(1, MAX_HELD_RESULTS, false),
-            batch(2, 10, true),
-        ];
+        let mut big = vec![batch(1, MAX_HELD_RESULTS, false), batch(2, 10, true)];
         assert_eq!(hold(&mut big), 10);
         assert_eq!(big[0].results.len(), MAX_HELD_RESULTS - 10);
-        assert_eq!(big[0].results[0].name, "p10", "the oldest results went first");
+        assert_eq!(
+            big[0].results[0].name, "p10",
+            "the oldest results went first"
+        );
         assert_eq!(big[1].results.len(), 10);
     }
 }

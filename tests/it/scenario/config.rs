@@ -8,7 +8,7 @@
 //! and clears the error.
 
 use super::Timeline;
-use super::flood::{get_json, metric, wait_json};
+use super::flood::{metric, wait_json};
 use crate::daemon::Daemon;
 use crate::support::{free_port, run, stderr, stdout, talon, write};
 use serde_json::Value;
@@ -40,8 +40,10 @@ fn probe<'a>(status: &'a Value, name: &str) -> &'a Value {
 }
 
 /// `(streak, started_at)` of a probe in the daemon's live `/status`.
-fn progress(addr: &str, name: &str) -> (u64, i64) {
-    let (_, s) = get_json(addr, "/status").unwrap_or_default();
+fn progress(d: &Daemon, addr: &str, name: &str) -> (u64, i64) {
+    let (_, s) = wait_json(addr, "/status", "/status", LIMIT, d, |_, s| {
+        probe(s, name)["streak"].as_u64().is_some()
+    });
     let p = probe(&s, name);
     (
         p["streak"].as_u64().unwrap_or(0),
@@ -60,9 +62,14 @@ fn assert_broken_and_still_running(
     probes: u64,
     tl: &mut Timeline,
 ) -> Value {
-    let (_, h) = wait_json(addr, "/health", "config_error on /health", LIMIT, d, |_, v| {
-        !v["config_error"].is_null()
-    });
+    let (_, h) = wait_json(
+        addr,
+        "/health",
+        "config_error on /health",
+        LIMIT,
+        d,
+        |_, v| !v["config_error"].is_null(),
+    );
     tl.mark("detected");
     let e = &h["config_error"];
     assert!(
@@ -71,11 +78,14 @@ fn assert_broken_and_still_running(
     );
     assert_eq!(e["line"], line, "the error has its line: {h}");
     assert!(e["column"].as_u64().unwrap_or(0) >= 1, "and a column: {h}");
-    assert_eq!(h["probe_count"], probes, "the last good probes are kept: {h}");
+    assert_eq!(
+        h["probe_count"], probes,
+        "the last good probes are kept: {h}"
+    );
 
     // The last good config keeps running: the probe is still run on schedule and its pass streak
     // carries on growing (not reset by the failed reload).
-    let (streak, started) = progress(addr, "target");
+    let (streak, started) = progress(d, addr, "target");
     assert!(streak >= 1, "target has a streak");
     wait_json(addr, "/status", "target still probed", LIMIT, d, |_, s| {
         let p = probe(s, "target");
@@ -117,7 +127,7 @@ fn assert_fixed(d: &Daemon, addr: &str, probes: u64, streak_before: u64, tl: &mu
     let (_, m) = super::flood::http_get(addr, "/metrics", Duration::from_secs(5)).unwrap();
     assert_eq!(metric(&m, "talon_config_error"), 0.0, "{m}");
     assert!(metric(&m, "talon_config_reload_successes_total") >= 1.0);
-    let (streak, _) = progress(addr, "target");
+    let (streak, _) = progress(d, addr, "target");
     assert!(
         streak >= streak_before,
         "target's streak survived the reload: {streak} < {streak_before}"
@@ -157,7 +167,7 @@ fn s08_broken_probes_file_by_rename_and_by_sighup_keeps_the_last_good_config() {
     let mut tl = Timeline::start(8, "broken probes file, editor rename");
     save_by_rename(&services, "[script.target\ncommand = \"true\"\n");
     assert_broken_and_still_running(&d, &addr, &config, "services.toml", 1, 1, &mut tl);
-    let (streak, _) = progress(&addr, "target");
+    let (streak, _) = progress(&d, &addr, "target");
     tl.mark("fixed");
     save_by_rename(
         &services,
@@ -183,7 +193,7 @@ fn s08_broken_probes_file_by_rename_and_by_sighup_keeps_the_last_good_config() {
             .contains("critcal"),
         "{h}"
     );
-    let (streak, _) = progress(&addr, "target");
+    let (streak, _) = progress(&d, &addr, "target");
     tl.mark("fixed");
     std::fs::write(&services, GOOD_PROBES).unwrap();
     sighup(&d);
@@ -206,12 +216,9 @@ fn s08_broken_main_config_by_rename_and_by_sighup_keeps_the_last_good_config() {
 
     // 1. An editor saves a main config with a bad value (rename over, the watcher sees it).
     let mut tl = Timeline::start(8, "broken main config, editor rename");
-    save_by_rename(
-        &config,
-        &main_config(&addr, "heal_timeout_secs = \"soon\""),
-    );
+    save_by_rename(&config, &main_config(&addr, "heal_timeout_secs = \"soon\""));
     assert_broken_and_still_running(&d, &addr, &config, "config.toml", 4, 1, &mut tl);
-    let (streak, _) = progress(&addr, "target");
+    let (streak, _) = progress(&d, &addr, "target");
     tl.mark("fixed");
     // The fix also adds a probe in the main config: applied means two probes.
     save_by_rename(
@@ -227,7 +234,7 @@ fn s08_broken_main_config_by_rename_and_by_sighup_keeps_the_last_good_config() {
     std::fs::write(&config, main_config(&addr, "[escalation\n")).unwrap();
     sighup(&d);
     assert_broken_and_still_running(&d, &addr, &config, "config.toml", 4, 2, &mut tl);
-    let (streak, _) = progress(&addr, "target");
+    let (streak, _) = progress(&d, &addr, "target");
     tl.mark("fixed");
     std::fs::write(&config, main_config(&addr, "")).unwrap();
     sighup(&d);

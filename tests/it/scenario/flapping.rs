@@ -7,8 +7,8 @@
 //! messages delivered to a local command channel must stay bounded: one SOS, reminders at the
 //! configured cooldown, one "resolved" once it settles.
 
-use super::{Timeline, wait_for};
 use super::flood::{get_json, wait_json};
+use super::{Timeline, wait_for};
 use crate::daemon::Daemon;
 use crate::support::{free_port, write};
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ check_interval_secs = 0.2
 bind = "{addr}"
 [escalation]
 flap_threshold = 4
-flap_window_secs = 4
+flap_window_secs = 8
 critical_threshold_secs = 0.5
 sos_cooldown_secs = {sos_cooldown}
 [notify.pager]

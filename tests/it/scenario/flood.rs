@@ -20,10 +20,16 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, Strin
     let deadline = Instant::now() + timeout;
     let sock: std::net::SocketAddr = addr.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&sock, timeout).ok()?;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     s.set_read_timeout(Some(left)).ok()?;
     s.set_write_timeout(Some(left)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -101,9 +107,14 @@ fn s12_health_answers_under_a_slow_client_flood() {
         ),
     );
     let mut d = Daemon::start(dir, &config);
-    wait_json(&addr, "/health", "healthy", Duration::from_secs(30), &d, |c, v| {
-        c == 200 && v["probe_count"] == 1 && v["failed_probe_count"] == 0
-    });
+    wait_json(
+        &addr,
+        "/health",
+        "healthy",
+        Duration::from_secs(30),
+        &d,
+        |c, v| c == 200 && v["probe_count"] == 1 && v["failed_probe_count"] == 0,
+    );
     let quiet_t = Instant::now();
     assert!(http_get(&addr, "/health", Duration::from_secs(10)).is_some_and(|(c, _)| c == 200));
     let quiet_ms = quiet_t.elapsed().as_secs_f64() * 1000.0;
@@ -145,7 +156,10 @@ fn s12_health_answers_under_a_slow_client_flood() {
             let Ok(mut s) = TcpStream::connect(sock) else {
                 return;
             };
-            for b in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Drip: 0123456789".iter().cycle() {
+            for b in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Drip: 0123456789"
+                .iter()
+                .cycle()
+            {
                 if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
                     break;
                 }
@@ -162,8 +176,8 @@ fn s12_health_answers_under_a_slow_client_flood() {
                     churn.push(s);
                     opened.fetch_add(1, Ordering::Relaxed);
                 }
-                if churn.len() > 400 {
-                    churn.drain(..100);
+                if churn.len() > 200 {
+                    churn.drain(..50);
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -182,7 +196,7 @@ fn s12_health_answers_under_a_slow_client_flood() {
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let (code, body) = got.unwrap_or_else(|| {
             panic!(
-                "fresh GET /health #{i} got no answer within 10 s under the flood; log:\n{}",
+                "fresh GET /health #{i} under the flood: no answer (connection closed, or nothing within 10 s); log:\n{}",
                 d.log()
             )
         });
@@ -206,9 +220,14 @@ fn s12_health_answers_under_a_slow_client_flood() {
     // The daemon kept probing through it.
     let (_, s) = get_json(&addr, "/status").expect("/status answers under the flood");
     let started = s["probes"][0]["started_at"].as_i64().unwrap_or(0);
-    wait_json(&addr, "/status", "a probe run during the flood", Duration::from_secs(20), &d, |_, s| {
-        s["probes"][0]["started_at"].as_i64().unwrap_or(0) > started
-    });
+    wait_json(
+        &addr,
+        "/status",
+        "a probe run during the flood",
+        Duration::from_secs(20),
+        &d,
+        |_, s| s["probes"][0]["started_at"].as_i64().unwrap_or(0) > started,
+    );
     tl.mark("probing_continues");
 
     stop.store(true, Ordering::Relaxed);
@@ -220,8 +239,14 @@ fn s12_health_answers_under_a_slow_client_flood() {
     tl.note("idle_connections", idle_n as u64);
     tl.note("churned_connections", opened.load(Ordering::Relaxed) as u64);
     tl.note("health_ms_quiet", (quiet_ms * 10.0).round() / 10.0);
-    tl.note("health_ms_flood_median", (latencies[latencies.len() / 2] * 10.0).round() / 10.0);
-    tl.note("health_ms_flood_max", (latencies[latencies.len() - 1] * 10.0).round() / 10.0);
+    tl.note(
+        "health_ms_flood_median",
+        (latencies[latencies.len() / 2] * 10.0).round() / 10.0,
+    );
+    tl.note(
+        "health_ms_flood_max",
+        (latencies[latencies.len() - 1] * 10.0).round() / 10.0,
+    );
     tl.finish();
     assert_eq!(d.terminate(), Some(0));
 }

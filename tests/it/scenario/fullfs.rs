@@ -9,8 +9,8 @@
 //!
 //! Needs root (mount). If mounting fails, the test fails with the reason: no silent skip.
 
-use super::{Timeline, wait_for};
 use super::flood::{get_json, http_get, metric, wait_json};
+use super::{Timeline, wait_for};
 use crate::daemon::Daemon;
 use crate::support::{free_port, run, stdout, talon, write};
 use std::io::Write;
@@ -27,7 +27,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .unwrap_or_else(|e| panic!("scenario 9 needs `mount` (root): cannot run it: {e}"));
@@ -123,9 +129,14 @@ command = "true"
     let filler = state.join("filler");
     let filled = fill(&filler);
     tl.mark("filled");
-    let (_, s) = wait_json(&addr, "/status", "a store error on /status", LIMIT, &d, |_, s| {
-        !s["store_error"].is_null()
-    });
+    let (_, s) = wait_json(
+        &addr,
+        "/status",
+        "a store error on /status",
+        LIMIT,
+        &d,
+        |_, s| !s["store_error"].is_null(),
+    );
     tl.mark("detected");
     let err = s["store_error"].as_str().unwrap_or("").to_lowercase();
     assert!(
@@ -133,25 +144,32 @@ command = "true"
         "the error says the disk is full: {s}"
     );
     let (_, m) = http_get(&addr, "/metrics", Duration::from_secs(5)).unwrap();
-    assert!(
-        metric(&m, "talon_store_write_failures_total") >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, "talon_store_write_failures_total") >= 1.0, "{m}");
     assert!(log().contains("store write failed"), "logged:\n{}", log());
     let cli = d.json(&["status"]);
     assert!(!cli["store_error"].is_null(), "talon status: {cli}");
 
     // Probing goes on: a fault is detected and an incident opens; fixed, it closes.
     std::fs::write(&fault, "").unwrap();
-    let (_, h) = wait_json(&addr, "/health", "the fault seen while full", LIMIT, &d, |c, v| {
-        c == 503 && !v["incident_id"].is_null()
-    });
+    let (_, h) = wait_json(
+        &addr,
+        "/health",
+        "the fault seen while full",
+        LIMIT,
+        &d,
+        |c, v| c == 503 && !v["incident_id"].is_null(),
+    );
     let incident = h["incident_id"].as_str().unwrap().to_string();
     tl.mark("fault_seen_while_full");
     std::fs::remove_file(&fault).unwrap();
-    wait_json(&addr, "/health", "recovered while full", LIMIT, &d, |c, v| {
-        c == 200 && v["incident_id"].is_null()
-    });
+    wait_json(
+        &addr,
+        "/health",
+        "recovered while full",
+        LIMIT,
+        &d,
+        |c, v| c == 200 && v["incident_id"].is_null(),
+    );
     // Supervision goes on: the worker, killed, is restarted.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid0 as i32),
@@ -174,9 +192,14 @@ command = "true"
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    wait_json(&addr, "/status", "the store error cleared", LIMIT, &d, |_, s| {
-        s["store_error"].is_null()
-    });
+    wait_json(
+        &addr,
+        "/status",
+        "the store error cleared",
+        LIMIT,
+        &d,
+        |_, s| s["store_error"].is_null(),
+    );
     tl.mark("recovered");
     let rows = wait_for("new result rows", LIMIT, || {
         let mut c = talon(dir);

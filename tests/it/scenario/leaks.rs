@@ -81,10 +81,7 @@ fn sample(talon: i32, tag: &str) -> Sample {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if !env
-            .split(|b| *b == 0)
-            .any(|kv| kv == needle.as_bytes())
-        {
+        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             continue;
         }
         s.tagged += 1;
@@ -173,9 +170,14 @@ command = "true"
 
     let mut tl = Timeline::start(11, "hung probes, heals and agents with grandchildren");
     // Warm up until the whole ladder has turned at least once (heal, agents, a page).
-    wait_json(&addr, "/health", "sos", Duration::from_secs(30), &d, |_, v| {
-        v["state"] == "sos"
-    });
+    wait_json(
+        &addr,
+        "/health",
+        "sos",
+        Duration::from_secs(30),
+        &d,
+        |_, v| v["state"] == "sos",
+    );
     tl.mark("ladder_turned");
     let (fail0, act0) = counts(&d);
 
@@ -197,9 +199,10 @@ command = "true"
     let (fail1, act1) = counts(&d);
     let probe_failures = fail1 - fail0;
     let actions = act1 - act0;
-    // Many cycles: four hanging probes fail every ~0.8 s; heals/agents turn every ~0.3 s cooldown.
-    assert!(probe_failures >= 60.0, "{probe_failures} probe failures");
-    assert!(actions >= 10.0, "{actions} escalation actions");
+    // Many cycles: four hanging probes fail about every 0.8 s (at least 10 cycles each even on a
+    // loaded machine); heals and agents turn at their 0.3 s cooldowns.
+    assert!(probe_failures >= 40.0, "{probe_failures} probe failures");
+    assert!(actions >= 8.0, "{actions} escalation actions");
 
     let third = samples.len() / 3;
     let (first, last) = (&samples[..third], &samples[samples.len() - third..]);

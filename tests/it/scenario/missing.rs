@@ -61,7 +61,11 @@ heal = "myheal"
     let mut c = talon(dir);
     c.env(
         "PATH",
-        format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
     )
     .arg("run")
     .arg("--config")
@@ -95,7 +99,9 @@ heal = "myheal"
     });
     tl.mark("incident_opened");
     let id = h["incident_id"].as_str().unwrap().to_string();
-    wait_json(&addr, "/health", "the SOS", LIMIT, &d, |_, v| v["state"] == "sos");
+    wait_json(&addr, "/health", "the SOS", LIMIT, &d, |_, v| {
+        v["state"] == "sos"
+    });
     let paged = super::wait_for("the SOS on the command channel", LIMIT, || {
         std::fs::read_to_string(&pages)
             .ok()
