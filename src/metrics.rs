@@ -80,6 +80,7 @@ pub struct Metrics {
     reload_successes: Counter,
     reload_failures: Counter,
     config_error: Gauge,
+    store_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -162,6 +163,12 @@ impl Metrics {
             "1 while the newest edit of a config file is invalid",
             config_error.clone(),
         );
+        let store_write_failures = Counter::default();
+        registry.register(
+            "store_write_failures",
+            "Store writes (history, state snapshots) that failed, e.g. on a full disk",
+            store_write_failures.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Talon's version", build.clone());
         build
@@ -184,6 +191,7 @@ impl Metrics {
             reload_successes,
             reload_failures,
             config_error,
+            store_write_failures,
         };
         m.set_state(SystemState::Healthy);
         m
@@ -292,6 +300,11 @@ impl Metrics {
             self.reload_failures.inc();
         }
         self.config_error.set(i64::from(!ok));
+    }
+
+    /// Count `n` more failed store writes.
+    pub fn store_write_failed(&self, n: u64) {
+        self.store_write_failures.inc_by(n);
     }
 
     /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).

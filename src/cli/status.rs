@@ -340,6 +340,13 @@ fn print_live(
             "config:   last reload failed, running the last good config: {e}"
         )?;
     }
+    if let Some(e) = &s.store_error {
+        writeln!(
+            out,
+            "store:    writes failing ({} so far), history is not being recorded: {e}",
+            s.store_write_failures
+        )?;
+    }
     out.flush()?;
     Ok(exit)
 }

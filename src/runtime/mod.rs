@@ -103,6 +103,8 @@ pub struct Runtime {
     timeline: Vec<crate::server::snapshot::TimelineEntry>,
     progress: crate::sdnotify::Progress,
     log: Option<crate::logging::LogGuard>,
+    /// Failed store writes already counted in the metrics.
+    store_failures_seen: u64,
 }
 
 fn load(opts: &RunOptions) -> Result<Config, StartError> {
@@ -224,6 +226,7 @@ impl Runtime {
             timeline: Vec::new(),
             progress: crate::sdnotify::Progress::default(),
             log,
+            store_failures_seen: 0,
         };
         Ok((rt, lock))
     }

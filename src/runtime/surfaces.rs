@@ -68,6 +68,14 @@ impl Runtime {
             text: n.what.clone(),
             due_unix: n.due.map(secs).unwrap_or(0),
         });
+        if let Some(w) = &self.store {
+            let failures = w.failures();
+            self.metrics
+                .store_write_failed(failures.saturating_sub(self.store_failures_seen));
+            self.store_failures_seen = failures;
+            snap.store_write_failures = failures;
+            snap.store_error = w.current_error();
+        }
         self.metrics.set_state(snap.state);
         self.board.replace(snap);
     }

@@ -37,14 +37,15 @@ use axum::{Json, Router};
 use control::{AckBody, ControlReply, ControlRequest, SilenceBody, bearer_matches};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use snapshot::StatusSnapshot;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::{BoxError, ServiceBuilder};
 
@@ -140,7 +141,9 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// A connection must send a request's headers within this, else it is closed.
     pub header_read_timeout: Duration,
-    /// Open connections at most; more are closed on accept.
+    /// Open connections at most. At the cap, a new connection closes the oldest idle one (no
+    /// request in flight: a silent or slow client, a parked keep-alive), so idle clients cannot
+    /// lock a fresh one out; only when every connection is mid-request is the new one closed.
     pub max_connections: usize,
     /// Requests in flight at most; more are answered 503 at once.
     pub max_in_flight: usize,
@@ -490,6 +493,22 @@ pub fn serve_listener(
     })
 }
 
+/// One open connection, in accept order: its task, and how many requests it has in flight
+/// (0 = idle: waiting for its first request's headers, or between keep-alive requests).
+struct OpenConn {
+    task: tokio::task::AbortHandle,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Decrements a connection's in-flight count when its request is done (or dropped).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
@@ -498,7 +517,10 @@ async fn accept_loop(
 ) {
     let addr = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let max = opts.max_connections.max(1);
+    // Open connections by accept order, so the oldest idle one can be found.
+    let mut open: BTreeMap<u64, OpenConn> = BTreeMap::new();
+    let mut seq = 0u64;
     let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -518,17 +540,46 @@ async fn accept_loop(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    drop(stream);
-                    continue;
-                };
+                open.retain(|_, c| !c.task.is_finished());
+                if open.len() >= max {
+                    // Full. Idle connections (slow or silent clients, parked keep-alives) must
+                    // not lock a fresh client out for a whole header timeout: close the oldest
+                    // idle one. Only when every connection is mid-request is the new one refused.
+                    let oldest_idle = open
+                        .iter()
+                        .find(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
+                        .map(|(k, _)| *k);
+                    match oldest_idle.and_then(|k| open.remove(&k)) {
+                        Some(c) => {
+                            c.task.abort();
+                            tracing::debug!("http: connection cap reached; closed the oldest idle connection");
+                        }
+                        None => {
+                            drop(stream);
+                            continue;
+                        }
+                    }
+                }
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(app.clone());
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                let svc = {
+                    let (app, in_flight) = (app.clone(), in_flight.clone());
+                    hyper::service::service_fn(move |req| {
+                        in_flight.fetch_add(1, Ordering::AcqRel);
+                        let guard = InFlight(in_flight.clone());
+                        let app = app.clone();
+                        async move {
+                            let _guard = guard;
+                            tower::ServiceExt::oneshot(app, req).await
+                        }
+                    })
+                };
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-                conns.spawn(async move {
+                let task = conns.spawn(async move {
                     let _ = conn.await;
-                    drop(permit);
                 });
+                seq += 1;
+                open.insert(seq, OpenConn { task, in_flight });
             }
         }
     }

@@ -96,6 +96,13 @@ pub fn render(s: &StatusSnapshot) -> String {
             escape(&e.to_string())
         );
     }
+    if let Some(e) = &s.store_error {
+        let _ = write!(
+            h,
+            "<p class=\"warn\" id=\"store-error\"><b>History not recorded</b> (store writes failing): {}</p>",
+            escape(e)
+        );
+    }
     if let Some(n) = &s.next_escalation {
         let _ = write!(
             h,

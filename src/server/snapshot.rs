@@ -36,6 +36,13 @@ pub struct StatusSnapshot {
     pub config_error: Option<ConfigError>,
     /// What the escalation ladder will do next and when, if anything is pending.
     pub next_escalation: Option<NextStep>,
+    /// Set while writes to the store fail (a full or read-only disk): probing and supervision
+    /// go on, history is not being recorded. Cleared when a write succeeds again.
+    #[serde(default)]
+    pub store_error: Option<String>,
+    /// Store writes that failed since Talon started.
+    #[serde(default)]
+    pub store_write_failures: u64,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
 }
@@ -54,6 +61,8 @@ impl StatusSnapshot {
             transitions: Vec::new(),
             config_error: None,
             next_escalation: None,
+            store_error: None,
+            store_write_failures: 0,
             updated_at_unix: now_unix,
         }
     }

@@ -73,6 +73,31 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// A failure of the disk rather than of the data (full, I/O error, read-only, locked): the
+    /// same write can succeed later, so the writer keeps it and tries again.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::ReadOnly
+                    | C::OutOfMemory
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Everything one [`Core::step`] produced that must be stored, written in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {

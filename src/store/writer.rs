@@ -1,7 +1,11 @@
 //! The store's writer thread. The event loop hands it [`Batch`]es through an unbounded channel
 //! ([`StoreWriter::send`] never blocks); the thread drains whatever queued up, writes it in one
 //! transaction, then rewrites the JSON snapshots. A failed write is logged and counted, and the
-//! thread keeps going (the next batch carries the full core state again).
+//! thread keeps going. When the disk is the problem (full, I/O error, read-only) the batches are
+//! kept and written with the next ones, so an incident that opened while the disk was full is in
+//! the history once there is space again; only raw probe results are shed beyond
+//! [`MAX_HELD_RESULTS`]. Any other failure drops the batches (the next one carries the full core
+//! state again).
 
 use super::{Batch, Pruned, Store, StoreError};
 use crate::core::Millis;
@@ -10,6 +14,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Raw probe results kept in memory while the disk refuses writes; older ones are shed beyond
+/// this (records — transitions, incidents, actions, notifications — are always kept).
+pub const MAX_HELD_RESULTS: usize = 50_000;
 
 enum Msg {
     Batch(Box<Batch>),
@@ -21,6 +29,8 @@ enum Msg {
 struct Health {
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The error of the newest write, while writes keep failing (cleared by the next success).
+    current_error: Mutex<Option<String>>,
     pruned: Mutex<Pruned>,
 }
 
@@ -93,6 +103,16 @@ impl StoreWriter {
         self.health.last_error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// Why writes are failing now: the newest write's error, `None` once a write succeeds again
+    /// (a full disk that got space back).
+    pub fn current_error(&self) -> Option<String> {
+        self.health
+            .current_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+    }
+
     /// Rows removed by prunes so far.
     pub fn pruned(&self) -> Pruned {
         self.health.pruned.lock().map(|p| *p).unwrap_or_default()
@@ -119,7 +139,54 @@ impl Drop for StoreWriter {
     }
 }
 
+/// Keep failed batches for the next attempt, small: only the newest core state and snapshot
+/// matter (each replaces the previous), and raw results beyond [`MAX_HELD_RESULTS`] are shed.
+/// Returns how many results were shed.
+fn hold(held: &mut Vec<Batch>) -> usize {
+    if let Some(newest) = held.iter().rposition(|b| b.core.is_some()) {
+        for b in &mut held[..newest] {
+            b.core = None;
+        }
+    }
+    if let Some(newest) = held.iter().rposition(|b| b.snapshot.is_some()) {
+        // The newest snapshot takes the newest last-probe results along.
+        let last_probe = held
+            .iter()
+            .rev()
+            .find_map(|b| b.snapshot.as_ref()?.last_probe.clone());
+        for b in &mut held[..newest] {
+            b.snapshot = None;
+        }
+        if let Some(s) = &mut held[newest].snapshot
+            && s.last_probe.is_none()
+        {
+            s.last_probe = last_probe;
+        }
+    }
+    let mut excess = held
+        .iter()
+        .map(|b| b.results.len() + b.reprobe_results.len())
+        .sum::<usize>()
+        .saturating_sub(MAX_HELD_RESULTS);
+    let mut shed = 0;
+    for b in held.iter_mut() {
+        if excess == 0 {
+            break;
+        }
+        for v in [&mut b.results, &mut b.reprobe_results] {
+            let n = v.len().min(excess);
+            v.drain(..n);
+            excess -= n;
+            shed += n;
+        }
+    }
+    held.retain(|b| !b.is_empty() || b.snapshot.is_some());
+    shed
+}
+
 fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
+    // Batches a transient failure (full disk) kept for the next attempt, oldest first.
+    let mut held: Vec<Batch> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut msgs = vec![first];
         // Coalesce what queued up into one transaction.
@@ -129,7 +196,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                 Err(_) => break,
             }
         }
-        let mut batches = Vec::new();
+        let mut batches = std::mem::take(&mut held);
         let mut flushes = Vec::new();
         let mut prunes = Vec::new();
         for m in msgs {
@@ -140,7 +207,8 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
             }
         }
         let mut result: Result<(), String> = Ok(());
-        if !batches.is_empty() {
+        let had_batches = !batches.is_empty();
+        if had_batches {
             match store.apply_all(&batches) {
                 Ok(()) => {
                     if let Some(snap) = batches.iter().rev().find_map(|b| b.snapshot.as_ref()) {
@@ -159,9 +227,22 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                         }
                     }
                 }
-                Err(e) => result = Err(e.to_string()),
+                Err(e) => {
+                    result = Err(e.to_string());
+                    if e.is_transient() {
+                        held = batches;
+                        let shed = hold(&mut held);
+                        if shed > 0 {
+                            tracing::warn!(
+                                shed,
+                                "store: disk still refusing writes; oldest held probe results dropped"
+                            );
+                        }
+                    }
+                }
             }
         }
+        let prunes_empty = prunes.is_empty();
         for (now, retention) in prunes {
             match store.prune(now, retention) {
                 Ok(p) => {
@@ -180,15 +261,77 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                 Err(e) => result = Err(e.to_string()),
             }
         }
-        if let Err(e) = &result {
-            health.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "store write failed");
-            if let Ok(mut last) = health.last_error.lock() {
-                *last = Some(e.clone());
+        let wrote = had_batches || !prunes_empty;
+        match &result {
+            Err(e) => {
+                health.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "store write failed");
+                if let Ok(mut last) = health.last_error.lock() {
+                    *last = Some(e.clone());
+                }
+                if let Ok(mut cur) = health.current_error.lock() {
+                    *cur = Some(e.clone());
+                }
             }
+            Ok(()) if wrote => {
+                if let Ok(mut cur) = health.current_error.lock()
+                    && let Some(e) = cur.take()
+                {
+                    tracing::info!(previous_error = %e, "store writes succeed again");
+                }
+            }
+            Ok(()) => {}
         }
         for done in flushes {
             let _ = done.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::PersistedState;
+    use crate::probe::{ProbeResult, Status};
+    use crate::store::snapshot::Snapshot;
+
+    fn batch(at: Millis, results: usize, core: bool) -> Batch {
+        let r = |i: usize| ProbeResult {
+            name: format!("p{i}"),
+            kind: "script".into(),
+            passed: true,
+            status: Status::Pass,
+            output: String::new(),
+            duration_ms: 1,
+            started_at: at,
+        };
+        let results: Vec<ProbeResult> = (0..results).map(r).collect();
+        let state = PersistedState::default();
+        Batch {
+            snapshot: core.then(|| Snapshot::new(&state, 0, Some(&results), at)),
+            core: core.then_some(state),
+            results,
+            at,
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn held_batches_keep_only_the_newest_state_and_shed_the_oldest_results() {
+        let mut held = vec![batch(1, 3, true), batch(2, 0, false), batch(3, 2, true)];
+        assert_eq!(hold(&mut held), 0);
+        // The empty middle batch is gone; only the newest carries the core state and snapshot.
+        assert_eq!(held.iter().map(|b| b.at).collect::<Vec<_>>(), [1, 3]);
+        assert!(held[0].core.is_none() && held[0].snapshot.is_none());
+        assert!(held[1].core.is_some() && held[1].snapshot.is_some());
+
+        let mut big = vec![batch(1, MAX_HELD_RESULTS, false), batch(2, 10, true)];
+        assert_eq!(hold(&mut big), 10);
+        assert_eq!(big[0].results.len(), MAX_HELD_RESULTS - 10);
+        assert_eq!(
+            big[0].results[0].name, "p10",
+            "the oldest results went first"
+        );
+        assert_eq!(big[1].results.len(), 10);
     }
 }

@@ -524,7 +524,7 @@ async fn silent_and_slow_clients_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_cap_are_closed_at_once() {
+async fn at_the_cap_a_new_connection_closes_the_oldest_idle_one() {
     let (h, _) = start(ServerOptions {
         max_connections: 2,
         header_read_timeout: Duration::from_secs(30),
@@ -532,41 +532,104 @@ async fn connections_over_the_cap_are_closed_at_once() {
     })
     .await;
     let addr = h.addr();
-    let hogs: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    // The third connection is accepted and closed without an answer; retry until both hogs have
-    // been accepted (accept order is not synchronous with connect).
-    let extra_closed = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut s = TcpStream::connect(addr).unwrap();
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-            let (_, got) = read_until_closed(s, Duration::from_secs(10));
-            if got.is_empty() {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-        }
+    let (fresh, oldest, newer) = tokio::task::spawn_blocking(move || {
+        // Two silent clients fill the cap (accepted in connect order).
+        let oldest = TcpStream::connect(addr).unwrap();
+        let newer = TcpStream::connect(addr).unwrap();
+        // A fresh client is still served: the oldest silent one makes room.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let fresh = read_until_closed(s, Duration::from_secs(10));
+        let oldest = read_until_closed(oldest, Duration::from_secs(10));
+        newer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let newer = (&newer).read(&mut buf).map_err(|e| e.kind());
+        (fresh, oldest, newer)
     })
     .await
     .unwrap();
-    assert!(extra_closed, "a third connection was served past the cap");
-    drop(hogs);
-    // Slots come back once the hogs are gone.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = http_get(addr, "/health").await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not recover its slots"
+    assert!(
+        String::from_utf8_lossy(&fresh.1).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&fresh.1)
+    );
+    assert!(oldest.1.is_empty() && oldest.0 < Duration::from_secs(10));
+    assert_eq!(
+        newer,
+        Err(std::io::ErrorKind::WouldBlock),
+        "only the oldest idle connection was closed"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_with_every_connection_mid_request_a_new_one_is_closed_at_once() {
+    let (tx, mut rx) = mpsc::channel::<ControlRequest>(4);
+    let state = ServerState::new(board(), Arc::new(Metrics::new()))
+        .with_control(tx, Some(TOKEN.into()))
+        .with_control_timeout(Duration::from_secs(30));
+    let opts = ServerOptions {
+        max_connections: 2,
+        header_read_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let h = serve("127.0.0.1:0".parse().unwrap(), state, opts)
+        .await
+        .unwrap();
+    let addr = h.addr();
+    // Two requests the runtime holds (it has not answered yet): both connections are busy.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::task::spawn_blocking(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                write!(
+                    s,
+                    "POST /ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                )
+                .unwrap();
+                read_until_closed(s, Duration::from_secs(20)).1
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let extra = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        read_until_closed(s, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(
+        extra.1.is_empty(),
+        "a third connection was served past the cap"
+    );
+    assert!(extra.0 < Duration::from_secs(10));
+    for r in held {
+        let ControlRequest::Ack { reply, .. } = r else {
+            panic!("expected ack")
+        };
+        reply.send(ControlReply::Done("ok".into())).unwrap();
+    }
+    for b in busy {
+        let got = b.await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // Slots come back once the busy ones are done.
+    assert_eq!(http_get(addr, "/health").await.unwrap().status(), 200);
     h.shutdown().await;
 }
 
