@@ -91,11 +91,28 @@ pub fn metric(text: &str, name: &str) -> f64 {
     if found { sum } else { f64::NAN }
 }
 
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// The server's default connection cap (`ServerOptions::max_connections`).
 const MAX_CONNECTIONS: usize = 256;
 
 #[test]
 fn s12_health_answers_under_a_slow_client_flood() {
+    // This test holds ~650 sockets: lift the soft fd limit to the hard one (a distribution's
+    // default soft limit of 1024 would otherwise fail it on the client side, not talon's).
+    raise_fd_limit();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let addr = format!("127.0.0.1:{}", free_port());
