@@ -340,6 +340,16 @@ fn print_live(
             "config:   last reload failed, running the last good config: {e}"
         )?;
     }
+    for n in &s.pending_notifications {
+        writeln!(
+            out,
+            "undelivered: {} #{} for incident #{} (attempt {})",
+            n.kind.as_str(),
+            n.id,
+            n.incident,
+            n.attempt + 1
+        )?;
+    }
     out.flush()?;
     Ok(exit)
 }

@@ -6,8 +6,8 @@ use serde::Serialize;
 /// A verification re-probe that has not answered this long after it was due counts as "not
 /// fixed", so a lost re-probe can never stall the ladder.
 pub const VERIFY_GRACE: Millis = 60_000;
-/// First retry delay of an undelivered notification; doubles per attempt up to
-/// [`NOTIFY_RETRY_MAX`].
+/// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);
+/// doubles per attempt up to [`NOTIFY_RETRY_MAX`].
 pub const NOTIFY_RETRY_BASE: Millis = 30_000;
 pub const NOTIFY_RETRY_MAX: Millis = 900_000;
 /// Output kept in records (the newest bytes: errors are usually at the end).
@@ -479,7 +479,8 @@ impl Core {
             p.in_flight = false;
             p.notification.attempt = p.notification.attempt.saturating_add(1);
             let shift = p.notification.attempt.min(10);
-            let delay = (NOTIFY_RETRY_BASE << shift.saturating_sub(1)).min(NOTIFY_RETRY_MAX);
+            let base = self.cfg.notify_retry.clamp(1, NOTIFY_RETRY_MAX);
+            let delay = (base << shift.saturating_sub(1)).min(NOTIFY_RETRY_MAX);
             p.next_attempt_at = cx.at.saturating_add(delay);
         }
     }

@@ -68,6 +68,9 @@ impl Runtime {
             text: n.what.clone(),
             due_unix: n.due.map(secs).unwrap_or(0),
         });
+        self.metrics
+            .set_pending_notifications(o.pending_notifications.len());
+        snap.pending_notifications = o.pending_notifications;
         self.metrics.set_state(snap.state);
         self.board.replace(snap);
     }

@@ -36,6 +36,10 @@ pub struct StatusSnapshot {
     pub config_error: Option<ConfigError>,
     /// What the escalation ladder will do next and when, if anything is pending.
     pub next_escalation: Option<NextStep>,
+    /// Notifications no channel has taken yet (being sent, or waiting for their retry), the
+    /// same objects `talon status --json` shows from the store.
+    #[serde(default)]
+    pub pending_notifications: Vec<crate::core::Notification>,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
 }
@@ -54,6 +58,7 @@ impl StatusSnapshot {
             transitions: Vec::new(),
             config_error: None,
             next_escalation: None,
+            pending_notifications: Vec::new(),
             updated_at_unix: now_unix,
         }
     }
