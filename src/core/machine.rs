@@ -463,7 +463,7 @@ impl Core {
                         n.incident,
                         n.incident_opened_at,
                         SystemState::Healthy,
-                        Vec::new(),
+                        n.failing.clone(),
                         None,
                         format!(
                             "Resolved: incident #{} recovered (it had already ended when this page was delivered).",
@@ -837,12 +837,15 @@ impl Core {
                 inc.probes.iter().cloned().collect::<Vec<_>>().join(", "),
                 fmt_duration(cx.at - inc.opened_at)
             );
+            // The probes that had failed, with their newest (passing) results: channels that
+            // track alerts per probe (Alertmanager) resolve exactly those.
+            let had_failed = self.failing_view(&inc.probes.iter().cloned().collect::<Vec<_>>());
             let n = self.notification(
                 NotifyKind::Resolved,
                 inc.id,
                 inc.opened_at,
                 SystemState::Healthy,
-                Vec::new(),
+                had_failed,
                 inc.last_action.clone(),
                 text,
                 cx,

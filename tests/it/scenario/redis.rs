@@ -160,7 +160,10 @@ heal = "{heal}"
     assert!(
         heal["detail"]
             .as_str()
-            .is_some_and(|s| s.contains("redis-server")),
+            .is_some_and(|s| s.contains("cache's heal"))
+            && heal["output"]
+                .as_str()
+                .is_some_and(|s| s.contains("redis-server")),
         "{detail:#}"
     );
     assert!(
