@@ -444,6 +444,23 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
     t.mark_at("respawned", since(fault, restart.at_ms));
     t.mark_at("recovered", since(fault, healthy.at_ms));
     assert_eq!(healthy_worker(&d, fx.port, None), second);
+    // The escalation the failures opened is over, and its heal (a worker restart) did not
+    // restart the fresh worker a second time.
+    d.wait_status("healthy, incident closed", LIMIT, |v| v["state"] == "healthy");
+    let incidents = d.json(&["incidents"]);
+    assert!(
+        incidents
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| !i["closed_at"].is_null())),
+        "{incidents:#}"
+    );
+    assert_eq!(answering_pid(fx.port), Some(second), "log:\n{}", d.log());
+    assert_eq!(
+        fx.events().iter().filter(|l| l.starts_with("start ")).count(),
+        2,
+        "log:\n{}",
+        d.log()
+    );
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
     t.note("health_failures_before_restart", FAILURES);
     t.finish();
