@@ -39,11 +39,7 @@ impl Peer {
     }
 
     /// Serve on a listener the caller bound (e.g. a port a channel already points at).
-    pub(crate) fn serve(
-        l: tokio::net::TcpListener,
-        default: (u16, &str),
-        delay: Duration,
-    ) -> Peer {
+    pub(crate) fn serve(l: tokio::net::TcpListener, default: (u16, &str), delay: Duration) -> Peer {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let replies: Arc<Mutex<VecDeque<(u16, String)>>> = Arc::default();
         let (s, r) = (seen.clone(), replies.clone());

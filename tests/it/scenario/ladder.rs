@@ -134,7 +134,10 @@ fn detail(d: &Daemon, id: u64) -> serde_json::Value {
 }
 
 fn rows<'a>(v: &'a serde_json::Value, key: &str) -> Vec<&'a serde_json::Value> {
-    v[key].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    v[key]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
 }
 
 /// The time of the system transition into `to`.
@@ -156,13 +159,11 @@ fn notifications<'a>(detail: &'a serde_json::Value, kind: &str) -> Vec<&'a serde
 fn healthy(d: &Daemon) {
     d.wait_status("healthy, target passing", LIMIT, |v| {
         v["state"] == "healthy"
-            && v["probes"]
-                .as_array()
-                .is_some_and(|a| {
-                    a.iter().any(|p| {
-                        p["name"] == "target" && (p["passed"] == true || p["last_status"] == "pass")
-                    })
+            && v["probes"].as_array().is_some_and(|a| {
+                a.iter().any(|p| {
+                    p["name"] == "target" && (p["passed"] == true || p["last_status"] == "pass")
                 })
+            })
     });
 }
 
@@ -174,22 +175,26 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
     let fx = Fx::new();
     let config = fx.config(
         "heal_cooldown_secs = 600\nagent_cooldown_secs = 600\nnotify_retry_secs = 1",
-        &format!(
-            "{}{}",
-            fx.telegram(&tg.url),
-            Fx::alertmanager(&am.url)
-        ),
+        &format!("{}{}", fx.telegram(&tg.url), Fx::alertmanager(&am.url)),
     );
     let _reaper = Reaper::new(&fx.dir);
     let mut d = Daemon::start(&fx.dir, &config);
     healthy(&d);
 
-    let mut t = Timeline::start(5, "heal fails → agents fail → critical → SOS (Telegram + Alertmanager) → fixed → resolved");
+    let mut t = Timeline::start(
+        5,
+        "heal fails → agents fail → critical → SOS (Telegram + Alertmanager) → fixed → resolved",
+    );
     let fault = wall_ms();
     fx.break_target();
-    wait_for("the SOS on the Bot API server and in Alertmanager", LIMIT, || {
-        (count(&telegram_texts(&tg), "SOS:") == 1 && am_active(&rt, &am).len() == 1).then_some(())
-    });
+    wait_for(
+        "the SOS on the Bot API server and in Alertmanager",
+        LIMIT,
+        || {
+            (count(&telegram_texts(&tg), "SOS:") == 1 && am_active(&rt, &am).len() == 1)
+                .then_some(())
+        },
+    );
     t.mark("sos_seen");
     let sos_text = telegram_texts(&tg)
         .into_iter()
@@ -202,7 +207,11 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
 
     let incident = only_incident(&d);
     let id = incident["id"].as_u64().unwrap();
-    assert_eq!(alert["annotations"]["incident_id"], id.to_string(), "{alert:#}");
+    assert_eq!(
+        alert["annotations"]["incident_id"],
+        id.to_string(),
+        "{alert:#}"
+    );
     let before_fix = detail(&d, id);
     // The ladder in order: heal (not fixed) → cloud agent (failed) → local agent (not fixed) →
     // critical → sos.
@@ -225,7 +234,9 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
     );
     for a in [actions[0], actions[2]] {
         assert!(
-            a["verdict"].as_str().is_some_and(|v| v.starts_with("not fixed")),
+            a["verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("not fixed")),
             "verified by re-probe, not by the exit code: {before_fix:#}"
         );
     }
@@ -277,7 +288,9 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
     let closed = after["incident"]["closed_at"].as_i64().expect("closed");
     let resolved = notifications(&after, "resolved");
     assert_eq!(resolved.len(), 1, "{after:#}");
-    let resolved_at = resolved[0]["delivered_at"].as_i64().expect("resolved delivered");
+    let resolved_at = resolved[0]["delivered_at"]
+        .as_i64()
+        .expect("resolved delivered");
     let texts = telegram_texts(&tg);
     assert_eq!(count(&texts, "SOS:"), 1, "{texts:#?}");
     assert_eq!(count(&texts, "Resolved:"), 1, "{texts:#?}");
@@ -286,11 +299,17 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
 
     let ms = |k: &str, a: &serde_json::Value| a[k].as_i64().unwrap();
-    t.mark_at("detected", since(fault, incident["opened_at"].as_i64().unwrap()));
+    t.mark_at(
+        "detected",
+        since(fault, incident["opened_at"].as_i64().unwrap()),
+    );
     t.mark_at("heal", since(fault, ms("started_at", heal)));
     t.mark_at("agent_cloud", since(fault, ms("started_at", cloud)));
     t.mark_at("agent_local", since(fault, ms("started_at", local)));
-    t.mark_at("critical", since(fault, entered(&before_fix, "critical").unwrap()));
+    t.mark_at(
+        "critical",
+        since(fault, entered(&before_fix, "critical").unwrap()),
+    );
     t.mark_at("sos", since(fault, entered(&before_fix, "sos").unwrap()));
     t.mark_at("sos_delivered", since(fault, sos_delivered));
     t.mark_at("recovered", since(fault, closed));
@@ -327,15 +346,19 @@ fn s06_every_channel_down_sos_pending_then_delivered_once_when_one_is_back() {
     let mut d = Daemon::start(&fx.dir, &config);
     healthy(&d);
 
-    let mut t = Timeline::start(6, "every channel down during SOS → pending → one channel back → delivered once");
+    let mut t = Timeline::start(
+        6,
+        "every channel down during SOS → pending → one channel back → delivered once",
+    );
     let fault = wall_ms();
     fx.break_target();
     // Pending, everywhere an operator looks: status, metrics, log.
     let status = d.wait_status("an SOS pending after a failed attempt", LIMIT, |v| {
         v["state"] == "sos"
-            && v["pending_notifications"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|n| n["kind"] == "sos" && n["attempt"].as_u64() >= Some(1)))
+            && v["pending_notifications"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|n| n["kind"] == "sos" && n["attempt"].as_u64() >= Some(1))
+            })
     });
     t.mark("pending_seen");
     assert_eq!(status["source"], "daemon", "{status:#}");
@@ -350,8 +373,13 @@ fn s06_every_channel_down_sos_pending_then_delivered_once_when_one_is_back() {
         assert!(failed >= Some(1.0), "{ch} failures counted: {failed:?}");
     }
     assert!(
-        find_log(&d, fault, "notification not delivered on any channel; will retry", |_| true)
-            .is_some(),
+        find_log(
+            &d,
+            fault,
+            "notification not delivered on any channel; will retry",
+            |_| true
+        )
+        .is_some(),
         "log:\n{}",
         d.log()
     );
@@ -360,7 +388,10 @@ fn s06_every_channel_down_sos_pending_then_delivered_once_when_one_is_back() {
         c.args(["status", "--config"]).arg(&config);
         c
     }));
-    assert!(text.contains("undelivered: sos"), "talon status shows it:\n{text}");
+    assert!(
+        text.contains("undelivered: sos"),
+        "talon status shows it:\n{text}"
+    );
 
     // The Telegram side comes back, on the very port the channel points at.
     let back_at = wall_ms();
@@ -392,7 +423,9 @@ fn s06_every_channel_down_sos_pending_then_delivered_once_when_one_is_back() {
     let delivered_at = sos[0]["delivered_at"].as_i64().unwrap();
     let created_at = sos[0]["created_at"].as_i64().unwrap();
     d.wait_status("nothing pending", LIMIT, |v| {
-        v["pending_notifications"].as_array().is_some_and(|p| p.is_empty())
+        v["pending_notifications"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
     });
     wait_for("talon_notifications_pending 0", LIMIT, || {
         (metric(fx.health, "talon_notifications_pending ") == Some(0.0)).then_some(())
@@ -413,7 +446,10 @@ fn s06_every_channel_down_sos_pending_then_delivered_once_when_one_is_back() {
     assert_eq!(count(&texts, "SOS:"), 1, "{texts:#?}");
     assert_eq!(texts.len(), 2, "{texts:#?}");
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
-    t.mark_at("detected", since(fault, incident["opened_at"].as_i64().unwrap()));
+    t.mark_at(
+        "detected",
+        since(fault, incident["opened_at"].as_i64().unwrap()),
+    );
     t.mark_at("first_attempt", since(fault, created_at));
     t.mark_at("delivered", since(fault, delivered_at));
     t.note("attempts", attempts);
@@ -444,9 +480,10 @@ fn s07_talon_sigkilled_after_paging_resumes_the_same_incident_without_a_second_p
         ),
         &fx.telegram(&tg.url),
     );
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&format!("bind = \"127.0.0.1:{}\"", fx.health), "enabled = false");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("bind = \"127.0.0.1:{}\"", fx.health),
+        "enabled = false",
+    );
     std::fs::write(&config, text).unwrap();
     let _reaper = Reaper::new(&fx.dir);
     let mut d = Daemon::start(&fx.dir, &config);
@@ -461,7 +498,10 @@ fn s07_talon_sigkilled_after_paging_resumes_the_same_incident_without_a_second_p
     let heals_before = paged["incident"]["heals"].as_u64().unwrap();
     let agents_before = paged["incident"]["agents"].as_u64().unwrap();
 
-    let mut t = Timeline::start(7, "talon SIGKILLed after paging → restarted → same incident, no second page");
+    let mut t = Timeline::start(
+        7,
+        "talon SIGKILLed after paging → restarted → same incident, no second page",
+    );
     let killed_at = wall_ms();
     let mut child = d.child.take().unwrap();
     child.kill().unwrap(); // SIGKILL
@@ -483,15 +523,19 @@ fn s07_talon_sigkilled_after_paging_resumes_the_same_incident_without_a_second_p
 
     // The ladder goes on where it was: the second heal comes when its cooldown (counted from the
     // first heal, before the kill) allows, then the budget is spent; no new incident, no page.
-    let dt = wait_for("the second heal of the incident, after the restart", LIMIT, || {
-        let v = detail(&d, id);
-        (rows(&v, "actions")
-            .iter()
-            .filter(|a| a["kind"] == "heal" && !a["ended_at"].is_null())
-            .count()
-            == 2)
-            .then_some(v)
-    });
+    let dt = wait_for(
+        "the second heal of the incident, after the restart",
+        LIMIT,
+        || {
+            let v = detail(&d, id);
+            (rows(&v, "actions")
+                .iter()
+                .filter(|a| a["kind"] == "heal" && !a["ended_at"].is_null())
+                .count()
+                == 2)
+                .then_some(v)
+        },
+    );
     let heals: Vec<&serde_json::Value> = rows(&dt, "actions")
         .into_iter()
         .filter(|a| a["kind"] == "heal")
@@ -541,10 +585,20 @@ fn s07_talon_sigkilled_after_paging_resumes_the_same_incident_without_a_second_p
     assert_eq!(inc["id"], id);
     assert!(!inc["closed_at"].is_null());
     let texts = telegram_texts(&tg);
-    assert_eq!(texts.len(), 2, "one SOS and one resolved in all: {texts:#?}");
+    assert_eq!(
+        texts.len(),
+        2,
+        "one SOS and one resolved in all: {texts:#?}"
+    );
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
-    t.mark_at("recovered", since(killed_at, inc["closed_at"].as_i64().unwrap()));
-    t.note("fix_to_closed_ms", inc["closed_at"].as_i64().unwrap() - fixed);
+    t.mark_at(
+        "recovered",
+        since(killed_at, inc["closed_at"].as_i64().unwrap()),
+    );
+    t.note(
+        "fix_to_closed_ms",
+        inc["closed_at"].as_i64().unwrap() - fixed,
+    );
     t.note("heals_before_kill", heals_before);
     t.note("telegram_sos_messages", 1u64);
     t.finish();

@@ -71,7 +71,9 @@ impl Redis {
             .status()
             .expect("redis-server is installed (scripts/test installs it)");
         assert!(st.success(), "redis-server failed to start");
-        wait_for("redis answering PING", LIMIT, || pong(self.port).then_some(()));
+        wait_for("redis answering PING", LIMIT, || {
+            pong(self.port).then_some(())
+        });
     }
 
     fn pid(&self) -> Option<i32> {
@@ -122,12 +124,16 @@ heal = "{heal}"
     let mut d = Daemon::start(dir, &config);
     d.wait_status("redis probe passing", LIMIT, |v| {
         v["state"] == "healthy"
-            && v["probes"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|p| p["name"] == "cache" && p["last_status"] == "pass"))
+            && v["probes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|p| p["name"] == "cache" && p["last_status"] == "pass")
+            })
     });
 
-    let mut t = Timeline::start(4, "redis stopped → probe fails → probe heal starts it → recovered");
+    let mut t = Timeline::start(
+        4,
+        "redis stopped → probe fails → probe heal starts it → recovered",
+    );
     let fault = wall_ms();
     kill(Pid::from_raw(first), Signal::SIGTERM).unwrap();
     wait_for("redis stopped", LIMIT, || (!alive(first)).then_some(()));
@@ -167,12 +173,15 @@ heal = "{heal}"
         "{detail:#}"
     );
     assert!(
-        heal["verdict"].as_str().is_some_and(|s| s.contains("fixed")
-            && !s.contains("not fixed")),
+        heal["verdict"]
+            .as_str()
+            .is_some_and(|s| s.contains("fixed") && !s.contains("not fixed")),
         "verified by re-probe: {detail:#}"
     );
     assert!(
-        detail["notifications"].as_array().is_none_or(|n| n.is_empty()),
+        detail["notifications"]
+            .as_array()
+            .is_none_or(|n| n.is_empty()),
         "healed without paging: {detail:#}"
     );
     let opened = incident["opened_at"].as_i64().unwrap();

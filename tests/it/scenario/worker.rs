@@ -382,7 +382,10 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
 
     // Alive but not answering: stopped, its listening socket still open (connections are
     // accepted by the kernel, never answered).
-    let mut t = Timeline::start(2, "worker alive but not answering → restarted after N failures");
+    let mut t = Timeline::start(
+        2,
+        "worker alive but not answering → restarted after N failures",
+    );
     let fault = wall_ms();
     kill(Pid::from_raw(first), Signal::SIGSTOP).unwrap();
     let second = wait_for("a new worker answering /health", LIMIT, || {
@@ -397,9 +400,7 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
         .collect();
     let restart = lines
         .iter()
-        .find(|l| {
-            l.at_ms >= fault && l.message == "worker spawned" && l.v["pid"] == second
-        })
+        .find(|l| l.at_ms >= fault && l.message == "worker spawned" && l.v["pid"] == second)
         .unwrap_or_else(|| panic!("no spawn of {second} in the log:\n{}", d.log()));
     let before: Vec<u64> = failures
         .iter()
@@ -427,7 +428,10 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
         "log:\n{}",
         d.log()
     );
-    assert!(!alive(first), "the hung worker was stopped (KILL after the drain)");
+    assert!(
+        !alive(first),
+        "the hung worker was stopped (KILL after the drain)"
+    );
     let healthy = wait_log(&d, fault, "worker healthy", |v| v["pid"] == second);
     t.mark_at("detected", since(fault, failures[0].at_ms));
     t.mark_at(
@@ -446,7 +450,9 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
     assert_eq!(healthy_worker(&d, fx.port, None), second);
     // The escalation the failures opened is over, and its heal (a worker restart) did not
     // restart the fresh worker a second time.
-    d.wait_status("healthy, incident closed", LIMIT, |v| v["state"] == "healthy");
+    d.wait_status("healthy, incident closed", LIMIT, |v| {
+        v["state"] == "healthy"
+    });
     let incidents = d.json(&["incidents"]);
     assert!(
         incidents
@@ -456,7 +462,10 @@ fn s02_hung_worker_is_restarted_after_the_configured_failures() {
     );
     assert_eq!(answering_pid(fx.port), Some(second), "log:\n{}", d.log());
     assert_eq!(
-        fx.events().iter().filter(|l| l.starts_with("start ")).count(),
+        fx.events()
+            .iter()
+            .filter(|l| l.starts_with("start "))
+            .count(),
         2,
         "log:\n{}",
         d.log()
