@@ -76,6 +76,7 @@ pub struct Metrics {
     escalation_actions: Family<ActionLabels, Counter>,
     worker_restarts: Counter,
     notifications: Family<NotifyLabels, Counter>,
+    notifications_pending: Gauge,
     heartbeats: Family<OutcomeLabels, Counter>,
     reload_successes: Counter,
     reload_failures: Counter,
@@ -139,6 +140,12 @@ impl Metrics {
             "Notifications sent, by channel and outcome (delivered, failed)",
             notifications.clone(),
         );
+        let notifications_pending = Gauge::default();
+        registry.register(
+            "notifications_pending",
+            "Notifications no channel has taken yet (in flight or waiting for a retry)",
+            notifications_pending.clone(),
+        );
         let heartbeats = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "heartbeat_pings",
@@ -187,6 +194,7 @@ impl Metrics {
             escalation_actions,
             worker_restarts,
             notifications,
+            notifications_pending,
             heartbeats,
             reload_successes,
             reload_failures,
@@ -280,6 +288,12 @@ impl Metrics {
                 outcome: if ok { "delivered" } else { "failed" }.to_string(),
             })
             .inc();
+    }
+
+    /// How many notifications are waiting to be delivered.
+    pub fn set_pending_notifications(&self, n: usize) {
+        self.notifications_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Count an outbound heartbeat ping.

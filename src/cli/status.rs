@@ -343,8 +343,18 @@ fn print_live(
     if let Some(e) = &s.store_error {
         writeln!(
             out,
-            "store:    writes failing ({} so far), history is not being recorded: {e}",
+            "store:    writes failing ({} so far), history waits in memory until they succeed: {e}",
             s.store_write_failures
+        )?;
+    }
+    for n in &s.pending_notifications {
+        writeln!(
+            out,
+            "undelivered: {} #{} for incident #{} (attempt {})",
+            n.kind.as_str(),
+            n.id,
+            n.incident,
+            n.attempt + 1
         )?;
     }
     out.flush()?;

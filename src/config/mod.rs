@@ -145,6 +145,9 @@ pub struct EscalationConfig {
     pub flap_threshold: NonZeroU32,
     #[serde(serialize_with = "ser_secs", rename = "flap_window_secs")]
     pub flap_window: Duration,
+    /// First retry delay of an undelivered notification (doubles per attempt, capped).
+    #[serde(serialize_with = "ser_secs", rename = "notify_retry_secs")]
+    pub notify_retry: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -735,6 +738,7 @@ impl Builder<'_, '_> {
             heal_settle: self.secs("escalation.heal_settle_secs", e.heal_settle_secs, 10.0),
             flap_threshold: self.count("escalation.flap_threshold", e.flap_threshold, 6),
             flap_window: self.secs("escalation.flap_window_secs", e.flap_window_secs, 600.0),
+            notify_retry: self.secs("escalation.notify_retry_secs", e.notify_retry_secs, 30.0),
         };
 
         let a = raw.agent.unwrap_or_default();

@@ -131,6 +131,7 @@ pub struct RawEscalation {
     pub heal_settle_secs: Option<Secs>,
     pub flap_threshold: Option<i64>,
     pub flap_window_secs: Option<Secs>,
+    pub notify_retry_secs: Option<Secs>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,10 @@ pub struct CoreConfig {
     /// State changes within `flap_window` above which a probe is `flapping`.
     pub flap_threshold: u32,
     pub flap_window: Millis,
+    /// First retry delay of an undelivered notification; doubles per attempt up to
+    /// [`super::machine::NOTIFY_RETRY_MAX`].
+    #[serde(default = "default_notify_retry")]
+    pub notify_retry: Millis,
     /// `heal_script` is configured.
     pub global_heal: bool,
     /// `bridge_heal` is configured.
@@ -73,6 +77,10 @@ pub struct CoreConfig {
     pub channels: Vec<String>,
     /// Every probe by name, including [`WORKER_PROBE`] when a worker is configured.
     pub probes: BTreeMap<String, ProbeRule>,
+}
+
+fn default_notify_retry() -> Millis {
+    super::machine::NOTIFY_RETRY_BASE
 }
 
 fn ms(d: Duration) -> Millis {
@@ -121,6 +129,7 @@ impl CoreConfig {
             sos_cooldown: ms(e.sos_cooldown),
             flap_threshold: e.flap_threshold.get(),
             flap_window: ms(e.flap_window),
+            notify_retry: ms(e.notify_retry),
             global_heal: c.heal_script.is_some(),
             bridge_heal: c.bridge_heal.is_some(),
             agent_cloud: c.agent.cloud_command.is_some(),
@@ -143,6 +152,7 @@ impl Default for CoreConfig {
             sos_cooldown: 14_400_000,
             flap_threshold: 6,
             flap_window: 600_000,
+            notify_retry: super::machine::NOTIFY_RETRY_BASE,
             global_heal: false,
             bridge_heal: false,
             agent_cloud: false,

@@ -6,8 +6,8 @@ use serde::Serialize;
 /// A verification re-probe that has not answered this long after it was due counts as "not
 /// fixed", so a lost re-probe can never stall the ladder.
 pub const VERIFY_GRACE: Millis = 60_000;
-/// First retry delay of an undelivered notification; doubles per attempt up to
-/// [`NOTIFY_RETRY_MAX`].
+/// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);
+/// doubles per attempt up to [`NOTIFY_RETRY_MAX`].
 pub const NOTIFY_RETRY_BASE: Millis = 30_000;
 pub const NOTIFY_RETRY_MAX: Millis = 900_000;
 /// Output kept in records (the newest bytes: errors are usually at the end).
@@ -463,7 +463,7 @@ impl Core {
                         n.incident,
                         n.incident_opened_at,
                         SystemState::Healthy,
-                        Vec::new(),
+                        n.failing.clone(),
                         None,
                         format!(
                             "Resolved: incident #{} recovered (it had already ended when this page was delivered).",
@@ -479,7 +479,8 @@ impl Core {
             p.in_flight = false;
             p.notification.attempt = p.notification.attempt.saturating_add(1);
             let shift = p.notification.attempt.min(10);
-            let delay = (NOTIFY_RETRY_BASE << shift.saturating_sub(1)).min(NOTIFY_RETRY_MAX);
+            let base = self.cfg.notify_retry.clamp(1, NOTIFY_RETRY_MAX);
+            let delay = (base << shift.saturating_sub(1)).min(NOTIFY_RETRY_MAX);
             p.next_attempt_at = cx.at.saturating_add(delay);
         }
     }
@@ -836,12 +837,15 @@ impl Core {
                 inc.probes.iter().cloned().collect::<Vec<_>>().join(", "),
                 fmt_duration(cx.at - inc.opened_at)
             );
+            // The probes that had failed, with their newest (passing) results: channels that
+            // track alerts per probe (Alertmanager) resolve exactly those.
+            let had_failed = self.failing_view(&inc.probes.iter().cloned().collect::<Vec<_>>());
             let n = self.notification(
                 NotifyKind::Resolved,
                 inc.id,
                 inc.opened_at,
                 SystemState::Healthy,
-                Vec::new(),
+                had_failed,
                 inc.last_action.clone(),
                 text,
                 cx,

@@ -531,6 +531,14 @@ fn new_incident_pages_at_once_despite_a_recent_page() {
     let resolved = notes(&a);
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].kind, NotifyKind::Resolved);
+    // It names the probes that had failed (Alertmanager resolves its alerts by probe; an empty
+    // list left them firing), with their newest, passing result.
+    let had: Vec<(&str, Option<Status>)> = resolved[0]
+        .failing
+        .iter()
+        .map(|f| (f.name.as_str(), f.status))
+        .collect();
+    assert_eq!(had, [("api", Some(Pass))]);
     // Ten minutes later a new incident: SOS 60 s after it turns critical, not 4 h.
     s.probes(600, &[("api", Fail)]);
     assert_eq!(s.core.incident().unwrap().id, 2);
@@ -579,6 +587,8 @@ fn sos_delivered_after_recovery_still_gets_a_resolved_notice() {
     let r = notes(&a);
     assert_eq!(r.len(), 1);
     assert_eq!((r[0].kind, r[0].incident), (NotifyKind::Resolved, 1));
+    assert_eq!(r[0].failing.len(), 1);
+    assert_eq!(r[0].failing[0].name, "api");
 }
 
 #[test]

@@ -759,6 +759,16 @@ impl Runtime {
                 self.redactor.learn(v);
             }
         }
+        // The supervisor debounces health itself (`health_failures_before_restart`, then a
+        // graceful restart). A failed check below that count is logged, not escalated: the
+        // ladder's own heal for `worker` is a restart, and it would cut the configured
+        // tolerance down to a single missed check.
+        if let WorkerEvent::HealthFailed { consecutive, .. } = &ev
+            && let Some(w) = &self.cfg.worker
+            && *consecutive < w.health_failures_before_restart.get()
+        {
+            return;
+        }
         let Some(outcome) = ev.probe_outcome() else {
             return;
         };

@@ -76,6 +76,9 @@ impl Runtime {
             snap.store_write_failures = failures;
             snap.store_error = w.current_error();
         }
+        self.metrics
+            .set_pending_notifications(o.pending_notifications.len());
+        snap.pending_notifications = o.pending_notifications;
         self.metrics.set_state(snap.state);
         self.board.replace(snap);
     }

@@ -37,12 +37,16 @@ pub struct StatusSnapshot {
     /// What the escalation ladder will do next and when, if anything is pending.
     pub next_escalation: Option<NextStep>,
     /// Set while writes to the store fail (a full or read-only disk): probing and supervision
-    /// go on, history is not being recorded. Cleared when a write succeeds again.
+    /// go on; history waits in memory (bounded) and is written once there is space. Cleared when a write succeeds again.
     #[serde(default)]
     pub store_error: Option<String>,
     /// Store writes that failed since Talon started.
     #[serde(default)]
     pub store_write_failures: u64,
+    /// Notifications no channel has taken yet (being sent, or waiting for their retry), the
+    /// same objects `talon status --json` shows from the store.
+    #[serde(default)]
+    pub pending_notifications: Vec<crate::core::Notification>,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
 }
@@ -63,6 +67,7 @@ impl StatusSnapshot {
             next_escalation: None,
             store_error: None,
             store_write_failures: 0,
+            pending_notifications: Vec::new(),
             updated_at_unix: now_unix,
         }
     }

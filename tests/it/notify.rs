@@ -13,27 +13,33 @@ use talon::notify::{
     self, ChannelConfig, ChannelKind, DeliveryError, FailingLine, Notice, NoticeKind, NotifyCtx,
 };
 
-const TOKEN: &str = "987654321:AAF-test_token_ABCDEFGHIJKLMNOPQRSTU";
+pub(crate) const TOKEN: &str = "987654321:AAF-test_token_ABCDEFGHIJKLMNOPQRSTU";
 
 /// One request a receiver saw.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A loopback HTTP peer: records requests, answers with scripted (status, body) replies, then
 /// with `default`; optionally slow.
 #[derive(Clone)]
-struct Peer {
+pub(crate) struct Peer {
     seen: Arc<Mutex<Vec<Seen>>>,
     replies: Arc<Mutex<VecDeque<(u16, String)>>>,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Peer {
-    async fn start(default: (u16, &str), delay: Duration) -> Peer {
+    pub(crate) async fn start(default: (u16, &str), delay: Duration) -> Peer {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Peer::serve(l, default, delay)
+    }
+
+    /// Serve on a listener the caller bound (e.g. a port a channel already points at).
+    pub(crate) fn serve(l: tokio::net::TcpListener, default: (u16, &str), delay: Duration) -> Peer {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let replies: Arc<Mutex<VecDeque<(u16, String)>>> = Arc::default();
         let (s, r) = (seen.clone(), replies.clone());
@@ -59,18 +65,17 @@ impl Peer {
                 }
             },
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(l, app).await });
         Peer { seen, replies, url }
     }
-    fn script(&self, code: u16, body: &str) {
+    pub(crate) fn script(&self, code: u16, body: &str) {
         self.replies
             .lock()
             .unwrap()
             .push_back((code, body.to_string()));
     }
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -118,7 +123,7 @@ fn telegram(api: &str, token_command: String) -> ChannelConfig {
     }
 }
 
-const OK: &str = r#"{"ok":true,"result":{"message_id":1}}"#;
+pub(crate) const OK: &str = r#"{"ok":true,"result":{"message_id":1}}"#;
 
 #[tokio::test]
 async fn telegram_speaks_the_bot_api_and_honours_429() {
@@ -397,9 +402,9 @@ async fn imessage_text_reaches_osascript_intact_as_one_argument() {
 }
 
 /// A real Alertmanager on loopback, stopped (group killed) on drop.
-struct Alertmanager {
+pub(crate) struct Alertmanager {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -418,7 +423,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_alertmanager() -> Alertmanager {
+pub(crate) async fn start_alertmanager() -> Alertmanager {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("am.yml");
     std::fs::write(
@@ -474,7 +479,7 @@ async fn start_alertmanager() -> Alertmanager {
     panic!("Alertmanager did not become ready");
 }
 
-async fn am_alerts(url: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn am_alerts(url: &str) -> Vec<serde_json::Value> {
     reqwest::get(format!(
         "{url}/api/v2/alerts?filter=alertname%3D%22TalonProbeFailing%22"
     ))

@@ -113,6 +113,7 @@ fn config(k: &Knobs) -> CoreConfig {
         sos_cooldown: 3600 * S,
         flap_threshold: 4,
         flap_window: 600 * S,
+        notify_retry: 30 * S,
         global_heal: k.global_heal,
         bridge_heal: false,
         agent_cloud: k.agents.0,
