@@ -37,7 +37,8 @@ pub struct StatusSnapshot {
     /// What the escalation ladder will do next and when, if anything is pending.
     pub next_escalation: Option<NextStep>,
     /// Set while writes to the store fail (a full or read-only disk): probing and supervision
-    /// go on; history waits in memory (bounded) and is written once there is space. Cleared when a write succeeds again.
+    /// go on; history waits in memory (bounded) and is written once there is space. Cleared
+    /// when a write succeeds again.
     #[serde(default)]
     pub store_error: Option<String>,
     /// Store writes that failed since Talon started.
