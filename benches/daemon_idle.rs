@@ -152,6 +152,8 @@ fn free_port() -> u16 {
 
 /// 100 probes: 50 http, 40 tcp, 10 script, each at `interval` seconds.
 fn probes(http: u16, tcp: u16, interval: u64) -> String {
+    // A timeout may not exceed the interval (validation); 1 s is far above what these take.
+    let interval = format!("{interval}\ntimeout_secs = {}", interval.min(5));
     let mut s = String::new();
     for i in 0..50 {
         s += &format!(
@@ -224,9 +226,12 @@ impl Daemon {
     }
 
     /// Poll `GET /status` until `pred` holds (60 s at most).
-    fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    fn wait_status(&mut self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("talon exited ({st}) before {what}; log:\n{}", self.log());
+            }
             if let Some((_, body)) = get(&self.addr, "/status")
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(&body)
                 && pred(&v)
@@ -331,7 +336,7 @@ fn idle_run(
     window: Duration,
 ) -> serde_json::Value {
     println!("== 100 probes at interval_secs = {interval}: starting talon run");
-    let d = Daemon::start("", &probes(http, tcp, interval));
+    let mut d = Daemon::start("", &probes(http, tcp, interval));
     d.wait_status("every probe passed once", |v| {
         v["probes"]
             .as_array()
@@ -457,15 +462,15 @@ fn health_during_heal(http: u16, tcp: u16) -> serde_json::Value {
     std::fs::write(&fault, "").unwrap();
     let mut extra = probes(http, tcp, 10);
     extra += &format!(
-        "[script.target]\ncommand = \"test ! -e {}\"\ncritical = true\ncritical_after_consecutive_failures = 1\ninterval_secs = 1\nheal = \"sleep 60 & echo $! > {}; sleep 60\"\n",
+        "[script.target]\ncommand = \"test ! -e {}\"\ncritical = true\ncritical_after_consecutive_failures = 1\ninterval_secs = 1\ntimeout_secs = 1\nheal = \"sleep 60 & echo $! > {}; sleep 60\"\n",
         fault.display(),
         heal_gc.display()
     );
     extra += &format!(
-        "[script.flip]\ncommand = \"test ! -e {}\"\ninterval_secs = 1\n",
+        "[script.flip]\ncommand = \"test ! -e {}\"\ninterval_secs = 1\ntimeout_secs = 1\n",
         flip.display()
     );
-    let d = Daemon::start("heal_timeout_secs = 120\n", &extra);
+    let mut d = Daemon::start("heal_timeout_secs = 120\n", &extra);
     let deadline = Instant::now() + Duration::from_secs(60);
     let gc: i32 = loop {
         if let Ok(s) = std::fs::read_to_string(&heal_gc)
