@@ -220,9 +220,32 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
     Ok(exit)
 }
 
+/// The worker in one line: `running (pid 7330), 1 restart`.
+fn worker_line(w: &crate::server::snapshot::WorkerStatus) -> String {
+    let pid = w.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let plural = if w.restarts == 1 { "" } else { "s" };
+    format!("{}{pid}, {} restart{plural}", w.state, w.restarts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_line_shows_the_pid_not_an_option() {
+        let mut w = crate::server::snapshot::WorkerStatus {
+            pid: Some(7330),
+            state: "running".into(),
+            restarts: 1,
+            last_exit: None,
+            since_unix: None,
+        };
+        assert_eq!(worker_line(&w), "running (pid 7330), 1 restart");
+        w.pid = None;
+        w.state = "backoff".into();
+        w.restarts = 3;
+        assert_eq!(worker_line(&w), "backoff, 3 restarts");
+    }
 
     #[test]
     fn times_render_in_utc() {
@@ -320,11 +343,7 @@ fn print_live(
         }
     )?;
     if let Some(w) = &s.worker {
-        writeln!(
-            out,
-            "worker:   {} pid {:?}, {} restarts",
-            w.state, w.pid, w.restarts
-        )?;
+        writeln!(out, "worker:   {}", worker_line(w))?;
     }
     if let Some(n) = &s.next_escalation {
         writeln!(

@@ -590,3 +590,132 @@ critical_after_consecutive_failures = 1
     );
     assert_eq!(d.terminate(), Some(0));
 }
+
+/// `GET path` that must answer within a generous bound: a loop blocked behind the heal would
+/// miss it (the bound catches a hang; it is not a latency assertion).
+fn prompt_get(addr: &str, path: &str, d: &Daemon) -> (u16, serde_json::Value) {
+    let t = Instant::now();
+    let answer = http_get(addr, path);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "GET {path} took {took:?} while a heal runs; log:\n{}",
+        d.log()
+    );
+    let (code, body) = answer.unwrap_or_else(|| panic!("GET {path}: no answer; log:\n{}", d.log()));
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+fn probe<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["probes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn health_and_status_stay_current_while_a_long_heal_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    std::fs::write(dir.join("fault"), "").unwrap();
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"
+state_dir = "state"
+check_interval_secs = 0.3
+heal_timeout_secs = 600
+[health]
+bind = "{addr}"
+[script.target]
+command = "test ! -e {fault}"
+critical = true
+critical_after_consecutive_failures = 1
+heal = "sleep 60 & echo $! > {hgc}; echo $$ > {heal}; sleep 60"
+[script.flip]
+command = "test ! -e {flip}"
+"#,
+            fault = p("fault"),
+            flip = p("flip"),
+            hgc = p("heal-grandchild.pid"),
+            heal = p("heal.pid"),
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    let heal = read_pid(&dir.join("heal.pid"), Duration::from_secs(30), &d);
+    let heal_gc = read_pid(
+        &dir.join("heal-grandchild.pid"),
+        Duration::from_secs(30),
+        &d,
+    );
+    // The heal is in flight: the state says so and the second probe is passing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, v) = prompt_get(&addr, "/health", &d);
+        if code == 503 && v["failed_probes"] == serde_json::json!(["target"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never 503 with only target failing: {code} {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, status) = prompt_get(&addr, "/status", &d);
+    assert_eq!(probe(&status, "flip")["status"], "pass", "{status:#}");
+
+    // The second probe flips while the heal runs: both surfaces show the new result.
+    std::fs::write(dir.join("flip"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let (code, v) = prompt_get(&addr, "/health", &d);
+        let failed = v["failed_probes"].as_array().cloned().unwrap_or_default();
+        if failed.iter().any(|p| p == "flip") {
+            assert_eq!(code, 503, "{v}");
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health never showed flip failing while the heal ran: {v}\nlog:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(health["failed_probe_count"], 2, "{health}");
+    let (_, status) = prompt_get(&addr, "/status", &d);
+    assert_eq!(probe(&status, "flip")["status"], "fail", "{status:#}");
+    assert!(
+        running(heal) && running(heal_gc),
+        "the heal is still in flight while the new result shows"
+    );
+    // ...and back: flip passes again, still during the heal.
+    std::fs::remove_file(dir.join("flip")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = prompt_get(&addr, "/status", &d);
+        if probe(&v, "flip")["status"] == "pass" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "flip never passed again: {v:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, v) = prompt_get(&addr, "/health", &d);
+    assert_eq!(
+        (code, &v["failed_probes"]),
+        (503, &serde_json::json!(["target"]))
+    );
+    assert!(running(heal) && running(heal_gc), "the heal still runs");
+
+    // SIGTERM kills the heal's whole group, grandchild included.
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (running(heal) || running(heal_gc)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(heal), "the heal outlived talon");
+    assert!(!running(heal_gc), "the heal's grandchild outlived talon");
+}
