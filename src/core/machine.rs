@@ -377,7 +377,12 @@ impl Core {
             Some(t) => format!("agent #{} (tier {} {})", r.id, t.number(), t.as_str()),
             None => format!("heal #{}", r.id),
         };
-        inc.last_action = Some(format!("{label}: {}", outcome.describe()));
+        let line = format!("{label}: {}", outcome.describe());
+        inc.tried.push(line.clone());
+        if inc.tried.len() > TRIED_KEEP {
+            inc.tried.remove(0);
+        }
+        inc.last_action = Some(line);
         if r.kind == ActionKind::Agent
             && r.tier == Some(AgentTier::Cloud)
             && self.cfg.agent_local
@@ -465,6 +470,7 @@ impl Core {
                         SystemState::Healthy,
                         n.failing.clone(),
                         None,
+                        n.tried.clone(),
                         format!(
                             "Resolved: incident #{} recovered (it had already ended when this page was delivered).",
                             n.incident
@@ -788,6 +794,7 @@ impl Core {
             last_page_at: None,
             acked_at: None,
             last_action: None,
+            tried: Vec::new(),
         };
         cx.record(Record::IncidentOpened {
             incident: id,
@@ -847,6 +854,7 @@ impl Core {
                 SystemState::Healthy,
                 had_failed,
                 inc.last_action.clone(),
+                inc.tried.clone(),
                 text,
                 cx,
             );
@@ -1125,6 +1133,7 @@ impl Core {
             inc.stage,
             failing,
             inc.last_action.clone(),
+            inc.tried.clone(),
             text,
             cx,
         );
@@ -1140,6 +1149,7 @@ impl Core {
         state: SystemState,
         failing: Vec<FailingProbe>,
         last_action: Option<String>,
+        tried: Vec<String>,
         text: String,
         cx: &Cx,
     ) -> Notification {
@@ -1154,6 +1164,7 @@ impl Core {
             incident_opened_at: opened_at,
             failing,
             last_action,
+            tried,
             text,
         }
     }

@@ -245,6 +245,9 @@ pub struct Notification {
     pub failing: Vec<FailingProbe>,
     /// One line: the newest action and how it ended.
     pub last_action: Option<String>,
+    /// Every action tried in the incident so far, oldest first (see [`Incident::tried`]).
+    #[serde(default)]
+    pub tried: Vec<String>,
     pub text: String,
 }
 
@@ -543,7 +546,14 @@ pub struct Incident {
     pub acked_at: Option<Millis>,
     /// Newest action and how it ended, for messages.
     pub last_action: Option<String>,
+    /// Every action that ended during the incident, oldest first, one line each (the newest
+    /// [`TRIED_KEEP`] are kept), for the "Tried:" section of messages.
+    #[serde(default)]
+    pub tried: Vec<String>,
 }
+
+/// How many ended actions an incident keeps for its messages.
+pub const TRIED_KEEP: usize = 8;
 
 /// A notification not yet delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

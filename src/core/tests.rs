@@ -498,6 +498,11 @@ fn sos_only_after_critical_threshold_then_reminders_per_incident() {
     assert_eq!(sos.len(), 1);
     assert_eq!(sos[0].kind, NotifyKind::Sos);
     assert!(sos[0].text.contains("api"), "{}", sos[0].text);
+    // The page lists every action tried, oldest first, not only the newest.
+    assert_eq!(sos[0].tried.len(), 2, "{:?}", sos[0].tried);
+    assert!(sos[0].tried[0].starts_with("heal #"), "{:?}", sos[0].tried);
+    assert!(sos[0].tried[1].starts_with("agent #"), "{:?}", sos[0].tried);
+    assert_eq!(sos[0].last_action.as_ref(), sos[0].tried.last());
     s.notified(2, sos[0].id, true);
     assert!(s.core.incident().unwrap().paged_at.is_some());
     // No reminder inside the interval; one at 4 h.

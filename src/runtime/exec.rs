@@ -262,7 +262,12 @@ pub fn notice(n: &Notification) -> Notice {
                 reason: f.output.clone(),
             })
             .collect(),
-        tried: n.last_action.iter().cloned().collect(),
+        // Older records (from before `tried` existed) only know the newest action.
+        tried: if n.tried.is_empty() {
+            n.last_action.iter().cloned().collect()
+        } else {
+            n.tried.clone()
+        },
         since_ms: Some(n.incident_opened_at),
         at_ms: n.created_at,
         duration_secs: (kind == notify::NoticeKind::Resolved)

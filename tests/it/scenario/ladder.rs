@@ -201,6 +201,11 @@ fn s05_heal_and_agents_fail_sos_reaches_telegram_and_alertmanager_then_resolved(
         .find(|t| t.starts_with("SOS:"))
         .unwrap();
     assert!(sos_text.contains("target"), "{sos_text}");
+    // The page says everything automation tried, not only the newest action.
+    let tried = sos_text.split("Tried:").nth(1).unwrap_or_default();
+    for what in ["heal #", "cloud", "local"] {
+        assert!(tried.contains(what), "SOS lists {what}: {sos_text}");
+    }
     let alert = am_active(&rt, &am).remove(0);
     assert_eq!(alert["labels"]["probe"], "target", "{alert:#}");
     assert_eq!(alert["status"]["state"], "active", "{alert:#}");
