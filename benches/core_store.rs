@@ -166,7 +166,9 @@ fn db_bytes(store: &Store) -> u64 {
     store
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .expect("checkpoint");
-    std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata(store.path())
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 /// One probe, `interval_secs` apart, for `days` days: the daemon's path (one batch per result,
@@ -227,7 +229,10 @@ fn bench_growth(interval_secs: i64, days: i64) {
         .iter()
         .map(|(d, b, r)| format!("d{d} {:.2} MB ({r} rows)", *b as f64 / 1e6))
         .collect();
-    println!("  size by day (7-day retention, hourly prune): {}", line.join(", "));
+    println!(
+        "  size by day (7-day retention, hourly prune): {}",
+        line.join(", ")
+    );
     let (_, last, _) = sizes[sizes.len() - 1];
     println!(
         "  capped at {:.2} MB per probe (the file keeps its freed pages for reuse; no VACUUM)",

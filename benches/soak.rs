@@ -14,7 +14,8 @@
 //!   one that hangs past `heal_timeout_secs` with a grandchild), an agent whose cloud and local
 //!   commands fail, and two `command` notification channels (one appending to a file, one
 //!   failing), so incidents open, heal, escalate, page, remind and resolve over and over;
-//! - flapping probes: scripts that alternate pass/fail on a counter file;
+//! - flapping probes: scripts that alternate pass/fail on a counter file (non-critical, so they
+//!   are reported `flapping` without holding an incident open between faults);
 //! - hanging probes: scripts `sleep 600 & sleep 600` (a grandchild) and HTTP requests to a
 //!   listener that never answers, all past their 2 s timeout;
 //! - a supervised worker (`tests/fixtures/worker.py`) SIGKILLed every 20 s.
@@ -134,7 +135,7 @@ fn main() {
     let mut samples: Vec<Sample> = Vec::new();
     let mut kills = 0u32;
     let start = Instant::now();
-    let mut next_sample = start;
+    let mut next_sample = start + sample_every;
     let mut next_kill = start + Duration::from_secs(20);
     let mut prev_cpu = (start, cpu_ticks(pid));
     println!(
@@ -232,7 +233,10 @@ fn main() {
             );
         }
     }
-    println!("\nsecond half (t >= {:.0} s), least-squares slope:", verdict.from_t);
+    println!(
+        "\nsecond half (t >= {:.0} s), least-squares slope:",
+        verdict.from_t
+    );
     for l in &verdict.lines {
         println!(
             "  {:<12} {:>+10.3} /min  (predicts {:>+9.1} over the half; mean {:>9.1} → {:>9.1}; tolerance {}) {}",
@@ -403,8 +407,7 @@ STATE = "{st}"
         let counter = dir.join(format!("flap{i}"));
         s += &format!(
             "[script.flap{i}]\ncommand = \"c=$(cat '{c}' 2>/dev/null || echo 0); echo $((c + 1)) > '{c}'; test $((c % 2)) -eq 0\"\n\
-             critical = {}\ncritical_after_consecutive_failures = 1\n",
-            i < 2,
+             critical_after_consecutive_failures = 1\n",
             c = counter.display()
         );
     }
@@ -770,7 +773,10 @@ fn serve() {
             .route(
                 "/fail",
                 axum::routing::get(|| async {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down for the soak")
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "down for the soak",
+                    )
                 }),
             );
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -363,7 +363,9 @@ fn reaper() {
         let mut status = 0;
         // SAFETY: waitpid on any child of this process.
         let p = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if p == target || (p < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+        if p == target
+            || (p < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
             return;
         }
     }
@@ -392,7 +394,9 @@ fn main() {
     }
     let mon = monit_version().map(|v| (v, monit(runs)));
     if let Some((v, (m, _))) = &mon {
-        let v = v.trim_start_matches("This is ").trim_start_matches("Monit version ");
+        let v = v
+            .trim_start_matches("This is ")
+            .trim_start_matches("Monit version ");
         println!("monit {v:<24} {}", stats(m));
     } else {
         println!("monit                          not available");
