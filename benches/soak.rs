@@ -139,9 +139,11 @@ fn main() {
     let mut next_kill = start + Duration::from_secs(20);
     let mut prev_cpu = (start, cpu_ticks(pid));
     println!(
-        "{:>6} {:>9} {:>5} {:>5} {:>6} {:>6} {:>6} {:>10} {:>9} {:>8} {:>9} {:>7} {:>9}",
+        "{:>6} {:>9} {:>8} {:>8} {:>5} {:>5} {:>6} {:>6} {:>6} {:>10} {:>9} {:>8} {:>9} {:>7} {:>9}",
         "t(s)",
         "RSS(KiB)",
+        "anon",
+        "file",
         "fds",
         "thr",
         "desc",
@@ -185,9 +187,11 @@ fn main() {
             prev_cpu = (now, ticks);
             let s = sample(start, pid, &tag, &state, health_port, &notices, cpu);
             println!(
-                "{:>6.0} {:>9} {:>5} {:>5} {:>6} {:>6} {:>6} {:>10.0} {:>9} {:>8} {:>9} {:>7.1} {:>9}",
+                "{:>6.0} {:>9} {:>8} {:>8} {:>5} {:>5} {:>6} {:>6} {:>6} {:>10.0} {:>9} {:>8} {:>9} {:>7.1} {:>9}",
                 s.t,
                 s.rss_kib,
+                s.rss_anon_kib,
+                s.rss_file_kib,
                 s.fds,
                 s.threads,
                 s.descendants,
@@ -424,6 +428,11 @@ STATE = "{st}"
 struct Sample {
     t: f64,
     rss_kib: u64,
+    /// RssAnon (heap, stacks): where a leak shows.
+    rss_anon_kib: u64,
+    /// RssFile + RssShmem: the binary's pages faulted in as code paths first run, and
+    /// SQLite's WAL index (`talon.db-shm`).
+    rss_file_kib: u64,
     fds: u64,
     threads: u64,
     /// Live (non-zombie) processes below Talon in the parent tree.
@@ -494,6 +503,8 @@ fn sample(
     Sample {
         t,
         rss_kib: field("VmRSS:"),
+        rss_anon_kib: field("RssAnon:"),
+        rss_file_kib: field("RssFile:") + field("RssShmem:"),
         fds,
         threads: field("Threads:"),
         descendants,
@@ -702,20 +713,23 @@ struct Verdict {
 impl Verdict {
     /// Slopes over the second half of the samples. Tolerances: RSS may move by 2 MiB (allocator
     /// noise; a leak of one buffer per probe result would be hundreds of KiB per minute), fds and
-    /// threads by 2 (a probe or heal in flight at a sample holds a few), processes by 3 (hanging
-    /// probes come and go every cycle).
+    /// threads by 2, processes by 3. fds and processes are bimodal — a sample that lands while a
+    /// cycle's scripts run sees ~100 pipes and dozens of children, one between cycles sees the
+    /// floor — so their slope is taken over the floor: the minimum of each minute of samples.
     fn of(samples: &[Sample]) -> Verdict {
         let half = &samples[samples.len() / 2..];
         let first = &samples[..samples.len() / 2];
         let from_t = half.first().map_or(0.0, |s| s.t);
         let span = half.last().map_or(0.0, |s| s.t) - from_t;
         type Get = fn(&Sample) -> f64;
-        let metrics: [(&'static str, Get, f64); 5] = [
-            ("rss_kib", |s| s.rss_kib as f64, 2048.0),
-            ("fds", |s| s.fds as f64, 2.0),
-            ("threads", |s| s.threads as f64, 2.0),
-            ("descendants", |s| s.descendants as f64, 3.0),
-            ("tagged", |s| s.tagged as f64, 3.0),
+        let metrics: [(&'static str, Get, f64, bool); 7] = [
+            ("rss_kib", |s| s.rss_kib as f64, 2048.0, false),
+            ("rss_anon_kib", |s| s.rss_anon_kib as f64, 2048.0, false),
+            ("rss_file_kib", |s| s.rss_file_kib as f64, 2048.0, false),
+            ("fds", |s| s.fds as f64, 2.0, true),
+            ("threads", |s| s.threads as f64, 2.0, false),
+            ("descendants", |s| s.descendants as f64, 3.0, true),
+            ("tagged", |s| s.tagged as f64, 3.0, true),
         ];
         let mean = |xs: &[Sample], get: Get| {
             if xs.is_empty() {
@@ -726,8 +740,12 @@ impl Verdict {
         };
         let lines = metrics
             .into_iter()
-            .map(|(what, get, tolerance)| {
-                let slope = slope(half.iter().map(|s| (s.t, get(s))));
+            .map(|(what, get, tolerance, floor)| {
+                let slope = if floor {
+                    slope(minute_floors(half, get).into_iter())
+                } else {
+                    slope(half.iter().map(|s| (s.t, get(s))))
+                };
                 let predicted_change = slope * span;
                 Line {
                     what,
@@ -736,12 +754,26 @@ impl Verdict {
                     first_half_mean: mean(first, get),
                     second_half_mean: mean(half, get),
                     tolerance,
-                    flat: predicted_change.abs() <= tolerance,
+                    // Only growth is a leak; a falling floor (warm-up settling) is not.
+                    flat: predicted_change <= tolerance,
                 }
             })
             .collect();
         Verdict { from_t, lines }
     }
+}
+
+/// (start of the minute, minimum of the metric in it) for each whole minute of samples.
+fn minute_floors(samples: &[Sample], get: fn(&Sample) -> f64) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for s in samples {
+        let minute = (s.t / 60.0).floor() * 60.0;
+        match out.last_mut() {
+            Some((m, v)) if *m == minute => *v = v.min(get(s)),
+            _ => out.push((minute, get(s))),
+        }
+    }
+    out
 }
 
 /// Least-squares slope of y over x (per unit of x).
