@@ -715,7 +715,7 @@ impl Verdict {
     /// noise; a leak of one buffer per probe result would be hundreds of KiB per minute), fds and
     /// threads by 2, processes by 3. fds and processes are bimodal — a sample that lands while a
     /// cycle's scripts run sees ~100 pipes and dozens of children, one between cycles sees the
-    /// floor — so their slope is taken over the floor: the minimum of each minute of samples.
+    /// floor — so their slope is taken over the samples that fell between cycles.
     fn of(samples: &[Sample]) -> Verdict {
         let half = &samples[samples.len() / 2..];
         let first = &samples[..samples.len() / 2];
@@ -742,7 +742,11 @@ impl Verdict {
             .into_iter()
             .map(|(what, get, tolerance, floor)| {
                 let slope = if floor {
-                    slope(minute_floors(half, get).into_iter())
+                    slope(
+                        half.iter()
+                            .filter(|s| between_cycles(s))
+                            .map(|s| (s.t, get(s))),
+                    )
                 } else {
                     slope(half.iter().map(|s| (s.t, get(s))))
                 };
@@ -763,17 +767,9 @@ impl Verdict {
     }
 }
 
-/// (start of the minute, minimum of the metric in it) for each whole minute of samples.
-fn minute_floors(samples: &[Sample], get: fn(&Sample) -> f64) -> Vec<(f64, f64)> {
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    for s in samples {
-        let minute = (s.t / 60.0).floor() * 60.0;
-        match out.last_mut() {
-            Some((m, v)) if *m == minute => *v = v.min(get(s)),
-            _ => out.push((minute, get(s))),
-        }
-    }
-    out
+/// A sample taken between cycles: nothing below Talon but the worker, no zombie.
+fn between_cycles(s: &Sample) -> bool {
+    s.descendants <= 1 && s.zombies == 0
 }
 
 /// Least-squares slope of y over x (per unit of x).
