@@ -715,7 +715,7 @@ impl Verdict {
     /// noise; a leak of one buffer per probe result would be hundreds of KiB per minute), fds and
     /// threads by 2, processes by 3. fds and processes are bimodal — a sample that lands while a
     /// cycle's scripts run sees ~100 pipes and dozens of children, one between cycles sees the
-    /// floor — so their slope is taken over the samples that fell between cycles.
+    /// floor — so their verdict compares the floor of the last third of the half with the first.
     fn of(samples: &[Sample]) -> Verdict {
         let half = &samples[samples.len() / 2..];
         let first = &samples[..samples.len() / 2];
@@ -741,16 +741,12 @@ impl Verdict {
         let lines = metrics
             .into_iter()
             .map(|(what, get, tolerance, floor)| {
-                let slope = if floor {
-                    slope(
-                        half.iter()
-                            .filter(|s| between_cycles(s))
-                            .map(|s| (s.t, get(s))),
-                    )
+                let slope = slope(half.iter().map(|s| (s.t, get(s))));
+                let predicted_change = if floor {
+                    floor_change(half, get)
                 } else {
-                    slope(half.iter().map(|s| (s.t, get(s))))
+                    slope * span
                 };
-                let predicted_change = slope * span;
                 Line {
                     what,
                     slope_per_min: slope * 60.0,
@@ -767,9 +763,15 @@ impl Verdict {
     }
 }
 
-/// A sample taken between cycles: nothing below Talon but the worker, no zombie.
-fn between_cycles(s: &Sample) -> bool {
-    s.descendants <= 1 && s.zombies == 0
+/// How the floor moved over `samples`: the minimum of the last third minus the minimum of the
+/// first third (a sample taken during a cycle only raises a value, never lowers the floor).
+fn floor_change(samples: &[Sample], get: fn(&Sample) -> f64) -> f64 {
+    let third = (samples.len() / 3).max(1);
+    let min = |xs: &[Sample]| xs.iter().map(get).fold(f64::INFINITY, f64::min);
+    if samples.is_empty() {
+        return 0.0;
+    }
+    min(&samples[samples.len() - third..]) - min(&samples[..third])
 }
 
 /// Least-squares slope of y over x (per unit of x).
