@@ -1,11 +1,20 @@
 //! Worker restart latency: SIGKILL of the worker → a new worker answering its health endpoint,
-//! for Talon (`talon run --worker-only`) and, side by side in the same run, supervisord
+//! for Talon (`talon run --worker-only`) and, side by side in the same run, supervisord and monit
 //! supervising the same worker (`tests/fixtures/worker.py`, a small Python HTTP server).
 //! Also: the worker's own cold start (the floor), and idle CPU and RSS of each supervisor.
 //!
-//! `cargo bench --bench worker_restart` (RUNS=20 by default). supervisord is taken from
-//! `target/bench-venv` (created with `python3 -m venv` + `pip install supervisor` when missing);
-//! without it, only Talon is measured. Nothing here is asserted: numbers go to BENCHMARKS.md.
+//! `cargo bench --bench worker_restart` (RUNS=20 by default). Requirements: `python3` (with
+//! `venv`); supervisord is taken from `target/bench-venv` (created with `python3 -m venv` +
+//! `pip install supervisor` when missing); monit is the system's `monit` on PATH
+//! (`apt-get install -y monit`). A supervisor that is missing is reported as "not available" and
+//! skipped. Nothing here is asserted: numbers go to BENCHMARKS.md.
+//!
+//! How monit is run: a `monitrc` (mode 0600) in a temp dir with `set daemon 1` (its shortest
+//! poll cycle), `check process worker matching "<unique argument>"` and a `start program` that
+//! execs the worker; `monit -I -c monitrc` keeps it in the foreground. monit has no event on a
+//! child's death: it notices the worker is gone on its next 1 s poll and runs the start program,
+//! so its latency is up to one poll plus the worker's start — the same worker start every
+//! supervisor pays.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -264,7 +273,109 @@ fn supervisord(bin: &Path, runs: usize) -> (Vec<Duration>, (f64, f64), String) {
     (r, idle, version)
 }
 
+/// monit 5.x on PATH: its version line, if it runs.
+fn monit_version() -> Option<String> {
+    let out = Command::new("monit").arg("-V").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim().to_string();
+    (out.status.success() && line.contains("Monit")).then_some(line)
+}
+
+fn monit(runs: usize) -> (Vec<Duration>, (f64, f64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env: Vec<String> = worker_env(dir.path(), port)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    // A unique argument (the worker ignores its arguments) for `matching`.
+    let mark = format!("talon-bench-monit-{}-{port}", std::process::id());
+    let d = dir.path().display();
+    let rc = dir.path().join("monitrc");
+    // monit waits for a start program to exit (it expects daemons that fork): the worker is
+    // started in the background by `sh`, with its output detached from monit's pipes.
+    std::fs::write(
+        &rc,
+        format!(
+            "set daemon 1\nset logfile {d}/monit.log\nset pidfile {d}/monit.pid\n\
+             set idfile {d}/monit.id\nset statefile {d}/monit.state\n\
+             check process worker matching \"{mark}\"\n  \
+             start program = \"/bin/sh -c '{} exec python3 {WORKER} {mark} >/dev/null 2>&1 &'\" \
+             with timeout 30 seconds\n",
+            env.join(" ")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // monit runs under a reaper (this binary, see `reaper`) that adopts the backgrounded worker
+    // and reaps it the moment it dies, as init does on a normal host.
+    let mut reaper = Command::new(std::env::current_exe().unwrap())
+        .env("TALON_BENCH_REAPER", "1")
+        .arg("monit")
+        .arg("-I")
+        .arg("-c")
+        .arg(&rc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reaper.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid: u32 = line.trim().parse().expect("monit pid from the reaper");
+    let reaper = Stop(reaper);
+    let r = restarts(port, runs);
+    let idle = idle_footprint(pid, Duration::from_secs(10));
+    // Stop monit (the reaper exits with it); monit leaves the worker running: stop it too.
+    kill(pid, libc::SIGTERM);
+    drop(reaper);
+    if let Some(w) = health(port) {
+        kill(w, libc::SIGKILL);
+    }
+    (r, idle)
+}
+
+/// `TALON_BENCH_REAPER=1 <this binary> PROGRAM ARGS…`: become a child subreaper, start the
+/// program, print its pid, and reap every process that ends up as our child (the program's
+/// orphans included) until the program itself exits.
+fn reaper() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes how this process adopts orphans.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the supervised program");
+    let target = child.id() as i32;
+    println!("{target}");
+    let _ = std::io::stdout().flush();
+    // Waited for below with waitpid, not through `Child`.
+    std::mem::forget(child);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on any child of this process.
+        let p = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if p == target
+            || (p < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
+            return;
+        }
+    }
+}
+
 fn main() {
+    if std::env::var_os("TALON_BENCH_REAPER").is_some() {
+        reaper();
+        return;
+    }
     // `cargo bench` passes `--bench`; nothing else is expected.
     let runs: usize = std::env::var("RUNS")
         .ok()
@@ -281,9 +392,21 @@ fn main() {
     } else {
         println!("supervisord                    not available");
     }
+    let mon = monit_version().map(|v| (v, monit(runs)));
+    if let Some((v, (m, _))) = &mon {
+        let v = v
+            .trim_start_matches("This is ")
+            .trim_start_matches("Monit version ");
+        println!("monit {v:<24} {}", stats(m));
+    } else {
+        println!("monit                          not available");
+    }
     println!("\nidle, supervising one worker (health every 1 s for Talon), 10 s window:");
     println!("talon        CPU {tcpu:5.2} % of one core   RSS {trss:5.1} MB");
     if let Some((_, (scpu, srss), _)) = &sup {
         println!("supervisord  CPU {scpu:5.2} % of one core   RSS {srss:5.1} MB");
+    }
+    if let Some((_, (_, (mcpu, mrss)))) = &mon {
+        println!("monit        CPU {mcpu:5.2} % of one core   RSS {mrss:5.1} MB");
     }
 }

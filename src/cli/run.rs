@@ -21,7 +21,6 @@ pub struct Args {
 }
 
 pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
-    one_malloc_arena();
     if args.worker_only {
         return run_worker_only(cfg_path);
     }
@@ -47,19 +46,6 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
         runtime.run().await?;
         Ok(Exit::Ok)
     })
-}
-
-/// The daemon allocates little and rarely; glibc's default of one malloc arena per thread
-/// (tokio workers, the store writer) kept ~1.4 MB more RSS idle for no measurable speed
-/// (`benches/daemon_idle.rs`). `MALLOC_ARENA_MAX` in the environment still wins.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator tuning; called before any thread is spawned.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
 }
 
 fn init_logging() {
