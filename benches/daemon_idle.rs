@@ -17,7 +17,9 @@
 //!
 //! `cargo bench --bench daemon_idle` (env `IDLE_SECS`, `WARMUP_SECS`, default 60 and 15).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,17 +29,10 @@ const TALON: &str = env!("CARGO_BIN_EXE_talon");
 const REQUESTS: usize = 1000;
 
 fn main() {
-    if std::env::var_os("TALON_BENCH_SERVE").is_some() {
-        serve();
+    if common::serve_if_asked() {
         return;
     }
-    // Test runners run bench binaries too: list nothing and run nothing unless `cargo bench`.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        println!("daemon_idle: a benchmark; run it with `cargo bench --bench daemon_idle`");
+    if !common::asked_to_run("daemon_idle") {
         return;
     }
     let env_secs = |k: &str, d: u64| {
@@ -49,21 +44,8 @@ fn main() {
     let idle = Duration::from_secs(env_secs("IDLE_SECS", 60));
     let warmup = Duration::from_secs(env_secs("WARMUP_SECS", 15));
 
-    let mut server = Command::new(std::env::current_exe().unwrap())
-        .env("TALON_BENCH_SERVE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let (http, tcp) = (ports[0], ports[1]);
+    let servers = common::Servers::start();
+    let (http, tcp) = (servers.http, servers.tcp);
 
     let mut json = serde_json::Map::new();
     json.insert("window_secs".into(), serde_json::json!(idle.as_secs_f64()));
@@ -113,8 +95,7 @@ fn main() {
     )
     .unwrap();
     println!("\nwrote {}", out.display());
-    drop(server.stdin.take());
-    let _ = server.wait();
+    drop(servers);
 }
 
 fn kib_to_mib(v: &serde_json::Value) -> f64 {
@@ -572,34 +553,4 @@ fn health_during_heal(http: u16, tcp: u16) -> serde_json::Value {
         "heal_grandchild_left": gc_left,
         "loadavg": loadavg(),
     })
-}
-
-/// The server side: HTTP 200 on `/health`, and a TCP listener that accepts and closes.
-fn serve() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ports = [&http, &tcp].map(|l| l.local_addr().unwrap().port());
-        tokio::spawn(async move { axum::serve(http, app).await });
-        tokio::spawn(async move {
-            while let Ok((s, _)) = tcp.accept().await {
-                drop(s);
-            }
-        });
-        let mut out = std::io::stdout();
-        writeln!(out, "{} {}", ports[0], ports[1]).unwrap();
-        out.flush().unwrap();
-        // Until the parent closes our stdin.
-        std::thread::spawn(|| {
-            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-            std::process::exit(0);
-        });
-        std::future::pending::<()>().await;
-    });
 }

@@ -5,15 +5,14 @@
 //! growth from idle to after cycles. The servers run in a child process (this binary re-run with
 //! `TALON_BENCH_SERVE=1`) so their CPU is not counted as the engine's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 use talon::config::{self, Config, LoadOptions};
 use talon::probe::{Engine, Status};
 
 fn main() {
-    if std::env::var_os("TALON_BENCH_SERVE").is_some() {
-        serve();
+    if common::serve_if_asked() {
         return;
     }
     // Test runners (`cargo nextest run --all-targets`, `cargo test --all-targets`) run bench
@@ -26,22 +25,8 @@ fn main() {
         println!("probe_cycle: a benchmark; run it with `cargo bench --bench probe_cycle`");
         return;
     }
-    // Servers in a child process; it exits when our end of its stdin closes.
-    let mut server = Command::new(std::env::current_exe().unwrap())
-        .env("TALON_BENCH_SERVE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let (http, tcp, silent) = (ports[0], ports[1], ports[2]);
+    let servers = common::Servers::start();
+    let (http, tcp, silent) = (servers.http, servers.tcp, servers.silent);
 
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -181,8 +166,7 @@ fn main() {
         5,
     );
 
-    drop(server.stdin.take());
-    let _ = server.wait();
+    drop(servers);
 }
 
 /// Write a config with these probes and load it (as `talon check` would).
@@ -236,41 +220,4 @@ fn rss_kb() -> u64 {
 }
 fn hwm_kb() -> u64 {
     status_kb("VmHWM:")
-}
-
-/// The server side: HTTP 200, TCP accept-and-close, and a silent listener that never answers.
-fn serve() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ports = [&http, &tcp, &silent].map(|l| l.local_addr().unwrap().port());
-        tokio::spawn(async move { axum::serve(http, app).await });
-        tokio::spawn(async move {
-            while let Ok((s, _)) = tcp.accept().await {
-                drop(s);
-            }
-        });
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = silent.accept().await {
-                held.push(s);
-            }
-        });
-        let mut out = std::io::stdout();
-        writeln!(out, "{} {} {}", ports[0], ports[1], ports[2]).unwrap();
-        out.flush().unwrap();
-        // Until the parent closes our stdin.
-        std::thread::spawn(|| {
-            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-            std::process::exit(0);
-        });
-        std::future::pending::<()>().await;
-    });
 }

@@ -8,7 +8,7 @@
 //!
 //! The daemon gets its own temp HOME and state dir, `check_interval_secs = 5`, and:
 //! - passing probes: http and tcp against local servers that run in a child process (this
-//!   binary re-run with `TALON_SOAK_SERVE=1`, so their CPU and fds are not Talon's), and scripts;
+//!   binary re-run with `TALON_BENCH_SERVE=1`, so their CPU and fds are not Talon's), and scripts;
 //! - failing probes: non-critical ones (HTTP 503, TCP refused) that only degrade, and critical
 //!   ones whose fault the bench switches on for 40 s of every 60 s, with heals that fail (and
 //!   one that hangs past `heal_timeout_secs` with a grandchild), an agent whose cloud and local
@@ -30,7 +30,9 @@
 //! change it predicts over that half is within a small tolerance. At the end, Talon gets SIGTERM
 //! and the tagged processes still alive are counted (must be 0).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,39 +53,18 @@ const HANG_SCRIPT: usize = 10;
 const HANG_HTTP: usize = 6;
 
 fn main() {
-    if std::env::var_os("TALON_SOAK_SERVE").is_some() {
-        serve();
+    if common::serve_if_asked() {
         return;
     }
-    // Test runners run bench binaries too: do nothing unless `cargo bench` asked.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    if !args.iter().any(|a| a == "--bench") {
-        println!("soak: a benchmark; run it with `cargo bench --bench soak`");
+    if !common::asked_to_run("soak") {
         return;
     }
     let secs = env_u64("SOAK_SECS", 120);
     let sample_every = Duration::from_secs(env_u64("SOAK_SAMPLE_SECS", 10).max(1));
     let total = Duration::from_secs(secs);
 
-    // Servers in a child process; it exits when our end of its stdin closes.
-    let mut server = Command::new(std::env::current_exe().unwrap())
-        .env("TALON_SOAK_SERVE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let (http, tcp, silent) = (ports[0], ports[1], ports[2]);
+    let servers = common::Servers::start();
+    let (http, tcp, silent) = (servers.http, servers.tcp, servers.silent);
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -213,8 +194,7 @@ fn main() {
     // Shut down and look for anything left behind.
     let exit = talon.terminate(Duration::from_secs(30));
     let leftover = wait_tagged_gone(&tag, Duration::from_secs(5));
-    drop(server.stdin.take());
-    let _ = server.wait();
+    drop(servers);
 
     let final_counts = talon::store::Store::open_existing(&state)
         .ok()
@@ -786,55 +766,4 @@ fn slope(points: impl Iterator<Item = (f64, f64)>) -> f64 {
     let sxx: f64 = p.iter().map(|q| (q.0 - mx).powi(2)).sum();
     let sxy: f64 = p.iter().map(|q| (q.0 - mx) * (q.1 - my)).sum();
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
-}
-
-/// The server side: HTTP 200 on /health and 503 on /fail, TCP accept-and-close, and a silent
-/// listener that accepts and never answers (connections dropped after a minute so this child
-/// does not pile them up).
-fn serve() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let app = axum::Router::new()
-            .route("/health", axum::routing::get(|| async { "ok" }))
-            .route(
-                "/fail",
-                axum::routing::get(|| async {
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "down for the soak",
-                    )
-                }),
-            );
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ports = [&http, &tcp, &silent].map(|l| l.local_addr().unwrap().port());
-        tokio::spawn(async move { axum::serve(http, app).await });
-        tokio::spawn(async move {
-            while let Ok((s, _)) = tcp.accept().await {
-                drop(s);
-            }
-        });
-        tokio::spawn(async move {
-            while let Ok((s, _)) = silent.accept().await {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    drop(s);
-                });
-            }
-        });
-        let mut out = std::io::stdout();
-        writeln!(out, "{} {} {}", ports[0], ports[1], ports[2]).unwrap();
-        out.flush().unwrap();
-        // Until the parent closes our stdin.
-        std::thread::spawn(|| {
-            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-            std::process::exit(0);
-        });
-        std::future::pending::<()>().await;
-    });
 }

@@ -206,16 +206,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     writeln!(out, "probes:   {} ({})", o.probes.len(), summary.join(", "))?;
-    for n in &o.pending_notifications {
-        writeln!(
-            out,
-            "undelivered: {} #{} for incident #{} (attempt {})",
-            n.kind.as_str(),
-            n.id,
-            n.incident,
-            n.attempt + 1
-        )?;
-    }
+    print_pending(out, &o.pending_notifications)?;
     out.flush()?;
     Ok(exit)
 }
@@ -366,7 +357,17 @@ fn print_live(
             s.store_write_failures
         )?;
     }
-    for n in &s.pending_notifications {
+    print_pending(out, &s.pending_notifications)?;
+    out.flush()?;
+    Ok(exit)
+}
+
+/// One line per notification no channel has taken yet.
+fn print_pending(
+    out: &mut impl Write,
+    pending: &[crate::core::Notification],
+) -> std::io::Result<()> {
+    for n in pending {
         writeln!(
             out,
             "undelivered: {} #{} for incident #{} (attempt {})",
@@ -376,6 +377,5 @@ fn print_live(
             n.attempt + 1
         )?;
     }
-    out.flush()?;
-    Ok(exit)
+    Ok(())
 }

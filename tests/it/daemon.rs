@@ -1,6 +1,6 @@
 //! `talon run` end to end: the real binary, real probes, real heals, the real store.
 
-use crate::support::{run, stdout, talon, write};
+use crate::support::{http_get, run, stdout, talon, write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -367,26 +367,6 @@ DEMO_DIR = "{demo}"
     assert_eq!(d.terminate(), Some(0));
 }
 
-/// GET a loopback URL; (status, body).
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
 fn wait_health(
     addr: &str,
     d: &Daemon,
@@ -395,7 +375,7 @@ fn wait_health(
 ) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((code, body)) = http_get(addr, "/health") {
+        if let Some((code, body)) = http_get(addr, "/health", Duration::from_secs(5)) {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if pred(code, &v) {
                 return v;
@@ -486,7 +466,7 @@ fn health_follows_failure_and_a_bad_reload_keeps_the_last_good_config() {
     );
     assert_eq!(v["config_error"]["line"], 1);
     assert_eq!(v["probe_count"], 1, "the last good probes keep running");
-    let (_, metrics) = http_get(&addr, "/metrics").unwrap();
+    let (_, metrics) = http_get(&addr, "/metrics", Duration::from_secs(5)).unwrap();
     assert!(
         metrics.contains("talon_config_reload_failures_total"),
         "{metrics}"
@@ -595,7 +575,7 @@ critical_after_consecutive_failures = 1
 /// miss it (the bound catches a hang; it is not a latency assertion).
 fn prompt_get(addr: &str, path: &str, d: &Daemon) -> (u16, serde_json::Value) {
     let t = Instant::now();
-    let answer = http_get(addr, path);
+    let answer = http_get(addr, path, Duration::from_secs(5));
     let took = t.elapsed();
     assert!(
         took < Duration::from_secs(2),

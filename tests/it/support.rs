@@ -91,3 +91,31 @@ pub fn free_port() -> u16 {
         .expect("local addr")
         .port()
 }
+
+/// `GET path` on a loopback address with one overall `timeout`; `(status, body)`.
+pub fn http_get(addr: &str, path: &str, timeout: std::time::Duration) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let deadline = Instant::now() + timeout;
+    let sock: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).ok()?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(std::time::Duration::from_millis(1));
+    s.set_read_timeout(Some(left)).ok()?;
+    s.set_write_timeout(Some(left)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}

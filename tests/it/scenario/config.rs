@@ -95,7 +95,7 @@ fn assert_broken_and_still_running(
     });
     tl.mark("still_probing");
 
-    let (_, m) = super::flood::http_get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    let (_, m) = crate::support::http_get(addr, "/metrics", Duration::from_secs(5)).unwrap();
     assert!(
         metric(&m, "talon_config_reload_failures_total") >= 1.0,
         "{m}"
@@ -124,7 +124,7 @@ fn assert_fixed(d: &Daemon, addr: &str, probes: u64, streak_before: u64, tl: &mu
         c == 200 && v["config_error"].is_null() && v["probe_count"] == probes
     });
     tl.mark("recovered");
-    let (_, m) = super::flood::http_get(addr, "/metrics", Duration::from_secs(5)).unwrap();
+    let (_, m) = crate::support::http_get(addr, "/metrics", Duration::from_secs(5)).unwrap();
     assert_eq!(metric(&m, "talon_config_error"), 0.0, "{m}");
     assert!(metric(&m, "talon_config_reload_successes_total") >= 1.0);
     let (streak, _) = progress(d, addr, "target");

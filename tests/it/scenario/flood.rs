@@ -7,39 +7,13 @@
 
 use super::{Timeline, wait_for};
 use crate::daemon::Daemon;
-use crate::support::{free_port, write};
+use crate::support::{free_port, http_get, write};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// `GET path` on a loopback address with one overall `timeout`; `(status, body)`.
-pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let deadline = Instant::now() + timeout;
-    let sock: std::net::SocketAddr = addr.parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout).ok()?;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    s.set_read_timeout(Some(left)).ok()?;
-    s.set_write_timeout(Some(left)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
 
 /// `GET path` parsed as JSON.
 pub fn get_json(addr: &str, path: &str) -> Option<(u16, Value)> {

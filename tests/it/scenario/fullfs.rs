@@ -9,10 +9,10 @@
 //!
 //! Needs root (mount). If mounting fails, the test fails with the reason: no silent skip.
 
-use super::flood::{get_json, http_get, metric, wait_json};
+use super::flood::{get_json, metric, wait_json};
 use super::{Timeline, wait_for};
 use crate::daemon::Daemon;
-use crate::support::{free_port, run, stdout, talon, write};
+use crate::support::{free_port, http_get, run, stdout, talon, write};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,9 +9,9 @@
 //! would exceed; and nothing tagged survives Talon's exit.
 
 use super::Timeline;
-use super::flood::{http_get, metric, wait_json};
+use super::flood::{metric, wait_json};
 use crate::daemon::Daemon;
-use crate::support::{free_port, talon, write};
+use crate::support::{free_port, http_get, talon, write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 

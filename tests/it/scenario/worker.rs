@@ -10,7 +10,7 @@ use crate::daemon::Daemon;
 use crate::support::{free_port, write};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -212,26 +212,9 @@ impl Drop for Proc {
     }
 }
 
-/// GET `http://127.0.0.1:port/path` with a short timeout: the status and body, or None when
-/// nothing answered in time.
+/// GET `http://127.0.0.1:port/path`: the status and body, or None when nothing answered in time.
 pub(crate) fn get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    crate::support::http_get(&format!("127.0.0.1:{port}"), path, timeout)
 }
 
 /// The pid the worker on `port` says it has (`GET /health` → `ok PID`), if it answers 200.
