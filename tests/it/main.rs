@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod daemon;
+mod effective;
 mod fuzz;
 mod heal;
 mod heartbeat;
