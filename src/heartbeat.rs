@@ -25,7 +25,7 @@ pub fn spawn(
         .interval
         .min(MAX_PING_TIMEOUT)
         .max(Duration::from_secs(1));
-    crate::probe::http::install_crypto_provider();
+    crate::net::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("talon/", env!("CARGO_PKG_VERSION")))

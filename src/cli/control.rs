@@ -52,7 +52,7 @@ fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::R
         )
     })?;
     let url = format!("http://{}{path}", c.health.bind);
-    crate::probe::http::install_crypto_provider();
+    crate::net::install_tls_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

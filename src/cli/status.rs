@@ -252,7 +252,7 @@ fn live(c: &Config) -> Option<crate::server::snapshot::StatusSnapshot> {
     if !c.health.enabled {
         return None;
     }
-    crate::probe::http::install_crypto_provider();
+    crate::net::install_tls_provider();
     let url = format!("http://{}/status", c.health.bind);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,7 +13,6 @@
 //! forward a signal, shutdown), [`WorkerEvent`]s out on the channel given to
 //! [`Supervisor::start`], and a cheap [`WorkerStatus`] snapshot on a `watch` channel.
 
-pub mod envfile;
 pub mod logs;
 pub mod monitor;
 pub mod owner;
@@ -118,8 +117,8 @@ impl WorkerEvent {
     /// healthy passes; a crash loop, a failed start and a failed health check fail. Exits and
     /// restarts are not results by themselves (a restarted worker that comes back is healthy; one
     /// that keeps dying becomes a crash loop).
-    pub fn probe_outcome(&self) -> Option<crate::probe::outcome::Outcome> {
-        use crate::probe::outcome::Outcome;
+    pub fn probe_outcome(&self) -> Option<crate::core::outcome::Outcome> {
+        use crate::core::outcome::Outcome;
         match self {
             WorkerEvent::Healthy { pid } => {
                 Some(Outcome::pass(format!("worker pid {pid} healthy")))
@@ -623,7 +622,7 @@ impl Actor {
             .ok_or("worker.command is empty")?;
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         if let Some(p) = &cfg.env_file {
-            env.extend(envfile::load(p).map_err(|e| e.to_string())?);
+            env.extend(crate::config::envfile::load(p).map_err(|e| e.to_string())?);
         }
         env.extend(cfg.env.clone());
         let secrets = resolve_secrets(&cfg, &self.search).await;
@@ -956,7 +955,7 @@ async fn copy_output<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::outcome::Status;
+    use crate::core::outcome::Status;
 
     #[test]
     fn events_map_to_worker_probe_outcomes() {
