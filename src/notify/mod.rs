@@ -261,11 +261,8 @@ impl NotifyCtx {
 /// An HTTP client for channels (rustls with ring; no redirects, so a token-bearing URL is never
 /// re-sent elsewhere).
 pub fn http_client() -> Result<reqwest::Client, DeliveryError> {
-    // Idempotent: another part of Talon may have installed it already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    crate::net::client()
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("talon/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| DeliveryError::Transport(format!("cannot build the HTTP client: {e}")))
