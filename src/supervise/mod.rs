@@ -23,7 +23,7 @@ pub mod sys;
 
 use crate::config::WorkerConfig;
 use crate::config::path::SearchPath;
-use crate::proc::{Cmd, End, Output, Spawned};
+use crate::proc::{Cmd, End, Output, Spawned, Stop};
 use monitor::MonitorMsg;
 use nix::sys::signal::Signal;
 use owner::Ownership;
@@ -682,10 +682,9 @@ impl Actor {
 
     /// One worker life: wait for its exit, follow the monitor, serve commands.
     async fn supervise(&mut self, mut spawned: Spawned) -> LifeEnd {
-        let pid = spawned.pid();
         // If this future is dropped mid-life (the runtime shuts down, a panic unwinds), the
-        // worker's group must not outlive supervision.
-        let _kill_on_drop = KillGroupOnDrop(spawned.group);
+        // worker's group must not outlive supervision: dropping `spawned` KILLs it.
+        let pid = spawned.pid();
         let (mon_tx, mut mon_rx) = mpsc::channel(8);
         let mon = tokio::spawn(monitor::run(self.cfg.clone(), mon_tx));
         let _abort_monitor = AbortOnDrop(mon);
@@ -702,10 +701,9 @@ impl Actor {
                     let end = end.unwrap_or(End::Exited(-1));
                     // The leader is gone; whatever it left in its group (a grandchild holding
                     // the port or files) goes before anything restarts.
-                    let group = sys::Target::Group(spawned.group.0 as u32);
-                    if group.alive() {
+                    if spawned.group.alive() {
                         tracing::info!(pgid = spawned.group.0, "stopping what the dead worker left in its group");
-                        sys::stop_targets(&[group], self.cfg.drain_timeout).await;
+                        spawned.stop(Stop::term(self.cfg.drain_timeout)).await;
                     }
                     self.set(|s| {
                         s.last_exit = Some(end);
@@ -800,45 +798,14 @@ impl Actor {
         self.set(|s| s.state = WorkerState::Stopping);
         let pid = spawned.pid();
         let uptime = spawned.started.elapsed();
-        let drain = self.cfg.drain_timeout;
-        let started = tokio::time::Instant::now();
-        let pgid = spawned.group.0 as u32;
-        spawned.group.signal(first);
-        let end = tokio::time::timeout(drain, spawned.wait())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        if end.is_some() {
-            let left = drain.saturating_sub(started.elapsed());
-            sys::wait_until(left, || sys::group_members(pgid).is_empty()).await;
-        }
-        spawned.group.signal(Signal::SIGKILL);
-        let end = match end {
-            Some(e) => e,
-            None => spawned
-                .wait()
-                .await
-                .unwrap_or(End::Signaled(Signal::SIGKILL as i32)),
-        };
-        sys::wait_until(Duration::from_secs(2), || {
-            sys::group_members(pgid).is_empty()
-        })
-        .await;
+        let end = spawned
+            .stop(Stop::term(self.cfg.drain_timeout).first(first))
+            .await;
         self.set(|s| {
             s.last_exit = Some(end);
             s.pid = None;
         });
         self.emit(WorkerEvent::Exited { pid, end, uptime }).await;
-    }
-}
-
-/// SIGKILL a worker's group when dropped. On normal paths the group is already empty by then
-/// (stopped and reaped), so this only matters when supervision is torn down abruptly.
-struct KillGroupOnDrop(crate::proc::Group);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        self.0.signal(Signal::SIGKILL);
     }
 }
 
