@@ -6,7 +6,7 @@
 //! stdout/stderr read concurrently (no pipe stall) into buffers capped to their newest bytes, a
 //! hard timeout that stops the whole group (TERM, grace, KILL), and it is always reaped.
 //!
-//! [`stop`] is the one stop path (TERM → grace → KILL → reap) for those children and for
+//! [`Stop`] is the one stop path (TERM → grace → KILL → reap) for those children and for
 //! processes Talon did not spawn (a stale listener on the worker's port), and the one place
 //! that sends signals.
 
