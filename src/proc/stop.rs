@@ -356,13 +356,14 @@ mod tests {
             .unwrap();
         let grandchild: u32 = first_line(&mut leader).parse().unwrap();
         let group = Group(leader.id());
-        let _cleanup = KillOnDrop::new(group);
+        let mut cleanup = KillOnDrop::new(group);
         assert!(group.members().contains(&grandchild));
         let gone = Stop::term(Duration::from_secs(5))
             .processes(&[Target::Group(group)])
             .await;
         assert!(gone);
         assert!(!group.alive() && !pid_alive(grandchild));
+        cleanup.disarm();
         // It died of the TERM (no KILL was needed), and is reaped here by its parent.
         let status = leader.wait().unwrap();
         assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
@@ -377,12 +378,13 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        let _cleanup = KillOnDrop::new(Group(p.id()));
+        let mut cleanup = KillOnDrop::new(Group(p.id()));
         assert_eq!(first_line(&mut p), "ready");
         let grace = Duration::from_millis(200);
         let started = Instant::now();
         assert!(Stop::term(grace).processes(&[Target::Pid(p.id())]).await);
         assert!(started.elapsed() >= grace);
+        cleanup.disarm();
         assert_eq!(p.wait().unwrap().signal(), Some(Signal::SIGKILL as i32));
     }
 
@@ -403,7 +405,8 @@ mod tests {
                 .await
         );
         assert!(started.elapsed() < grace, "waited for nothing");
-        assert!(!Group(pid).signal(Signal::SIGTERM));
+        // (SIGCONT: harmless should the pid have been reused meanwhile.)
+        assert!(!Group(pid).signal(Signal::SIGCONT));
 
         // A spawned child that ended by itself: the stop reaps it and reports its own end.
         let mut s = Cmd::shell("exit 3").output(Output::Null).spawn().unwrap();
