@@ -183,8 +183,8 @@ impl Stop {
         let mut gone = leader_gone(&end)
             && wait_until(deadline.saturating_duration_since(Instant::now()), all_gone).await;
         if !gone {
-            // An unreaped leader keeps its group id from being reused, so the KILL cannot
-            // reach a stranger.
+            // What is left (an unreaped leader, a live member) keeps the group id in use, so
+            // the KILL cannot reach a stranger's group.
             for t in targets {
                 t.signal(Signal::SIGKILL);
             }
