@@ -1,14 +1,24 @@
-//! Redaction: every secret value Talon knows is replaced by `[REDACTED]` before text is handed to
-//! a heal, an agent, a notifier, the log or the store.
+//! Redaction: every secret value Talon knows is replaced by `[REDACTED]`, and every string shaped
+//! like a well-known kind of secret by `[REDACTED:<kind>]`, before text is handed to a heal, an
+//! agent, a notifier, the log or the store.
 //!
-//! A [`Redactor`] holds literal secrets (notifier tokens, secret env values, Redis passwords) and
-//! the operator's `redact` regular expressions. Secrets resolved at run time (a token fetched by a
-//! `token_command`, a worker secret) are added with [`Redactor::learn`]; it is shared behind an
-//! `Arc` and safe to use from many tasks.
+//! A [`Redactor`] holds literal secrets (notifier tokens, secret env values, Redis passwords), the
+//! operator's `redact` regular expressions and — unless `redact_builtin = false` — the
+//! [built-in patterns](BUILTIN_KINDS) (bot tokens, cloud keys, `Authorization` values,
+//! `password=` assignments, private keys, JWTs, URL passwords), which catch secrets Talon was
+//! never told about: the ones a probe, a heal or an agent prints. Secrets resolved at run time (a
+//! token fetched by a `token_command`, a worker secret) are added with [`Redactor::learn`]; it is
+//! shared behind an `Arc` and safe to use from many tasks.
+//!
+//! **Cost.** Every pattern is a `regex` (finite automata, no backtracking: a search is linear in
+//! the text) and is applied in exactly one left-to-right pass; a pass never rescans text it has
+//! already passed. Redacting is therefore linear in the text for a fixed set of patterns — the
+//! test `every_builtin_is_linear_on_adversarial_input` holds each one to that on 1 MiB inputs
+//! built to defeat it, and `cargo bench --bench redact` measures the cost per MiB.
 
 use regex::Regex;
 use std::borrow::Cow;
-use std::sync::RwLock;
+use std::sync::{LazyLock, RwLock};
 
 /// What a redacted secret becomes.
 pub const REDACTED: &str = "[REDACTED]";
@@ -17,11 +27,25 @@ pub const REDACTED: &str = "[REDACTED]";
 /// destroy the text and protect nothing. Use a `redact` pattern for short values.
 pub const MIN_SECRET_LEN: usize = 4;
 
-/// Replaces known secrets and configured patterns with [`REDACTED`].
-#[derive(Debug, Default)]
+/// Replaces known secrets, configured patterns and (unless turned off) the built-in secret
+/// shapes.
+#[derive(Debug)]
 pub struct Redactor {
     patterns: Vec<Regex>,
     literals: RwLock<Literals>,
+    /// Whether the built-in patterns apply (`redact_builtin`, default on).
+    builtin: bool,
+}
+
+impl Default for Redactor {
+    /// No literal secrets and no `redact` patterns, built-in patterns on.
+    fn default() -> Self {
+        Self {
+            patterns: Vec::new(),
+            literals: RwLock::new(Literals::default()),
+            builtin: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,8 +56,182 @@ struct Literals {
     matcher: Option<Regex>,
 }
 
+/// The kind of a built-in pattern whose kind is named after the key in the match.
+const FROM_KEY: &str = "";
+
+/// The built-in secret shapes: `(kind, pattern)`, applied in this order, each in one pass.
+///
+/// A pattern's first capture group that takes part in a match is the secret; the rest of the
+/// match is context that stays (`password=`, `Authorization: Bearer `, `redis://user:` … `@`),
+/// so the reader still sees what was there. A pattern without a capture group is a secret whole.
+/// Specific shapes come before the generic `key = value` one, and a secret span that already
+/// starts with `[REDACTED` (an earlier pattern or a literal got there first) is left alone, so the
+/// most precise kind wins. Word boundaries are ASCII (`(?-u:\b)`): it keeps the fast automaton
+/// on any input and a token is ASCII anyway. No pattern has an optional tail that could make a
+/// search run far past the match it reports (that is how an iterator over matches goes
+/// quadratic); see the adversarial test.
+const BUILTINS: &[(&str, &str)] = &[
+    // A PEM private key: the whole block. The body is base64 and header lines, never `--`.
+    (
+        "private-key",
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----[\s\S]*?-----END[ A-Z0-9]*PRIVATE KEY-----",
+    ),
+    // A block cut at the front (the newest part of an output is kept): base64 lines up to the end line.
+    (
+        "private-key",
+        r"(?:[A-Za-z0-9+/=]+(?:\r?\n|\\n))+-----END[ A-Z0-9]*PRIVATE KEY-----",
+    ),
+    // A block cut at the end: everything from the begin line to the next `--` or the end.
+    (
+        "private-key",
+        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----(?:[^-]|-[^-])*",
+    ),
+    // A JSON Web Token: base64url header `{"…`, payload `{"…`, signature (empty when unsigned).
+    (
+        "jwt",
+        r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+    ),
+    // A Telegram bot token `123456789:AA…`, also inside `https://api.telegram.org/bot<token>/`.
+    (
+        "telegram-bot-token",
+        r"(?-u:\b)(?:bot)?([0-9]{5,16}:[A-Za-z0-9_-]{30,})",
+    ),
+    (
+        "aws-access-key-id",
+        r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA)[A-Z0-9]{16}(?-u:\b)",
+    ),
+    // An AWS secret access key is 40 base64 characters: only its name makes it one.
+    (
+        "aws-secret-key",
+        r#"(?i)(?-u:\b)[a-z0-9_.-]*secret[_-]?access[_-]?key(?:\\?["'])?[ \t]*[:=]=?[ \t]*(?:\\?["'])?([A-Za-z0-9/+]{40})"#,
+    ),
+    (
+        "github-token",
+        r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+    ),
+    (
+        "gitlab-token",
+        r"(?-u:\b)gl(?:pat|ptt|dt|rt|cbt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_.-]{20,}",
+    ),
+    (
+        "slack-token",
+        r"(?-u:\b)(?:xox[abposre]-[A-Za-z0-9-]{10,}|xapp-[0-9]+-[A-Za-z0-9-]{10,})",
+    ),
+    (
+        "slack-webhook",
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
+    ),
+    // `scheme://user:password@host`: the password.
+    (
+        "url-password",
+        r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:@/?#"'<>]*:([^\s@/?#"'<>]+)@"#,
+    ),
+    // `Authorization: <scheme> <credentials>` (and `Proxy-Authorization`, `authorization=`):
+    // the credentials; the scheme stays.
+    (
+        "authorization",
+        r#"(?i)(?-u:\b)(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:[a-z][a-z0-9_-]*[ \t]+)?([^\s"',;\\]+)"#,
+    ),
+    // A bearer token outside a header (`curl … Bearer <token>`, a log line): 16 or more
+    // token characters, so prose about "bearer tokens" is left alone.
+    (
+        "bearer-token",
+        r"(?i)(?-u:\b)bearer[ \t]+([A-Za-z0-9._~+/-]{16,}=*)",
+    ),
+    // `password=…`, `DB_PASSWORD: …`, `"api_key": "…"`, `--client-secret=…`: the value. The kind
+    // is named after the key (see `assignment_kind`).
+    (
+        FROM_KEY,
+        r#"(?i)(?-u:\b)[a-z0-9_.-]*?(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key)(?-u:\b)(?:\\?["'])?[ \t]*[:=][=>]?[ \t]*(?:"([^"\r\n]+)"|'([^'\r\n]+)'|(?:\\?["'])?([^\s"',;&\\]+))"#,
+    ),
+];
+
+/// The kinds the built-in patterns report, as in `[REDACTED:<kind>]`.
+pub const BUILTIN_KINDS: &[&str] = &[
+    "private-key",
+    "jwt",
+    "telegram-bot-token",
+    "aws-access-key-id",
+    "aws-secret-key",
+    "github-token",
+    "gitlab-token",
+    "slack-token",
+    "slack-webhook",
+    "url-password",
+    "authorization",
+    "bearer-token",
+    "password",
+    "secret",
+    "token",
+    "api-key",
+];
+
+/// The built-in patterns, compiled once for the process.
+static COMPILED: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
+    BUILTINS
+        .iter()
+        .map(|(kind, p)| {
+            (
+                *kind,
+                Regex::new(p).expect("built-in redaction pattern compiles"),
+            )
+        })
+        .collect()
+});
+
+/// The kind for a generic `key = value` match, from the end of its key.
+fn assignment_kind(key: &str) -> &'static str {
+    let k = key
+        .trim_end_matches(['"', '\'', '\\', ':', '=', '>', ' ', '\t'])
+        .to_ascii_lowercase();
+    if k.ends_with("password") || k.ends_with("passwd") || k.ends_with("passphrase") {
+        "password"
+    } else if k.ends_with("token") {
+        "token"
+    } else if k.ends_with("secret") {
+        "secret"
+    } else if k.contains("private") {
+        "private-key"
+    } else if k.contains("secret") {
+        "secret"
+    } else {
+        "api-key"
+    }
+}
+
+/// One pass of one built-in pattern over `text`.
+fn apply_builtin<'t>(kind: &'static str, re: &Regex, text: Cow<'t, str>) -> Cow<'t, str> {
+    let mut out = String::new();
+    let mut last = 0;
+    let mut changed = false;
+    for caps in re.captures_iter(&text) {
+        let whole = caps.get(0).expect("group 0 takes part in every match");
+        let secret = caps.iter().skip(1).flatten().next().unwrap_or(whole);
+        if text[secret.start()..].starts_with("[REDACTED") {
+            continue;
+        }
+        let kind = if kind == FROM_KEY {
+            assignment_kind(&text[whole.start()..secret.start()])
+        } else {
+            kind
+        };
+        out.push_str(&text[last..secret.start()]);
+        out.push_str("[REDACTED:");
+        out.push_str(kind);
+        out.push(']');
+        last = secret.end();
+        changed = true;
+    }
+    if !changed {
+        return text;
+    }
+    out.push_str(&text[last..]);
+    Cow::Owned(out)
+}
+
 impl Redactor {
-    /// A redactor for these secrets and these (already validated) regular expressions.
+    /// A redactor for these secrets and these (already validated) regular expressions, with the
+    /// built-in patterns on.
     pub fn new<I, S>(secrets: I, patterns: &[String]) -> Result<Self, regex::Error>
     where
         I: IntoIterator<Item = S>,
@@ -45,7 +243,7 @@ impl Redactor {
             .collect::<Result<Vec<_>, _>>()?;
         let r = Self {
             patterns,
-            literals: RwLock::new(Literals::default()),
+            ..Self::default()
         };
         for s in secrets {
             r.learn(s);
@@ -81,6 +279,17 @@ impl Redactor {
         }
     }
 
+    /// The same redactor with the built-in patterns on or off (`redact_builtin`).
+    pub fn with_builtin(mut self, on: bool) -> Self {
+        self.builtin = on;
+        self
+    }
+
+    /// Whether the built-in patterns apply.
+    pub fn builtin(&self) -> bool {
+        self.builtin
+    }
+
     /// How many literal secrets are known.
     pub fn secret_count(&self) -> usize {
         self.literals
@@ -90,7 +299,8 @@ impl Redactor {
             .len()
     }
 
-    /// The text with every known secret and every pattern match replaced by [`REDACTED`].
+    /// The text with every known secret and every `redact` pattern match replaced by
+    /// [`REDACTED`], then every built-in shape by `[REDACTED:<kind>]`.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let mut out: Cow<'t, str> = Cow::Borrowed(text);
         {
@@ -104,6 +314,11 @@ impl Redactor {
         for p in &self.patterns {
             if p.is_match(&out) {
                 out = Cow::Owned(p.replace_all(&out, REDACTED).into_owned());
+            }
+        }
+        if self.builtin {
+            for (kind, re) in COMPILED.iter() {
+                out = apply_builtin(kind, re, out);
             }
         }
         out
@@ -270,6 +485,296 @@ mod tests {
         assert_eq!(v["a"][1]["b"], "[REDACTED]");
     }
 
+    /// `text` through the built-in patterns only.
+    fn builtin(text: &str) -> String {
+        Redactor::default().clean(text)
+    }
+
+    /// Every kind, as a probe, a heal or an agent might print it: (text, expected).
+    pub(crate) const SECRET_SAMPLES: &[(&str, &str)] = &[
+        (
+            "token=123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
+            "token=[REDACTED:telegram-bot-token]",
+        ),
+        (
+            "POST https://api.telegram.org/bot110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage",
+            "POST https://api.telegram.org/bot[REDACTED:telegram-bot-token]/sendMessage",
+        ),
+        (
+            "using key AKIAIOSFODNN7EXAMPLE for s3",
+            "using key [REDACTED:aws-access-key-id] for s3",
+        ),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "aws_secret_access_key = [REDACTED:aws-secret-key]",
+        ),
+        (
+            r#"{"AccessKeyId": "ASIAY34FZKBOKMUTVV7A", "SecretAccessKey": "9drTJvcXLB89EXAMPLELB8923FB892xMFI/abcde"}"#,
+            r#"{"AccessKeyId": "[REDACTED:aws-access-key-id]", "SecretAccessKey": "[REDACTED:aws-secret-key]"}"#,
+        ),
+        (
+            "remote: ghp_16C7e42F292c6912E7710c838347Ae178B4a rejected",
+            "remote: [REDACTED:github-token] rejected",
+        ),
+        (
+            "GH=github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
+            "GH=[REDACTED:github-token]",
+        ),
+        (
+            "git clone with glpat-xxxxxxxxxxxxxxxxxxxx failed",
+            "git clone with [REDACTED:gitlab-token] failed",
+        ),
+        (
+            "slack said invalid_auth for xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx",
+            "slack said invalid_auth for [REDACTED:slack-token]",
+        ),
+        (
+            "posting to https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX: 404",
+            "posting to [REDACTED:slack-webhook]: 404",
+        ),
+        (
+            "curl -H 'Authorization: Bearer 0b79bab50daca910b000d4f1a2b675d604257e42' http://h/",
+            "curl -H 'Authorization: Bearer [REDACTED:authorization]' http://h/",
+        ),
+        (
+            "> Authorization: Basic dXNlcjpodW50ZXIy\n< HTTP/1.1 401",
+            "> Authorization: Basic [REDACTED:authorization]\n< HTTP/1.1 401",
+        ),
+        (
+            "retrying with bearer 7Fjfp0ZBr1KtDRbnfVdmIw.abc in 5s",
+            "retrying with bearer [REDACTED:bearer-token] in 5s",
+        ),
+        (
+            "connect: password=hunter2 user=app",
+            "connect: password=[REDACTED:password] user=app",
+        ),
+        (
+            "DB_PASSWD: 'correct horse battery'",
+            "DB_PASSWD: '[REDACTED:password]'",
+        ),
+        (
+            "--client-secret=s3cr3t-v4lue --verbose",
+            "--client-secret=[REDACTED:secret] --verbose",
+        ),
+        (
+            r#"{"api_key": "k-8f14e45fceea167a", "access_token":"tok_abc123"}"#,
+            r#"{"api_key": "[REDACTED:api-key]", "access_token":"[REDACTED:token]"}"#,
+        ),
+        (
+            "key file:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn\n/ygWyF8PbnGy0AHB7MhgwMbRvI0MBZhp\n-----END RSA PRIVATE KEY-----\ndone",
+            "key file:\n[REDACTED:private-key]\ndone",
+        ),
+        (
+            "sent eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U ok",
+            "sent [REDACTED:jwt] ok",
+        ),
+        (
+            "dial redis://default:s3cretPass@10.0.0.5:6379/0: refused",
+            "dial redis://default:[REDACTED:url-password]@10.0.0.5:6379/0: refused",
+        ),
+    ];
+
+    #[test]
+    fn every_builtin_kind_is_replaced_by_its_kind() {
+        for (text, want) in SECRET_SAMPLES {
+            assert_eq!(&builtin(text), want, "input: {text}");
+        }
+        let mut seen: Vec<&str> = SECRET_SAMPLES
+            .iter()
+            .flat_map(|(_, w)| w.split("[REDACTED:").skip(1))
+            .map(|rest| &rest[..rest.find(']').unwrap()])
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut kinds = BUILTIN_KINDS.to_vec();
+        kinds.sort_unstable();
+        assert_eq!(
+            seen, kinds,
+            "every kind has a sample and no sample has an unknown kind"
+        );
+    }
+
+    #[test]
+    fn private_keys_cut_at_either_end_are_still_redacted() {
+        // Front cut (an output's newest part is kept): base64 lines then the end line.
+        assert_eq!(
+            builtin("Ul0MBZhp\nMIIEowIBAAKCAQEA0Z3VS5JJ\n-----END PRIVATE KEY-----\nok"),
+            "[REDACTED:private-key]\nok"
+        );
+        // The same with JSON-escaped newlines.
+        assert_eq!(
+            builtin(r#"{"k":"MIIEowIBAAKC\nQEA0Z3VS5JJ\n-----END PRIVATE KEY-----\n"}"#),
+            r#"{"k":"[REDACTED:private-key]\n"}"#
+        );
+        // Tail cut: from the begin line to the end of the text.
+        assert_eq!(
+            builtin(
+                "x\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nProc-Type: 4"
+            ),
+            "x\n[REDACTED:private-key]"
+        );
+    }
+
+    #[test]
+    fn look_alikes_are_left_alone() {
+        for text in [
+            // git shas, full and short, and a sha256 digest
+            "HEAD is now at 3f786850e387550fdab836ed7e6dc881de23001b fix",
+            "commit 3f78685 (HEAD -> main)",
+            "image sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            // UUIDs
+            "request 123e4567-e89b-12d3-a456-426614174000 failed",
+            "pod uid: 0f8fad5b-d9cb-469f-a165-70867728950e",
+            // timestamps
+            "2026-11-28T02:16:00Z probe failed",
+            "at 2026-11-28T02:16:00.123456+01:00 and 2026-11-28 02:16:00",
+            "Nov 28 02:16:00 host talon[1234]: started",
+            // base64 of non-secrets in prose
+            "the payload was aGVsbG8gd29ybGQsIHRoaXMgaXMgYSB0ZXN0Cg== as expected",
+            "etag W/\"5e15153d-120f\" cached",
+            // prose around the keywords
+            "FATAL: password authentication failed for user \"postgres\"",
+            "bearer tokens are checked by the gateway; Basic authentication is off",
+            "the secret to a long life is sleep",
+            "max_tokens=1000 token_count=5 secretName: tls-cert password_hash_algo",
+            "PWD=/home/app key: value passphrase",
+            // URLs without a password, ports, IPv6
+            "GET https://user@example.com/x http://127.0.0.1:8080/health [::1]:6379 fe80::1%eth0",
+            "ssh://git@github.com:22/org/repo.git",
+            // numbers with colons
+            "pid 12345: exit 1; 1700000000:ok; 10:30:00",
+            "AKIA is a prefix; AKIAshort",
+        ] {
+            assert_eq!(builtin(text), text);
+        }
+    }
+
+    #[test]
+    fn an_earlier_redaction_is_not_redacted_again() {
+        let r = Redactor::new(["hunter22-pass"], &[]).unwrap();
+        assert_eq!(
+            r.redact("password=hunter22-pass redis://u:hunter22-pass@h"),
+            "password=[REDACTED] redis://u:[REDACTED]@h"
+        );
+        // The precise kind wins over the generic `key = value` one.
+        assert_eq!(
+            builtin("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"),
+            "Authorization: Bearer [REDACTED:jwt]"
+        );
+        assert_eq!(
+            builtin("token=ghp_16C7e42F292c6912E7710c838347Ae178B4a"),
+            "token=[REDACTED:github-token]"
+        );
+    }
+
+    #[test]
+    fn builtins_can_be_turned_off_and_the_rest_still_applies() {
+        let r = Redactor::new(["lit-secret"], &["sk-[a-z]{4}".into()])
+            .unwrap()
+            .with_builtin(false);
+        assert!(!r.builtin());
+        let text = "password=hunter2 lit-secret sk-abcd AKIAIOSFODNN7EXAMPLE";
+        assert_eq!(
+            r.redact(text),
+            "password=hunter2 [REDACTED] [REDACTED] AKIAIOSFODNN7EXAMPLE"
+        );
+        assert!(Redactor::default().builtin());
+    }
+
+    /// Inputs built to make a pattern rescan: each pattern's opening repeated without its end,
+    /// near misses, long runs of a value's characters, no line breaks at all.
+    fn adversarial(len: usize) -> Vec<(String, String)> {
+        let fragments = [
+            "-----BEGIN PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+            "-----END PRIVATE KEY-----",
+            "AAAA\n",
+            "AAAA\\n",
+            "-",
+            "eyJhbGciOi.",
+            "eyJhbGciOi.eyJzdWIiOi",
+            "bot12345:",
+            "123456:",
+            "1234567",
+            "AKIA",
+            "AKIAIOSFODNN7EXAMPL",
+            "secret_access_key=",
+            "secret_access_key = \"",
+            "ghp_",
+            "github_pat_",
+            "glpat-",
+            "xoxb-",
+            "https://hooks.slack.com/services/",
+            "a://",
+            "a://b:",
+            "a://b:c",
+            "Authorization: ",
+            "Authorization: Bearer ",
+            "authorization",
+            "bearer ",
+            "password",
+            "password=",
+            "password=\"",
+            "password='",
+            "password: \\\"",
+            "a_password",
+            "x",
+            "0",
+            " ",
+            "=",
+            "\"",
+        ];
+        let mut out: Vec<(String, String)> = fragments
+            .iter()
+            .map(|f| (format!("{f:?} repeated"), f.repeat(len / f.len() + 1)))
+            .collect();
+        // One opening, then a run of what could follow it, never closed.
+        for (open, run) in [
+            ("-----BEGIN PRIVATE KEY-----", "A"),
+            ("password=\"", "a"),
+            ("password=", "a"),
+            ("Authorization: Bearer ", "a"),
+            ("bot123456:", "a"),
+            ("eyJhbGciOi.eyJ", "a"),
+            ("http://", "a"),
+            ("http://a:", "b"),
+        ] {
+            out.push((
+                format!("{open:?} then {run:?}"),
+                format!("{open}{}", run.repeat(len)),
+            ));
+        }
+        out
+    }
+
+    /// No input makes redaction super-linear. Each adversarial input is redacted at 64 KiB,
+    /// 256 KiB and 1 MiB; each step may take 4× the one before (linear), and fails only when it
+    /// takes more than 10× *and* more than 2 s — the machine is shared, so the bound is loose,
+    /// but a quadratic pattern (one that rescans to the end of the text for every match) takes
+    /// seconds at 64 KiB already and fails there, long before it would take minutes at 1 MiB.
+    #[test]
+    fn every_builtin_is_linear_on_adversarial_input() {
+        let r = Redactor::default();
+        let limit = std::time::Duration::from_secs(2);
+        let sizes = [64 << 10, 256 << 10, 1 << 20];
+        let inputs: Vec<_> = sizes.iter().map(|&n| adversarial(n)).collect();
+        for i in 0..inputs[0].len() {
+            let mut before: Option<std::time::Duration> = None;
+            for (n, input) in sizes.iter().zip(&inputs) {
+                let (name, text) = &input[i];
+                assert!(text.len() >= *n);
+                let t = std::time::Instant::now();
+                std::hint::black_box(r.redact(text));
+                let took = t.elapsed();
+                assert!(
+                    took < limit || before.is_some_and(|b| took < b * 10),
+                    "{name}: {n} bytes took {took:?} (the step before: {before:?})"
+                );
+                before = Some(took);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn a_known_secret_never_survives(
@@ -282,6 +787,17 @@ mod tests {
             let text = format!("{before}{}{after}", secret.repeat(repeat));
             let out = r.redact(&text);
             prop_assert!(!out.contains(&secret), "{out}");
+        }
+
+        #[test]
+        fn every_builtin_kind_is_found_inside_other_text(
+            i in 0..SECRET_SAMPLES.len(),
+            before in "[a-z ,.]{0,80}",
+            after in "[a-z ,.]{0,80}",
+        ) {
+            let (text, want) = SECRET_SAMPLES[i];
+            let out = builtin(&format!("{before}\n{text}\n{after}"));
+            prop_assert!(out.contains(&format!("\n{want}\n")), "{out}");
         }
 
         #[test]

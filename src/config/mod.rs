@@ -64,6 +64,8 @@ pub struct Config {
     pub search_path: SearchPath,
     /// Regular expressions whose matches are redacted (validated).
     pub redact: Vec<String>,
+    /// Whether the built-in secret patterns (`redact::BUILTIN_KINDS`) apply too (default on).
+    pub redact_builtin: bool,
     pub worker: Option<WorkerConfig>,
     pub escalation: EscalationConfig,
     pub agent: AgentConfig,
@@ -79,7 +81,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// The [`Redactor`] for everything the config itself knows: the `redact` patterns, every probe's secrets
+    /// The [`Redactor`] for everything the config itself knows: the `redact` patterns (and the
+    /// built-in secret patterns unless `redact_builtin = false`), every probe's secrets
     /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets
     /// notifier channels can resolve without running anything (`token_env`, `token_file`,
     /// `hmac_secret_env`, the Slack webhook URL) and secret-named `[worker.env]` values. The
@@ -103,7 +106,7 @@ impl Config {
         }
         // Patterns were validated when the config was loaded; an invalid one cannot get here,
         // but if it did, dropping it would silently leak, so fall back to each valid one.
-        match Redactor::new(secrets.clone(), &self.redact) {
+        let r = match Redactor::new(secrets.clone(), &self.redact) {
             Ok(r) => r,
             Err(_) => {
                 let valid: Vec<String> = self
@@ -114,7 +117,8 @@ impl Config {
                     .collect();
                 Redactor::new(secrets, &valid).unwrap_or_default()
             }
-        }
+        };
+        r.with_builtin(self.redact_builtin)
     }
 }
 
@@ -724,6 +728,15 @@ impl Builder<'_, '_> {
                 Err(e) => self.err("redact", format!("invalid regular expression `{r}`: {e}")),
             }
         }
+        let redact_builtin = raw.redact_builtin.unwrap_or(true);
+        if !redact_builtin {
+            self.warn(
+                "redact_builtin",
+                "built-in secret patterns are off: bot tokens, cloud keys, passwords and private keys \
+                 that probes, heals and agents print reach the agent's prompt, notifications, the \
+                 log and the store unmasked unless a `redact` pattern covers them",
+            );
+        }
         let state_dir = raw
             .state_dir
             .as_deref()
@@ -877,6 +890,7 @@ impl Builder<'_, '_> {
             state_dir,
             search_path,
             redact,
+            redact_builtin,
             worker,
             escalation,
             agent,

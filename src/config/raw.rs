@@ -44,6 +44,8 @@ pub struct RawMain {
     pub path: Option<Vec<String>>,
     /// Regular expressions whose matches are redacted everywhere Talon hands text over.
     pub redact: Option<Vec<String>>,
+    /// `false` turns the built-in secret patterns off (with a warning).
+    pub redact_builtin: Option<bool>,
     pub worker: Option<RawWorker>,
     pub escalation: Option<RawEscalation>,
     pub agent: Option<RawAgent>,
@@ -64,6 +66,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "state_dir",
     "path",
     "redact",
+    "redact_builtin",
     "worker",
     "escalation",
     "agent",

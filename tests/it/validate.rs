@@ -616,3 +616,41 @@ fn imessage_channel_off_macos_says_why() {
     // The same config checks fine for another host.
     assert_eq!(c.validate(&cfg, &["--no-resolve"]).status.code(), Some(0));
 }
+
+#[test]
+fn redact_builtin_off_is_accepted_with_a_warning() {
+    let c = Case::new();
+    let cfg = c.config("redact_builtin = false\n", "");
+    let out = c.validate(&cfg, &["--json", "--no-resolve"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
+    let w = v["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{v:#}");
+    assert_eq!(w[0]["key"], "redact_builtin");
+    assert_eq!(w[0]["line"], 2);
+    assert!(
+        w[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("built-in secret patterns are off"),
+        "{w:?}"
+    );
+    // On (the default, or said out loud): no warning.
+    for main in ["", "redact_builtin = true\n"] {
+        let cfg = c.config(main, "");
+        let out = c.validate(&cfg, &["--json", "--no-resolve"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["warnings"], serde_json::json!([]), "{main}: {v:#}");
+    }
+    // Not a boolean: an error at the key.
+    let errors = c.errors("redact_builtin = \"no\"\n", "");
+    assert!(
+        errors.iter().any(|e| e["key"] == "redact_builtin"
+            || e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("redact_builtin")),
+        "{errors:?}"
+    );
+}
