@@ -9,7 +9,7 @@
 //!
 //! each with the built-in patterns on (the default) and off (`redact_builtin = false`: literals
 //! and `redact` patterns only), with a redactor holding 3 literal secrets and 1 `redact` pattern
-//! as a typical config does. Then the cost of one 200-byte log line, which is what the log pays
+//! as a typical config does. Then the cost of one log line (110 bytes), which is what the log pays
 //! per event. Writes `target/bench/redact.json`.
 
 mod common;
