@@ -7,7 +7,7 @@ use crate::config::probe::KINDS;
 use crate::config::probe::ProbeConfig;
 use crate::config::{self, diag::suggest};
 use crate::core::{ProbeResult, Status};
-use crate::format::fmt_duration;
+use crate::format::latency;
 use crate::probe::engine::{Engine, first_line};
 use serde::Serialize;
 use std::io::Write;
@@ -125,7 +125,7 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
                 r.name.clone(),
                 r.kind.clone(),
                 r.status.as_str().to_string(),
-                fmt_duration(Duration::from_millis(r.duration_ms)),
+                latency(Duration::from_millis(r.duration_ms)),
                 first_line(&r.output).to_string(),
             ]
         })
@@ -180,7 +180,7 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
         } else {
             parts.join(", ")
         },
-        fmt_duration(took)
+        latency(took)
     )?;
     out.flush()
 }

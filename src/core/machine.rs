@@ -85,21 +85,9 @@ fn excerpt(s: &str) -> String {
     format!("…{}", &s[start..])
 }
 
-/// "1h 5m", "45s".
+/// "1h 5m", "45s" ([`crate::format::duration_ms`]).
 pub fn fmt_duration(ms: Millis) -> String {
-    let s = (ms.max(0) + 500) / 1000;
-    let (d, h, m, sec) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);
-    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (sec, "s")]
-        .into_iter()
-        .filter(|(v, _)| *v > 0)
-        .take(2)
-        .map(|(v, u)| format!("{v}{u}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".into()
-    } else {
-        parts.join(" ")
-    }
+    crate::format::duration_ms(ms)
 }
 
 /// When a cooldown since `last` ends. Times were clamped to the event time first, so a clock

@@ -20,7 +20,7 @@ pub mod webhook;
 
 pub use crate::config::channel::{ChannelConfig, ChannelKind};
 use crate::config::path::SearchPath;
-use crate::escalate::{human_duration, rfc3339_ms};
+use crate::format;
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -145,7 +145,7 @@ impl Notice {
         if self.kind == NoticeKind::Test {
             t.push_str(&format!(
                 "This is a test sent by `talon notify --test` at {}. If you can read it, this channel works.\n",
-                rfc3339_ms(self.at_ms)
+                format::rfc3339(self.at_ms)
             ));
             return t;
         }
@@ -157,14 +157,14 @@ impl Notice {
             let age = Duration::from_millis(self.at_ms.saturating_sub(s).max(0) as u64);
             t.push_str(&format!(
                 "Since: {} ({} ago)\n",
-                rfc3339_ms(s),
-                human_duration(age)
+                format::rfc3339(s),
+                format::duration(age)
             ));
         }
         if let Some(d) = self.duration_secs {
             t.push_str(&format!(
                 "Duration: {}\n",
-                human_duration(Duration::from_secs(d))
+                format::duration(Duration::from_secs(d))
             ));
         }
         if !self.failing.is_empty() {

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::config::path::SearchPath;
 use crate::config::probe::{ProbeConfig, ProbeKind};
 use crate::core::outcome::{Outcome, ProbeResult, Status};
-use crate::format::fmt_duration;
+use crate::format::latency;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -174,7 +174,7 @@ impl Engine {
                     .unwrap_or_default();
                 Outcome::timeout(format!(
                     "timed out after {}{target}",
-                    fmt_duration(probe.timeout)
+                    latency(probe.timeout)
                 ))
             }
         }

@@ -44,7 +44,7 @@ pub struct K8sCtx {
     pub connect_timeout: Duration,
     /// Read/write timeout given to every client.
     pub io_timeout: Duration,
-    /// A fixed "now" for judging ages ("NotReady for 3m12s"); `None` = the system clock.
+    /// A fixed "now" for judging ages ("NotReady for 3m 12s"); `None` = the system clock.
     now: Option<SystemTime>,
 }
 
@@ -221,7 +221,7 @@ impl K8sSpec {
             Err(_) => {
                 return Outcome::timeout(format!(
                     "timeout: loading Kubernetes credentials took longer than {}",
-                    human(timeout)
+                    crate::format::latency(timeout)
                 ));
             }
             Ok(Err(o)) => return o,
@@ -232,7 +232,7 @@ impl K8sSpec {
             Err(_) => Outcome::timeout(format!(
                 "timeout: {} did not answer within {}",
                 conn.url,
-                human(timeout)
+                crate::format::latency(timeout)
             )),
             Ok(o) => o,
         }
@@ -1097,22 +1097,9 @@ fn age(t: &Time, now: SystemTime) -> Duration {
     Duration::from_secs(now_secs.saturating_sub(secs).max(0) as u64)
 }
 
-/// `45s`, `3m12s`, `2h5m`, `3d4h`; sub-second durations as `850ms`.
+/// `45s`, `3m 12s`, `2h 5m`, `3d 4h`; sub-second durations as `850ms` ([`crate::format::duration`]).
 pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (days, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
-    if days > 0 {
-        format!("{days}d{h}h")
-    } else if h > 0 {
-        format!("{h}h{m}m")
-    } else if m > 0 {
-        format!("{m}m{sec}s")
-    } else {
-        format!("{sec}s")
-    }
+    crate::format::duration(d)
 }
 
 #[cfg(test)]
@@ -1162,7 +1149,7 @@ mod tests {
         assert_eq!(o.status, crate::core::Status::Fail);
         assert_eq!(
             o.output,
-            "node lima-default NotReady for 3m12s: KubeletNotReady (PLEG is not healthy)"
+            "node lima-default NotReady for 3m 12s: KubeletNotReady (PLEG is not healthy)"
         );
     }
 
@@ -1233,9 +1220,9 @@ mod tests {
     #[test]
     fn durations_read_like_kubectl() {
         assert_eq!(human(Duration::from_secs(45)), "45s");
-        assert_eq!(human(Duration::from_secs(192)), "3m12s");
-        assert_eq!(human(Duration::from_secs(7500)), "2h5m");
-        assert_eq!(human(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d4h");
+        assert_eq!(human(Duration::from_secs(192)), "3m 12s");
+        assert_eq!(human(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(human(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 4h");
         assert_eq!(human(Duration::from_millis(850)), "850ms");
     }
 
