@@ -19,6 +19,8 @@
 //! | [`server`]    | HTTP: `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
 //! | [`metrics`]   | the Prometheus metrics the runtime records and `/metrics` renders |
 //! | [`logging`]   | JSON log lines with size rotation and redaction; human lines on a terminal |
+//! | [`rotate`]    | the one size-rotated append-only file (Talon's log, the worker's output) |
+//! | [`format`]    | the one date rendering (`utc`, `rfc3339`) and duration formatter (`duration`; `latency` for measurements) |
 //! | [`watch`]     | config file change detection (polling stamps; survives rename-over saves) |
 //! | [`sdnotify`]  | systemd notify protocol: READY, STATUS, STOPPING, progress-gated WATCHDOG |
 //! | [`heartbeat`] | outbound dead-man-switch pings while the system is OK |
@@ -48,6 +50,7 @@ pub mod notify;
 pub mod probe;
 pub mod proc;
 pub mod redact;
+pub mod rotate;
 pub mod runtime;
 pub mod sdnotify;
 pub mod server;

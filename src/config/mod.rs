@@ -131,7 +131,10 @@ pub struct WorkerConfig {
     pub sync_endpoint: Option<String>,
     pub log_stdout: Option<PathBuf>,
     pub log_stderr: Option<PathBuf>,
+    /// A log file is rotated before a write would take it past this size; 0 = never.
     pub log_max_bytes: u64,
+    /// Files kept per log, the live one included (`out.log`, `out.log.1`, …); 0 counts as 1.
+    /// See [`crate::rotate`].
     pub log_max_files: u32,
     pub env_file: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
@@ -228,7 +231,10 @@ pub struct HealthConfig {
 pub struct LogConfig {
     pub level: String,
     pub file: PathBuf,
+    /// The log is rotated before a line would take it past this size (at least 1).
     pub max_bytes: u64,
+    /// Files kept, the live one included (`talon.log`, `talon.log.1`, …); 0 counts as 1.
+    /// See [`crate::rotate`].
     pub max_files: u32,
 }
 

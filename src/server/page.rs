@@ -122,10 +122,7 @@ pub fn render(s: &StatusSnapshot) -> String {
             kind = escape(&p.kind),
             streak = p.streak,
             dur = p.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
-            at = p
-                .started_at
-                .map(crate::format::utc)
-                .unwrap_or_default(),
+            at = p.started_at.map(crate::format::utc).unwrap_or_default(),
             out = escape(&p.output),
         );
     }

@@ -7,11 +7,12 @@ use super::monitor::{self, MonitorMsg};
 use super::owner::{self, Ownership};
 use super::policy::RestartPolicy;
 use super::{
-    Command, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState, WorkerStatus, logs, port,
+    Command, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState, WorkerStatus, port,
 };
 use crate::config::WorkerConfig;
 use crate::config::path::SearchPath;
 use crate::proc::{Cmd, End, Output, Spawned, Stop};
+use crate::rotate::RotatingFile;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -557,12 +558,12 @@ async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath) -> Secrets {
     out
 }
 
-type Sink = Option<Arc<Mutex<logs::RotatingLog>>>;
+type Sink = Option<Arc<Mutex<RotatingFile>>>;
 
 /// The stdout and stderr log files (shared when both name the same file).
 fn open_logs(cfg: &WorkerConfig) -> Result<(Sink, Sink), String> {
     let open = |p: &PathBuf| {
-        logs::RotatingLog::open(p, cfg.log_max_bytes, cfg.log_max_files)
+        RotatingFile::open(p, cfg.log_max_bytes, cfg.log_max_files, 0o666)
             .map(|l| Arc::new(Mutex::new(l)))
             .map_err(|e| format!("cannot open worker log {}: {e}", p.display()))
     };
