@@ -5,6 +5,7 @@
 //! the same [`load`].
 
 pub mod channel;
+pub mod defaults;
 pub mod diag;
 pub mod envfile;
 pub mod path;
@@ -282,24 +283,7 @@ pub struct ResolvedProgram {
     pub path: Option<PathBuf>,
 }
 
-/// Default main config path: `~/.config/talon/config.toml` (XDG_CONFIG_HOME respected).
-pub fn default_config_path(home: Option<&Path>) -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("talon/config.toml"));
-    }
-    home.map(|h| h.join(".config/talon/config.toml"))
-}
-
-/// Default state dir: `$XDG_STATE_HOME/talon` or `~/.local/state/talon`.
-pub fn default_state_dir(home: Option<&Path>) -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("talon");
-    }
-    match home {
-        Some(h) => h.join(".local/state/talon"),
-        None => PathBuf::from("/var/lib/talon"),
-    }
-}
+pub use defaults::{config_path as default_config_path, state_dir as default_state_dir};
 
 /// `~` and `~/...` expand to the home dir; relative paths are taken from `base` (the config's dir).
 pub fn expand_path(p: &str, home: Option<&Path>, base: Option<&Path>) -> PathBuf {
@@ -446,9 +430,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     // 3. The probes file.
     let services_path = match &raw.services_file {
         Some(s) => expand_path(s, home, main_base.as_deref()),
-        None => home
-            .map(|h| h.join(".config/talon/services.toml"))
-            .unwrap_or_else(|| PathBuf::from("services.toml")),
+        None => defaults::services_file(home),
     };
     loaded.services_path = Some(services_path.clone());
     let services_exists = services_path.exists();
@@ -661,29 +643,30 @@ impl Builder<'_, '_> {
     }
 
     /// A positive duration, or the default.
-    fn secs(&mut self, key: &str, v: Option<Secs>, default: f64) -> Duration {
+    fn secs(&mut self, key: &str, v: Option<Secs>, default: Duration) -> Duration {
         match v {
-            None => Duration::from_secs_f64(default),
+            None => default,
             Some(Secs(s)) if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
             Some(Secs(s)) => {
                 self.err(
                     key,
                     format!("must be a positive number of seconds, got {s}"),
                 );
-                Duration::from_secs_f64(default)
+                default
             }
         }
     }
 
     /// A count of at least 1, or the default.
-    fn count(&mut self, key: &str, v: Option<i64>, default: u32) -> NonZeroU32 {
-        let d = NonZeroU32::new(default).expect("defaults are at least 1");
+    fn count(&mut self, key: &str, v: Option<i64>, default: NonZeroU32) -> NonZeroU32 {
         match v {
-            None => d,
-            Some(n) if n >= 1 && n <= u32::MAX as i64 => NonZeroU32::new(n as u32).unwrap_or(d),
+            None => default,
+            Some(n) if n >= 1 && n <= u32::MAX as i64 => {
+                NonZeroU32::new(n as u32).unwrap_or(default)
+            }
             Some(n) => {
                 self.err(key, format!("must be at least 1, got {n}"));
-                d
+                default
             }
         }
     }
@@ -711,8 +694,16 @@ impl Builder<'_, '_> {
         sources: Sources,
         inherited_path: Option<&str>,
     ) -> Config {
-        let check_interval = self.secs("check_interval_secs", raw.check_interval_secs, 60.0);
-        let heal_timeout = self.secs("heal_timeout_secs", raw.heal_timeout_secs, 300.0);
+        let check_interval = self.secs(
+            "check_interval_secs",
+            raw.check_interval_secs,
+            defaults::CHECK_INTERVAL,
+        );
+        let heal_timeout = self.secs(
+            "heal_timeout_secs",
+            raw.heal_timeout_secs,
+            defaults::HEAL_TIMEOUT,
+        );
         for (key, v) in [
             ("heal_script", &raw.heal_script),
             ("bridge_heal", &raw.bridge_heal),
@@ -734,9 +725,10 @@ impl Builder<'_, '_> {
             .state_dir
             .as_deref()
             .map(|p| self.path(p))
-            .unwrap_or_else(|| default_state_dir(self.home));
+            .unwrap_or_else(|| defaults::state_dir(self.home));
 
         let p = raw.probes.unwrap_or_default();
+        use defaults::probes as dp;
         if p.colima_timeout_secs.is_some() {
             self.warn(
                 "probes.colima_timeout_secs",
@@ -744,72 +736,113 @@ impl Builder<'_, '_> {
             );
         }
         let probe_defaults = ProbeDefaults {
-            service_timeout: self.secs("probes.service_timeout_secs", p.service_timeout_secs, 5.0),
+            service_timeout: self.secs(
+                "probes.service_timeout_secs",
+                p.service_timeout_secs,
+                dp::SERVICE_TIMEOUT,
+            ),
             critical_after_consecutive_failures: self.count(
                 "probes.critical_after_consecutive_failures",
                 p.critical_after_consecutive_failures,
-                2,
+                dp::CRITICAL_AFTER_CONSECUTIVE_FAILURES,
             ),
             consecutive_failures_before_escalate: self.count(
                 "probes.consecutive_failures_before_escalate",
                 p.consecutive_failures_before_escalate,
-                3,
+                dp::CONSECUTIVE_FAILURES_BEFORE_ESCALATE,
             ),
             k8s_timeout: self.secs(
                 "probes.k8s_timeout_secs",
                 p.k8s_timeout_secs.or(p.colima_timeout_secs),
-                10.0,
+                dp::K8S_TIMEOUT,
             ),
-            concurrency: self.count("probes.concurrency", p.concurrency, 64),
+            concurrency: self.count("probes.concurrency", p.concurrency, dp::CONCURRENCY),
         };
 
         let e = raw.escalation.unwrap_or_default();
+        use defaults::escalation as de;
         let escalation = EscalationConfig {
             agent_cooldown: self.secs(
                 "escalation.agent_cooldown_secs",
                 e.agent_cooldown_secs,
-                600.0,
+                de::AGENT_COOLDOWN,
             ),
-            sos_cooldown: self.secs("escalation.sos_cooldown_secs", e.sos_cooldown_secs, 14400.0),
+            sos_cooldown: self.secs(
+                "escalation.sos_cooldown_secs",
+                e.sos_cooldown_secs,
+                de::SOS_COOLDOWN,
+            ),
             critical_threshold: self.secs(
                 "escalation.critical_threshold_secs",
                 e.critical_threshold_secs,
-                900.0,
+                de::CRITICAL_THRESHOLD,
             ),
             sos_recipient: e.sos_recipient,
             sos_telegram_chat_id: e.sos_telegram_chat_id,
             sos_telegram_secret_name: e.sos_telegram_secret_name,
-            heal_cooldown: self.secs("escalation.heal_cooldown_secs", e.heal_cooldown_secs, 300.0),
+            heal_cooldown: self.secs(
+                "escalation.heal_cooldown_secs",
+                e.heal_cooldown_secs,
+                de::HEAL_COOLDOWN,
+            ),
             max_heals_per_incident: self.count(
                 "escalation.max_heals_per_incident",
                 e.max_heals_per_incident,
-                3,
+                de::MAX_HEALS_PER_INCIDENT,
             ),
-            heal_settle: self.secs("escalation.heal_settle_secs", e.heal_settle_secs, 10.0),
-            flap_threshold: self.count("escalation.flap_threshold", e.flap_threshold, 6),
-            flap_window: self.secs("escalation.flap_window_secs", e.flap_window_secs, 600.0),
-            notify_retry: self.secs("escalation.notify_retry_secs", e.notify_retry_secs, 30.0),
+            heal_settle: self.secs(
+                "escalation.heal_settle_secs",
+                e.heal_settle_secs,
+                de::HEAL_SETTLE,
+            ),
+            flap_threshold: self.count(
+                "escalation.flap_threshold",
+                e.flap_threshold,
+                de::FLAP_THRESHOLD,
+            ),
+            flap_window: self.secs(
+                "escalation.flap_window_secs",
+                e.flap_window_secs,
+                de::FLAP_WINDOW,
+            ),
+            notify_retry: self.secs(
+                "escalation.notify_retry_secs",
+                e.notify_retry_secs,
+                de::NOTIFY_RETRY,
+            ),
         };
 
         let a = raw.agent.unwrap_or_default();
         let agent = AgentConfig {
             cloud_command: a.cloud_command,
             local_command: a.local_command,
-            timeout: self.secs("agent.timeout_secs", a.timeout_secs, 600.0),
+            timeout: self.secs(
+                "agent.timeout_secs",
+                a.timeout_secs,
+                defaults::agent::TIMEOUT,
+            ),
             guardrails: a.guardrails,
             log_tail_lines: self
-                .count("agent.log_tail_lines", a.log_tail_lines, 100)
+                .count(
+                    "agent.log_tail_lines",
+                    a.log_tail_lines,
+                    defaults::agent::LOG_TAIL_LINES,
+                )
                 .get(),
             max_prompt_bytes: self
-                .count("agent.max_prompt_bytes", a.max_prompt_bytes, 64 * 1024)
+                .count(
+                    "agent.max_prompt_bytes",
+                    a.max_prompt_bytes,
+                    defaults::agent::MAX_PROMPT_BYTES,
+                )
                 .get(),
         };
 
         let h = raw.health.unwrap_or_default();
-        let bind_s = h.bind.unwrap_or_else(|| "127.0.0.1:9999".to_string());
-        let allow_remote = h.allow_remote.unwrap_or(false);
-        let bind = match bind_s.parse::<SocketAddr>() {
-            Ok(b) => {
+        let allow_remote = h.allow_remote.unwrap_or(defaults::health::ALLOW_REMOTE);
+        let bind = match h.bind.as_deref().map(|b| (b, b.parse::<SocketAddr>())) {
+            None => defaults::health::BIND,
+            Some((bind_s, Ok(b))) => {
                 if !b.ip().is_loopback() && !allow_remote {
                     self.err(
                         "health.bind",
@@ -818,22 +851,25 @@ impl Builder<'_, '_> {
                 }
                 b
             }
-            Err(_) => {
+            Some((bind_s, Err(_))) => {
                 self.err(
                     "health.bind",
-                    format!("`{bind_s}` is not an address like 127.0.0.1:9999"),
+                    format!(
+                        "`{bind_s}` is not an address like {}",
+                        defaults::health::BIND
+                    ),
                 );
-                SocketAddr::from(([127, 0, 0, 1], 9999))
+                defaults::health::BIND
             }
         };
         let health = HealthConfig {
-            enabled: h.enabled.unwrap_or(true),
+            enabled: h.enabled.unwrap_or(defaults::health::ENABLED),
             bind,
             allow_remote,
         };
 
         let l = raw.log.unwrap_or_default();
-        let level = l.level.unwrap_or_else(|| "info".to_string());
+        let level = l.level.unwrap_or_else(|| defaults::log::LEVEL.to_string());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             self.err(
                 "log.level",
@@ -846,25 +882,34 @@ impl Builder<'_, '_> {
                 .file
                 .as_deref()
                 .map(|p| self.path(p))
-                .unwrap_or_else(|| state_dir.join("talon.log")),
-            max_bytes: l.max_bytes.unwrap_or(10 * 1024 * 1024),
-            max_files: l.max_files.unwrap_or(5),
+                .unwrap_or_else(|| state_dir.join(defaults::log::FILE_NAME)),
+            max_bytes: l.max_bytes.unwrap_or(defaults::log::MAX_BYTES),
+            max_files: l.max_files.unwrap_or(defaults::log::MAX_FILES),
         };
         if log.max_bytes == 0 {
             self.err("log.max_bytes", "must be at least 1");
         }
         let s = raw.store.unwrap_or_default();
         let store = StoreConfig {
+            // Validated like a number of seconds, then read as days.
             retention: Duration::from_secs_f64(
-                self.secs("store.retention_days", s.retention_days, 7.0)
-                    .as_secs_f64()
+                self.secs(
+                    "store.retention_days",
+                    s.retention_days,
+                    Duration::from_secs(defaults::store::RETENTION_DAYS),
+                )
+                .as_secs_f64()
                     * 86400.0,
             ),
         };
         let heartbeat = raw.heartbeat.map(|hb| {
             self.url("heartbeat.url", &hb.url);
             HeartbeatConfig {
-                interval: self.secs("heartbeat.interval_secs", hb.interval_secs, 60.0),
+                interval: self.secs(
+                    "heartbeat.interval_secs",
+                    hb.interval_secs,
+                    defaults::heartbeat::INTERVAL,
+                ),
                 url: hb.url,
             }
         });
@@ -897,6 +942,7 @@ impl Builder<'_, '_> {
     }
 
     fn worker(&mut self, w: raw::RawWorker) -> WorkerConfig {
+        use defaults::worker as dw;
         let command = w.command.unwrap_or_default();
         if command.is_empty() || command[0].trim().is_empty() {
             self.err(
@@ -936,7 +982,11 @@ impl Builder<'_, '_> {
             if s.command.trim().is_empty() {
                 self.err(&format!("{key}.command"), "must not be empty");
             }
-            let timeout = self.secs(&format!("{key}.timeout_secs"), s.timeout_secs, 10.0);
+            let timeout = self.secs(
+                &format!("{key}.timeout_secs"),
+                s.timeout_secs,
+                dw::SECRET_TIMEOUT,
+            );
             secrets.insert(
                 name,
                 SecretConfig {
@@ -967,41 +1017,65 @@ impl Builder<'_, '_> {
             external_launchd_label: w.external_launchd_label,
             external_systemd_unit: w.external_systemd_unit,
             port,
-            reclaim_port: w.reclaim_port.unwrap_or(true),
+            reclaim_port: w.reclaim_port.unwrap_or(dw::RECLAIM_PORT),
             health_endpoint: w.health_endpoint,
             sync_endpoint: w.sync_endpoint,
             log_stdout: w.log_stdout.as_deref().map(|p| self.path(p)),
             log_stderr: w.log_stderr.as_deref().map(|p| self.path(p)),
-            log_max_bytes: w.log_max_bytes.unwrap_or(10 * 1024 * 1024),
-            log_max_files: w.log_max_files.unwrap_or(5),
+            log_max_bytes: w.log_max_bytes.unwrap_or(dw::LOG_MAX_BYTES),
+            log_max_files: w.log_max_files.unwrap_or(dw::LOG_MAX_FILES),
             env_file,
             env,
             secrets,
-            drain_timeout: self.secs("worker.drain_timeout_secs", w.drain_timeout_secs, 5.0),
-            health_interval: self.secs("worker.health_interval_secs", w.health_interval_secs, 30.0),
+            drain_timeout: self.secs(
+                "worker.drain_timeout_secs",
+                w.drain_timeout_secs,
+                dw::DRAIN_TIMEOUT,
+            ),
+            health_interval: self.secs(
+                "worker.health_interval_secs",
+                w.health_interval_secs,
+                dw::HEALTH_INTERVAL,
+            ),
             health_failures_before_restart: self.count(
                 "worker.health_failures_before_restart",
                 w.health_failures_before_restart,
-                3,
+                dw::HEALTH_FAILURES_BEFORE_RESTART,
             ),
             restart_backoff_max: self.secs(
                 "worker.restart_backoff_max_secs",
                 w.restart_backoff_max_secs,
-                30.0,
+                dw::RESTART_BACKOFF_MAX,
             ),
             startup_sync_delay: self.secs(
                 "worker.startup_sync_delay_secs",
                 w.startup_sync_delay_secs,
-                5.0,
+                dw::STARTUP_SYNC_DELAY,
             ),
-            sync_attempts: self.count("worker.sync_attempts", w.sync_attempts, 5),
-            http_timeout: self.secs("worker.http_timeout_secs", w.http_timeout_secs, 5.0),
-            min_uptime: self.secs("worker.min_uptime_secs", w.min_uptime_secs, 1.0),
-            backoff_reset: self.secs("worker.backoff_reset_secs", w.backoff_reset_secs, 60.0),
-            max_restarts: self.count("worker.max_restarts", w.max_restarts, 5),
-            restart_window: self.secs("worker.restart_window_secs", w.restart_window_secs, 300.0),
+            sync_attempts: self.count("worker.sync_attempts", w.sync_attempts, dw::SYNC_ATTEMPTS),
+            http_timeout: self.secs(
+                "worker.http_timeout_secs",
+                w.http_timeout_secs,
+                dw::HTTP_TIMEOUT,
+            ),
+            min_uptime: self.secs("worker.min_uptime_secs", w.min_uptime_secs, dw::MIN_UPTIME),
+            backoff_reset: self.secs(
+                "worker.backoff_reset_secs",
+                w.backoff_reset_secs,
+                dw::BACKOFF_RESET,
+            ),
+            max_restarts: self.count("worker.max_restarts", w.max_restarts, dw::MAX_RESTARTS),
+            restart_window: self.secs(
+                "worker.restart_window_secs",
+                w.restart_window_secs,
+                dw::RESTART_WINDOW,
+            ),
             forward_signals: forward,
-            owner_check: self.secs("worker.owner_check_secs", w.owner_check_secs, 30.0),
+            owner_check: self.secs(
+                "worker.owner_check_secs",
+                w.owner_check_secs,
+                dw::OWNER_CHECK,
+            ),
         }
     }
 
@@ -1129,7 +1203,7 @@ impl Builder<'_, '_> {
                     ),
                 ));
             }
-            let critical = p.common.critical.unwrap_or(false);
+            let critical = p.common.critical.unwrap_or(defaults::probes::CRITICAL);
             let count = |key: &str,
                          v: Option<i64>,
                          default: NonZeroU32,
@@ -1157,7 +1231,7 @@ impl Builder<'_, '_> {
             let recover_after = count(
                 "recover_after",
                 p.common.recover_after,
-                NonZeroU32::MIN,
+                defaults::probes::RECOVER_AFTER,
                 &mut errs,
             );
             let mut depends_on = Vec::new();

@@ -141,17 +141,19 @@ impl CoreConfig {
 }
 
 impl Default for CoreConfig {
-    /// The config defaults (`[escalation]`), no heals, agents, channels or probes.
+    /// The config defaults (`[escalation]`, from [`crate::config::defaults`]), no heals,
+    /// agents, channels or probes.
     fn default() -> Self {
+        use crate::config::defaults::escalation as d;
         CoreConfig {
-            heal_cooldown: 300_000,
-            max_heals_per_incident: 3,
-            heal_settle: 10_000,
-            agent_cooldown: 600_000,
-            critical_threshold: 900_000,
-            sos_cooldown: 14_400_000,
-            flap_threshold: 6,
-            flap_window: 600_000,
+            heal_cooldown: ms(d::HEAL_COOLDOWN),
+            max_heals_per_incident: d::MAX_HEALS_PER_INCIDENT.get(),
+            heal_settle: ms(d::HEAL_SETTLE),
+            agent_cooldown: ms(d::AGENT_COOLDOWN),
+            critical_threshold: ms(d::CRITICAL_THRESHOLD),
+            sos_cooldown: ms(d::SOS_COOLDOWN),
+            flap_threshold: d::FLAP_THRESHOLD.get(),
+            flap_window: ms(d::FLAP_WINDOW),
             notify_retry: super::machine::NOTIFY_RETRY_BASE,
             global_heal: false,
             bridge_heal: false,

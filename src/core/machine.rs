@@ -8,7 +8,8 @@ use serde::Serialize;
 pub const VERIFY_GRACE: Millis = 60_000;
 /// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);
 /// doubles per attempt up to [`NOTIFY_RETRY_MAX`].
-pub const NOTIFY_RETRY_BASE: Millis = 30_000;
+pub const NOTIFY_RETRY_BASE: Millis =
+    crate::config::defaults::escalation::NOTIFY_RETRY.as_millis() as Millis;
 pub const NOTIFY_RETRY_MAX: Millis = 900_000;
 /// Output kept in records (the newest bytes: errors are usually at the end).
 pub const OUTPUT_EXCERPT: usize = 16 * 1024;

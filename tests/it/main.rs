@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod daemon;
+mod defaults;
 mod effective;
 mod fuzz;
 mod heal;
