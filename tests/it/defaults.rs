@@ -36,7 +36,11 @@ fn defaults() -> BTreeMap<String, Value> {
         "[worker]\ncommand = [\"true\"]\n\n[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\n\n[script.s]\ncommand = \"true\"\n",
     );
     for section in ["worker", "heartbeat"] {
-        assert_eq!(leaves.remove(section), Some(Value::Null), "no [{section}] by default");
+        assert_eq!(
+            leaves.remove(section),
+            Some(Value::Null),
+            "no [{section}] by default"
+        );
         flatten(section, &with_sections[section], &mut leaves);
     }
     assert_eq!(leaves.remove("probe"), Some(Value::Array(Vec::new())));
