@@ -36,6 +36,7 @@
 //! actions; the runtime at the edges executes them concurrently and feeds results back as events.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod escalate;

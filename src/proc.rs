@@ -6,13 +6,14 @@
 //! stdout/stderr read concurrently (no pipe stall) into buffers capped to their newest bytes, a
 //! hard timeout that stops the whole group (TERM, grace, KILL), and it is always reaped.
 
+use crate::clock::Instant;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Default cap on captured stdout and on captured stderr (each), keeping the newest bytes.

@@ -3,6 +3,7 @@
 //! probes do not count: their root does), 2 on a config error or an unknown `--probe`/`--kind`.
 
 use super::{Exit, Out, load_options, print_diagnostics};
+use crate::clock::Instant;
 use crate::config::{self, diag::suggest};
 use crate::probe::engine::{Engine, first_line, fmt_duration};
 use crate::probe::spec::KINDS;
@@ -10,7 +11,7 @@ use crate::probe::{ProbeConfig, ProbeResult, Status};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {

@@ -10,14 +10,15 @@
 //! removed when the heal ends).
 
 use super::redact::Redactor;
-use super::{ContextFile, newest_excerpt, now_ms};
+use super::{ContextFile, newest_excerpt};
+use crate::clock::{self, Instant};
 use crate::config::path::SearchPath;
 use crate::probe::outcome::ProbeResult;
 use crate::probe::spec::{Heal, ProbeConfig, ProbeKind};
 use crate::proc::{Cmd, End, Finished};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes of heal output kept in the report (newest).
 pub const OUTPUT_EXCERPT: usize = 8 * 1024;
@@ -297,7 +298,7 @@ pub fn context_json(
 
 /// Run one heal. Never returns an error: a failure to run is recorded in the report.
 pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
-    let started_at_ms = now_ms();
+    let started_at_ms = clock::wall_ms();
     let started = Instant::now();
     let mut report = HealReport {
         source: req.heal.source.clone(),

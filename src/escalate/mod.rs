@@ -71,14 +71,6 @@ impl Drop for ContextFile {
     }
 }
 
-/// Unix time in milliseconds (for report timestamps; the core gets time from events).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The newest `max` bytes of `text`, cut at a line start when one is near, marked when cut.
 pub fn newest_excerpt(text: &str, max: usize) -> String {
     if text.len() <= max {

@@ -18,6 +18,7 @@ pub mod slack;
 pub mod telegram;
 pub mod webhook;
 
+use crate::clock::Instant;
 use crate::config::diag::{Diagnostics, Source};
 use crate::config::path::SearchPath;
 use crate::config::tomlx::{self, Value};
@@ -25,7 +26,7 @@ use crate::escalate::redact::Redactor;
 use crate::escalate::{human_duration, rfc3339_ms};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default time limit for one channel's delivery (token lookup and 429 waits included).
 pub const DEFAULT_CHANNEL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -483,7 +484,7 @@ pub async fn send(
     ctx: &NotifyCtx,
 ) -> Result<(), DeliveryError> {
     let notice = notice.redacted(&ctx.redactor);
-    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    let deadline = Instant::now() + ctx.timeout;
     let fut = async {
         match &channel.kind {
             ChannelKind::Telegram(s) => telegram::send(s, &notice, ctx, deadline).await,

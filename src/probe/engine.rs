@@ -23,11 +23,12 @@
 use super::http::HttpClients;
 use super::outcome::{Outcome, ProbeResult, Status};
 use super::spec::{ProbeConfig, ProbeKind};
+use crate::clock;
 use crate::config::Config;
 use crate::config::path::SearchPath;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 /// Time between TERM and KILL when a probe's subprocess group is stopped at its timeout.
@@ -178,7 +179,7 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => result_of(
                     probe,
-                    now_ms(),
+                    clock::wall_ms(),
                     Duration::ZERO,
                     Outcome::error(format!("internal error: probe task ended: {e}")),
                 ),
@@ -199,7 +200,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => result_of(
                 probe,
-                now_ms(),
+                clock::wall_ms(),
                 Duration::ZERO,
                 Outcome::error(format!("internal error: probe task ended: {e}")),
             ),
@@ -209,8 +210,8 @@ impl Engine {
     async fn run_here(&self, probe: &ProbeConfig) -> ProbeResult {
         // The semaphore is never closed, so acquiring cannot fail.
         let _slot = self.slots.acquire().await.ok();
-        let started_at = now_ms();
-        let t0 = Instant::now();
+        let started_at = clock::wall_ms();
+        let t0 = clock::now();
         let outcome = self.check(probe).await;
         let duration = t0.elapsed();
         let result = result_of(probe, started_at, duration, outcome);
@@ -270,7 +271,7 @@ async fn first_unhealthy_dependency(
                     status: Status::Error,
                     output: "did not report a result".into(),
                     duration_ms: 0,
-                    started_at: now_ms(),
+                    started_at: clock::wall_ms(),
                 });
             }
         }
@@ -291,7 +292,7 @@ pub fn blocked(probe: &ProbeConfig, dependency: &ProbeResult) -> ProbeResult {
     };
     result_of(
         probe,
-        now_ms(),
+        clock::wall_ms(),
         Duration::ZERO,
         Outcome {
             status: Status::Blocked,
@@ -326,14 +327,6 @@ fn target_of(kind: &ProbeKind) -> Option<String> {
         ProbeKind::Disk(s) => Some(s.path.clone()),
         _ => None,
     }
-}
-
-/// Unix time now, in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// "12 ms", "2 s", "2.5 s".

@@ -7,10 +7,10 @@
 use super::engine::{ProbeCtx, fmt_duration};
 use super::outcome::Outcome;
 use super::spec::{Check, KindSpec};
+use crate::clock::Instant;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 /// Most body bytes read for `body_contains` / `body_regex`.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -9,9 +9,9 @@ use super::engine::{ProbeCtx, fmt_duration};
 use super::outcome::Outcome;
 use super::spec::{Check, KindSpec};
 use super::tcp::io_reason;
+use crate::clock::Instant;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

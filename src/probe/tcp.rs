@@ -4,8 +4,8 @@
 use super::engine::{ProbeCtx, fmt_duration};
 use super::outcome::Outcome;
 use super::spec::{Check, KindSpec};
+use crate::clock::Instant;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Most bytes read while waiting for `expect`.

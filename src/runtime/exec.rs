@@ -1,8 +1,9 @@
-//! Executors for the core's actions: heal steps, agent runs, deliveries. Each runs as a task
-//! off the loop and answers with one event. The work itself is done by [`crate::escalate`]
+//! The real executors behind [`super::effects`]: heal steps, agent runs, deliveries. Each runs
+//! as a task off the loop and answers with one message. The work itself is done by [`crate::escalate`]
 //! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
 //! [`crate::notify`] (every channel kind, fan-out).
 
+use super::effects::Worker;
 use crate::config::Config;
 use crate::core::{
     AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
@@ -20,23 +21,29 @@ use crate::proc::End;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// One [`crate::core::Action::RunHeal`], with what the heal runner needs to run it.
 pub struct HealJob {
     pub id: u64,
     pub incident: IncidentId,
     pub steps: Vec<HealStep>,
+    /// The failing roots it is for.
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
+    /// The newest scheduled result of each probe (the failing ones go to the heal's context).
     pub last: BTreeMap<String, ProbeResult>,
-    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
+    /// For a [`HealStep::RestartWorker`] step.
+    pub worker: Option<Arc<dyn Worker>>,
     /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
     pub redactor: Arc<Redactor>,
 }
 
+/// One [`crate::core::Action::RunAgent`], with what the agent runner needs to run it.
 pub struct AgentJob {
     pub incident: IncidentId,
     pub tier: AgentTier,
     pub probes: Vec<String>,
     pub cfg: Arc<Config>,
+    /// What the core knows now (failing probes, the incident), for the prompt.
     pub outlook: Outlook,
     pub redactor: Arc<Redactor>,
 }

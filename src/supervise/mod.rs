@@ -21,6 +21,7 @@ pub mod policy;
 pub mod port;
 pub mod sys;
 
+use crate::clock::Instant;
 use crate::config::WorkerConfig;
 use crate::config::path::SearchPath;
 use crate::proc::{Cmd, End, Output, Spawned};
@@ -32,7 +33,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -551,7 +552,7 @@ impl Actor {
 
     /// Wait `d` while serving commands. A restart or reconfigure cuts the wait short.
     async fn idle(&mut self, d: Duration) -> Flow {
-        let deadline = tokio::time::Instant::now() + d;
+        let deadline = Instant::now() + d;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Flow::Next,
@@ -671,7 +672,7 @@ impl Actor {
         self.set(|s| {
             s.state = WorkerState::Starting;
             s.pid = Some(pid);
-            s.started_at = Some(SystemTime::now());
+            s.started_at = Some(crate::clock::wall_time());
             s.restarts += restarts_inc;
             s.consecutive_health_failures = 0;
             s.sync_attempts = None;
@@ -691,10 +692,8 @@ impl Actor {
         let _abort_monitor = AbortOnDrop(mon);
         let mut healthy_since: Option<Instant> = None;
         let owner_checked = owner::configured(&self.cfg);
-        let mut owner_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.cfg.owner_check,
-            self.cfg.owner_check,
-        );
+        let mut owner_tick =
+            tokio::time::interval_at(Instant::now() + self.cfg.owner_check, self.cfg.owner_check);
         loop {
             tokio::select! {
                 end = spawned.wait() => {
@@ -801,7 +800,7 @@ impl Actor {
         let pid = spawned.pid();
         let uptime = spawned.started.elapsed();
         let drain = self.cfg.drain_timeout;
-        let started = tokio::time::Instant::now();
+        let started = Instant::now();
         let pgid = spawned.group.0 as u32;
         spawned.group.signal(first);
         let end = tokio::time::timeout(drain, spawned.wait())

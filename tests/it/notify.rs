@@ -91,8 +91,8 @@ fn sos() -> Notice {
             reason: "HTTP 503 from http://127.0.0.1:3018/health".into(),
         }],
         tried: vec!["heal global `heal.sh`: exit 1, not fixed".into()],
-        since_ms: Some(talon::escalate::now_ms() - 60_000),
-        at_ms: talon::escalate::now_ms(),
+        since_ms: Some(talon::clock::wall_ms() - 60_000),
+        at_ms: talon::clock::wall_ms(),
         duration_secs: None,
         ack_hint: Some("talon ack inc-5".into()),
     }
@@ -517,7 +517,7 @@ async fn alertmanager_fires_and_resolves_a_real_alert() {
     let mut resolved = sos();
     resolved.kind = NoticeKind::Resolved;
     resolved.state = "healthy".into();
-    resolved.at_ms = talon::escalate::now_ms();
+    resolved.at_ms = talon::clock::wall_ms();
     resolved.duration_secs = Some(60);
     notify::send(&resolved, &ch, &c).await.unwrap();
     // Resolved alerts leave the active list.
