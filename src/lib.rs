@@ -11,6 +11,8 @@
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
+//! | [`clock`]     | the one source of "now": tokio's `Instant` for timers, wall ms from an injected [`clock::Clock`] |
+//! | [`runtime`]   | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
 //! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
@@ -40,16 +42,18 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod escalate;
+pub mod format;
 pub mod heartbeat;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod probe;
 pub mod proc;
+pub mod redact;
 pub mod runtime;
 pub mod sdnotify;
 pub mod server;
 pub mod store;
 pub mod supervise;
-pub mod tls;
 pub mod watch;

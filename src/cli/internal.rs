@@ -7,7 +7,7 @@ use super::{Exit, Out};
 use crate::core::{
     Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, ProbeRule, RunOutcome,
 };
-use crate::probe::{ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
 use crate::store::{Batch, Store, StoreWriter, lock};
 use std::io::{Read, Write};
 use std::path::PathBuf;

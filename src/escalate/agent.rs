@@ -9,11 +9,11 @@
 
 use super::ContextFile;
 use super::heal::context_json;
-use super::redact::Redactor;
 use crate::clock::{self, Instant};
 use crate::config::path::SearchPath;
-use crate::probe::outcome::ProbeResult;
+use crate::core::outcome::ProbeResult;
 use crate::proc::{Cmd, End};
+use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,7 +13,6 @@
 pub mod agent;
 pub mod heal;
 pub mod prompt;
-pub mod redact;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -12,9 +12,9 @@ use super::inbox::{Inbox, Msg};
 use super::schedule::Schedule;
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
+use crate::core::ProbeResult;
 use crate::core::{Action, Core, Event, Millis};
-use crate::escalate::redact::Redactor;
-use crate::probe::ProbeResult;
+use crate::redact::Redactor;
 use crate::server::control::ControlRequest;
 use crate::server::snapshot::{ConfigError, StatusSnapshot, TimelineEntry, Transition};
 use crate::store::Batch;
@@ -133,7 +133,7 @@ impl Runtime {
         schedule.sync(&cfg.probes, clock.now());
         let board = crate::server::StatusBoard::new(StatusSnapshot::new(clock.wall_ms() / 1000));
         Runtime {
-            redactor: Arc::new(Redactor::from_config(&cfg)),
+            redactor: Arc::new(cfg.redactor()),
             cfg: Arc::new(cfg),
             opts,
             core,

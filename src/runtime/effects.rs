@@ -9,10 +9,12 @@
 
 use super::exec::{self, AgentJob, HealJob};
 use crate::config::path::SearchPath;
+use crate::config::probe::ProbeConfig;
 use crate::config::{Config, WorkerConfig};
+use crate::core::ProbeResult;
 use crate::core::{ChannelResult, Millis, Notification, RunOutcome};
-use crate::escalate::redact::Redactor;
-use crate::probe::{Engine, ProbeConfig, ProbeResult};
+use crate::probe::Engine;
+use crate::redact::Redactor;
 use crate::store::{Batch, StoreError, StoreWriter};
 use crate::supervise::{ForwardError, Supervisor, SupervisorHandle, WorkerEvent, WorkerStatus};
 use nix::sys::signal::Signal;

@@ -3,8 +3,8 @@
 //! [`Msg`]; the actor takes them one at a time and handles each variant in exactly one place
 //! (`Runtime::handle` in `actor.rs`). Nothing else touches the runtime's state.
 
+use crate::core::ProbeResult;
 use crate::core::{ActionId, ChannelResult, IncidentId, RunOutcome};
-use crate::probe::ProbeResult;
 use crate::server::control::ControlRequest;
 use crate::supervise::WorkerEvent;
 use nix::sys::signal::Signal;

@@ -4,8 +4,9 @@
 use super::Runtime;
 use super::inbox::Msg;
 use crate::clock::Instant;
+use crate::config::probe::ProbeConfig;
+use crate::core::ProbeResult;
 use crate::core::{Event, IncidentId, Millis, WORKER_PROBE};
-use crate::probe::{ProbeConfig, ProbeResult};
 
 impl Runtime {
     /// Start the probes that are due (and not already running) as one run.

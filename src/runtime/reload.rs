@@ -4,7 +4,6 @@
 use super::Runtime;
 use super::inbox::ReloadTrigger;
 use crate::core::{CoreConfig, Event};
-use crate::escalate::redact::Redactor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,7 +48,7 @@ impl Runtime {
                         .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
                     self.effects.probes.reconfigure(&new);
                     let core_cfg = CoreConfig::from_config(&new);
-                    self.redactor = Arc::new(Redactor::from_config(&new));
+                    self.redactor = Arc::new(new.redactor());
                     let worker_changed =
                         self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                     self.cfg = Arc::new(new);

@@ -2,8 +2,8 @@
 //! [`super::effects::Workers`] effect; its events become the `worker` pseudo-probe's results.
 
 use super::Runtime;
+use crate::core::ProbeResult;
 use crate::core::{Event, WORKER_PROBE};
-use crate::probe::ProbeResult;
 use crate::supervise::WorkerEvent;
 use nix::sys::signal::Signal;
 use std::sync::Arc;

@@ -20,8 +20,8 @@ pub use schema::CURRENT as SCHEMA_VERSION;
 pub use snapshot::{LastProbeFile, Snapshot, StateFile};
 pub use writer::StoreWriter;
 
+use crate::core::ProbeResult;
 use crate::core::{Action, Core, Event, IncidentId, Millis, PersistedState, Record, RunOutcome};
-use crate::probe::ProbeResult;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -18,11 +18,12 @@ use super::{Boot, Inbox, Msg, ReloadTrigger, RunOptions, Runtime};
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
 use crate::config::path::SearchPath;
+use crate::config::probe::ProbeConfig;
 use crate::core::{
     ActionId, AgentTier, ChannelResult, CoreConfig, HealStep, Millis, NotifyKind, Record,
     RunOutcome, SystemState,
 };
-use crate::probe::{ProbeConfig, ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
 use crate::server::StatusBoard;
 use crate::server::control::{ControlReply, ControlRequest};
 use crate::store::{Batch, StoreError, StoreWriter};
