@@ -6,7 +6,7 @@
 use super::{Exit, load_options, print_diagnostics};
 use crate::clock::Clock;
 use crate::config::{self, Config, WorkerConfig};
-use crate::runtime::effects::{Agents, Channels, EngineProbes, Heals, Supervisors};
+use crate::runtime::real::{Agents, Channels, EngineProbes, Heals, Supervisors};
 use crate::runtime::{Boot, Effects, RunOptions, Runtime, StartError};
 use crate::supervise::{Supervisor, owner};
 use nix::sys::signal::Signal;

@@ -6,8 +6,7 @@
 //! answers come back as messages, and stores what each step produced.
 
 use super::boot::{Boot, RunOptions};
-use super::effects::{Delivery, Effects, History, Worker};
-use super::exec::{AgentJob, HealJob};
+use super::effects::{AgentJob, Delivery, Effects, HealJob, History, Worker};
 use super::inbox::{Inbox, Msg};
 use super::schedule::Schedule;
 use crate::clock::{Clock, Instant};

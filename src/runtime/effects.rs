@@ -1,26 +1,27 @@
 //! The effects the runtime starts, each behind a small trait so a test can script it: a probe
 //! cycle, a heal, an agent run, a delivery, a store write, a worker supervisor. The runtime is
 //! given them through its constructor ([`Effects`] and [`super::Boot::history`]); `cli/run.rs`
-//! wires the real ones below, the runtime's tests wire scripted ones. Nothing selects an
+//! wires the real ones (`real.rs`), the runtime's tests wire scripted ones. Nothing selects an
 //! implementation by an environment variable or a global.
 //!
 //! Every slow effect returns a future the runtime runs as a task off its loop; the task's answer
 //! comes back through the inbox ([`super::Msg`]).
 
-use super::exec::{self, AgentJob, HealJob};
 use crate::config::path::SearchPath;
 use crate::config::probe::ProbeConfig;
 use crate::config::{Config, WorkerConfig};
-use crate::core::ProbeResult;
-use crate::core::{ChannelResult, Millis, Notification, RunOutcome};
-use crate::probe::Engine;
+use crate::core::{
+    AgentTier, ChannelResult, HealStep, IncidentId, Millis, Notification, Outlook, ProbeResult,
+    RunOutcome,
+};
 use crate::redact::Redactor;
-use crate::store::{Batch, StoreError, StoreWriter};
-use crate::supervise::{ForwardError, Supervisor, SupervisorHandle, WorkerEvent, WorkerStatus};
+use crate::store::{Batch, StoreError};
+use crate::supervise::{ForwardError, WorkerEvent, WorkerStatus};
 use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -45,6 +46,33 @@ pub trait HealRunner: Send + Sync {
 /// Runs one agent tier with the prompt on stdin and reports how it ended and its transcript.
 pub trait AgentRunner: Send + Sync {
     fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)>;
+}
+
+/// One [`crate::core::Action::RunHeal`], with what the heal runner needs to run it.
+pub struct HealJob {
+    pub id: u64,
+    pub incident: IncidentId,
+    pub steps: Vec<HealStep>,
+    /// The failing roots it is for.
+    pub probes: Vec<String>,
+    pub cfg: Arc<Config>,
+    /// The newest scheduled result of each probe (the failing ones go to the heal's context).
+    pub last: BTreeMap<String, ProbeResult>,
+    /// For a [`HealStep::RestartWorker`] step.
+    pub worker: Option<Arc<dyn Worker>>,
+    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
+    pub redactor: Arc<Redactor>,
+}
+
+/// One [`crate::core::Action::RunAgent`], with what the agent runner needs to run it.
+pub struct AgentJob {
+    pub incident: IncidentId,
+    pub tier: AgentTier,
+    pub probes: Vec<String>,
+    pub cfg: Arc<Config>,
+    /// What the core knows now (failing probes, the incident), for the prompt.
+    pub outlook: Outlook,
+    pub redactor: Arc<Redactor>,
 }
 
 /// One delivery attempt of a notification on every channel.
@@ -111,125 +139,4 @@ pub struct Effects {
     pub agent: Arc<dyn AgentRunner>,
     pub notifier: Arc<dyn Notifier>,
     pub workers: Arc<dyn Workers>,
-}
-
-// ---- The real implementations (wired by `cli/run.rs`). ----
-
-/// The probe [`Engine`] (rebuilt on reload: compiled PATH, `probes.concurrency`, clients).
-pub struct EngineProbes(RwLock<Engine>);
-
-impl EngineProbes {
-    pub fn new(cfg: &Config) -> Self {
-        EngineProbes(RwLock::new(Engine::new(cfg)))
-    }
-
-    fn engine(&self) -> Engine {
-        match self.0.read() {
-            Ok(e) => e.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
-impl ProbeRunner for EngineProbes {
-    fn run(&self, probes: Vec<ProbeConfig>) -> BoxFuture<'static, Vec<ProbeResult>> {
-        let engine = self.engine();
-        Box::pin(async move { engine.run(&probes).await })
-    }
-
-    fn reconfigure(&self, cfg: &Config) {
-        let engine = Engine::new(cfg);
-        match self.0.write() {
-            Ok(mut e) => *e = engine,
-            Err(poisoned) => *poisoned.into_inner() = engine,
-        }
-    }
-}
-
-/// Heals through [`crate::escalate::heal`] (the env contract, the context file, one subprocess
-/// runner).
-pub struct Heals;
-
-impl HealRunner for Heals {
-    fn run(&self, job: HealJob) -> BoxFuture<'static, (RunOutcome, String)> {
-        Box::pin(exec::run_heal(job))
-    }
-}
-
-/// Agents through [`crate::escalate::agent`], with the prompt from [`crate::escalate::prompt`].
-pub struct Agents;
-
-impl AgentRunner for Agents {
-    fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)> {
-        Box::pin(exec::run_agent(job))
-    }
-}
-
-/// Every configured `[notify.*]` channel, concurrently, through [`crate::notify`].
-pub struct Channels;
-
-impl Notifier for Channels {
-    fn deliver(&self, job: Delivery) -> BoxFuture<'static, Vec<ChannelResult>> {
-        Box::pin(async move { exec::deliver(&job.cfg, &job.notification, job.redactor).await })
-    }
-}
-
-impl History for StoreWriter {
-    fn write(&self, batch: Batch) {
-        self.send(batch)
-    }
-    fn prune(&self, now: Millis, retention: Duration) {
-        StoreWriter::prune(self, now, retention)
-    }
-    fn failures(&self) -> u64 {
-        StoreWriter::failures(self)
-    }
-    fn current_error(&self) -> Option<String> {
-        StoreWriter::current_error(self)
-    }
-    fn close(self: Box<Self>) -> Result<(), StoreError> {
-        StoreWriter::close(*self)
-    }
-}
-
-/// Real supervisors ([`crate::supervise`]).
-pub struct Supervisors;
-
-impl Workers for Supervisors {
-    fn start(
-        &self,
-        cfg: WorkerConfig,
-        search: SearchPath,
-        events: mpsc::Sender<WorkerEvent>,
-    ) -> Arc<dyn Worker> {
-        Arc::new(Supervisor::start(cfg, search, events))
-    }
-}
-
-impl Worker for SupervisorHandle {
-    fn restart(&self) -> BoxFuture<'_, ()> {
-        Box::pin(SupervisorHandle::restart(self))
-    }
-    fn reconfigure(&self, cfg: WorkerConfig, search: SearchPath) -> BoxFuture<'_, ()> {
-        Box::pin(SupervisorHandle::reconfigure(self, cfg, search))
-    }
-    fn forward(&self, sig: Signal) -> Result<(), ForwardError> {
-        SupervisorHandle::forward(self, sig)
-    }
-    fn status(&self) -> WorkerStatus {
-        SupervisorHandle::status(self)
-    }
-    fn secret_values(&self) -> Vec<String> {
-        SupervisorHandle::secret_values(self)
-    }
-    fn shutdown(self: Arc<Self>, sig: Signal) -> BoxFuture<'static, ()> {
-        match Arc::try_unwrap(self) {
-            Ok(h) => Box::pin(h.shutdown_with(sig)),
-            // Dropping this reference leaves the last one to the task holding it.
-            Err(shared) => {
-                drop(shared);
-                Box::pin(async {})
-            }
-        }
-    }
 }

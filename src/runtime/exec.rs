@@ -3,13 +3,11 @@
 //! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
 //! [`crate::notify`] (every channel kind, fan-out).
 
-use super::effects::Worker;
+use super::effects::{AgentJob, HealJob};
 use crate::config::Config;
 use crate::config::probe::Heal;
 use crate::core::ProbeResult;
-use crate::core::{
-    AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
-};
+use crate::core::{AgentTier, ChannelResult, HealStep, Notification, NotifyKind, RunOutcome};
 use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
 use crate::escalate::heal::{
     HealAction, HealReport, HealRequest, HealSource, PlannedHeal, restart_action,
@@ -19,35 +17,7 @@ use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, Timeli
 use crate::notify::{self, FailingLine, Notice};
 use crate::proc::End;
 use crate::redact::Redactor;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// One [`crate::core::Action::RunHeal`], with what the heal runner needs to run it.
-pub struct HealJob {
-    pub id: u64,
-    pub incident: IncidentId,
-    pub steps: Vec<HealStep>,
-    /// The failing roots it is for.
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    /// The newest scheduled result of each probe (the failing ones go to the heal's context).
-    pub last: BTreeMap<String, ProbeResult>,
-    /// For a [`HealStep::RestartWorker`] step.
-    pub worker: Option<Arc<dyn Worker>>,
-    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
-    pub redactor: Arc<Redactor>,
-}
-
-/// One [`crate::core::Action::RunAgent`], with what the agent runner needs to run it.
-pub struct AgentJob {
-    pub incident: IncidentId,
-    pub tier: AgentTier,
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    /// What the core knows now (failing probes, the incident), for the prompt.
-    pub outlook: Outlook,
-    pub redactor: Arc<Redactor>,
-}
 
 fn end_outcome(end: End) -> RunOutcome {
     match end {

@@ -23,7 +23,8 @@
 //! |---------------|---------------|
 //! | `inbox.rs`    | [`Msg`], the one message type, and the [`Inbox`] every source sends to |
 //! | `actor.rs`    | the [`Runtime`] state, the loop, `handle` (the one `match`), core steps, actions → effects, shutdown |
-//! | `effects.rs`  | the effect traits and their real implementations |
+//! | `effects.rs`  | the effect traits and the jobs they are handed |
+//! | `real.rs`     | the real effects `cli/run.rs` wires: engine, executors, store writer, supervisor |
 //! | `exec.rs`     | the real heal, agent and delivery executors (prompt, outcomes, message model) |
 //! | `probing.rs`  | scheduled probe runs and verification re-probes |
 //! | `schedule.rs` | when each probe is due |
@@ -39,6 +40,7 @@ pub mod effects;
 mod exec;
 mod inbox;
 mod probing;
+pub mod real;
 mod reload;
 mod schedule;
 mod sources;
@@ -50,5 +52,5 @@ mod worker;
 pub use actor::Runtime;
 pub use boot::{Boot, RunOptions, StartError, restore};
 pub use effects::Effects;
-pub use exec::{AgentJob, HealJob};
+pub use effects::{AgentJob, HealJob};
 pub use inbox::{Inbox, Msg, ReloadTrigger};

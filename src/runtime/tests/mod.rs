@@ -10,10 +10,10 @@
 mod ladder;
 
 use super::effects::{
-    AgentRunner, BoxFuture, Delivery, Effects, HealRunner, Heals, History, Notifier, ProbeRunner,
-    Worker, Workers,
+    AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob, HealRunner, History, Notifier,
+    ProbeRunner, Worker, Workers,
 };
-use super::exec::{AgentJob, HealJob};
+use super::real::Heals;
 use super::{Boot, Inbox, Msg, ReloadTrigger, RunOptions, Runtime};
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
