@@ -133,8 +133,9 @@ pub enum Step {
     Deliveries(Vec<Plan>),
     /// Start a runtime from the state dir (the first one, or after [`Step::Crash`]).
     Start,
-    /// The runtime dies: its task is dropped mid-flight (effects in flight with it). What the
-    /// store's writer already had is on disk; nothing else is.
+    /// The runtime dies: its task is dropped mid-flight, and the effects in flight with it
+    /// (their answers never come). What the loop had handed to the store's writer is written
+    /// (its thread drains on drop); nothing else survives.
     Crash,
     /// The next entry matching `want` after the previous match is at `at` (± [`SLACK`]).
     At(Duration, Want),
