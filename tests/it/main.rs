@@ -10,6 +10,7 @@ mod heal;
 mod heartbeat;
 mod install;
 mod k8s;
+mod layout;
 mod metrics;
 mod notify;
 mod probes;
