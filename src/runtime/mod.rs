@@ -942,7 +942,7 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), StartError> {
     }
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(store::layout::DIR_MODE)
         .create(dir)
         .map_err(|source| StartError::StateDir {
             path: dir.to_path_buf(),

@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub const LOCK_FILE: &str = "talon.lock";
+use super::layout::{FILE_MODE, LOCK_FILE};
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(super::perms::FILE_MODE)
+        .mode(FILE_MODE)
         .open(&path)
         .map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

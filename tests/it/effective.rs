@@ -21,7 +21,12 @@ fn effective(cfg: &Path, json: bool) -> String {
         c.arg("--json");
     }
     let out = run(c);
-    assert!(out.status.success(), "talon config {}: {}", cfg.display(), stderr(&out));
+    assert!(
+        out.status.success(),
+        "talon config {}: {}",
+        cfg.display(),
+        stderr(&out)
+    );
     stdout(&out).replace(root().to_str().unwrap(), "<repo>")
 }
 
