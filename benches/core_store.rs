@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 use talon::core::{Action, Core, CoreConfig, Event, Millis, ProbeRule, RunOutcome};
-use talon::probe::{ProbeResult, Status};
+use talon::core::{ProbeResult, Status};
 use talon::store::{Batch, Store, StoreWriter};
 
 const PROBES: usize = 100;

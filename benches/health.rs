@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use talon::core::{ProbeResult, Status};
 use talon::metrics::Metrics;
-use talon::probe::{ProbeResult, Status};
 use talon::server::snapshot::{StatusSnapshot, SystemState};
 use talon::server::{ServerOptions, ServerState, StatusBoard, serve};
 
@@ -66,7 +66,7 @@ async fn sequential(client: &reqwest::Client, url: &str) -> (Vec<Duration>, Dura
 }
 
 fn main() {
-    talon::probe::http::install_crypto_provider();
+    talon::net::install_tls_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 use talon::config::{self, Config, LoadOptions};
-use talon::probe::{Engine, Status};
+use talon::core::Status;
+use talon::probe::Engine;
 
 fn main() {
     if common::serve_if_asked() {

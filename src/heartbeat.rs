@@ -25,11 +25,7 @@ pub fn spawn(
         .interval
         .min(MAX_PING_TIMEOUT)
         .max(Duration::from_secs(1));
-    crate::probe::http::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .user_agent(concat!("talon/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::net::client().timeout(timeout).build()?;
     Ok(tokio::spawn(async move {
         loop {
             // Wait until the system is OK (at once when it already is).

@@ -5,9 +5,16 @@
 //! explicit environment whose `PATH` is Talon's compiled PATH, stdin null or fed from bytes,
 //! stdout/stderr read concurrently (no pipe stall) into buffers capped to their newest bytes, a
 //! hard timeout that stops the whole group (TERM, grace, KILL), and it is always reaped.
+//!
+//! [`Stop`] is the one stop path (TERM → grace → KILL → reap) for those children and for
+//! processes Talon did not spawn (a stale listener on the worker's port), and the one place
+//! that sends signals.
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+mod stop;
+
+pub use stop::{Group, KillOnDrop, Stop, Target, pid_alive, wait_until};
+
+use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -379,10 +386,10 @@ impl Cmd {
         let this = self.output(Output::Capture);
         let mut child = this.spawn_child()?;
         let pid = child.id().unwrap_or(0);
-        let group = Group(pid as i32);
+        let group = Group(pid);
         // If this future is dropped (the caller was cancelled, e.g. at shutdown), the whole
         // group is killed: nothing Talon started outlives a cancelled run.
-        let mut guard = KillOnDrop(Some(group));
+        let mut guard = KillOnDrop::new(group);
         if let (Some(bytes), Some(mut stdin)) = (this.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 // A child that does not read its stdin is not an error.
@@ -413,11 +420,11 @@ impl Cmd {
                 });
             }
             None => {
-                stop_group(&mut child, group, this.grace).await;
+                Stop::term(this.grace).child(&mut child, group).await;
                 End::TimedOut
             }
         };
-        guard.0 = None;
+        guard.disarm();
         // The child has exited. A background process that kept the pipes open (with
         // keep_background) must not hold us: give the readers a short moment, then stop waiting.
         let drain = Duration::from_millis(200);
@@ -447,52 +454,29 @@ impl Cmd {
                 let _ = stdin.shutdown().await;
             });
         }
-        let pid = child.id().unwrap_or(0);
+        let group = Group(child.id().unwrap_or(0));
         Ok(Spawned {
             child,
-            group: Group(pid as i32),
+            group,
             started: Instant::now(),
+            kill_on_drop: KillOnDrop::new(group),
         })
     }
 }
 
-/// Kills a group when dropped while armed (a cancelled [`Cmd::run`]).
-struct KillOnDrop(Option<Group>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(g) = self.0.take() {
-            g.signal(Signal::SIGKILL);
-        }
-    }
-}
-
-/// A process group (its id is the leader's pid).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Group(pub i32);
-
-impl Group {
-    /// Signal every process in the group; a group that is already gone is not an error.
-    pub fn signal(self, sig: Signal) -> bool {
-        self.0 > 0 && killpg(Pid::from_raw(self.0), sig).is_ok()
-    }
-    /// Whether any process is left in the group.
-    pub fn alive(self) -> bool {
-        self.0 > 0 && killpg(Pid::from_raw(self.0), None).is_ok()
-    }
-}
-
-/// A running long-lived child in its own group.
+/// A running long-lived child in its own group. Dropping it before [`Spawned::stop`] KILLs
+/// the group.
 #[derive(Debug)]
 pub struct Spawned {
     pub child: tokio::process::Child,
     pub group: Group,
     pub started: Instant,
+    kill_on_drop: KillOnDrop,
 }
 
 impl Spawned {
     pub fn pid(&self) -> u32 {
-        self.group.0 as u32
+        self.group.0
     }
 
     /// Wait for the leader to exit (event-driven), reaping it.
@@ -500,28 +484,14 @@ impl Spawned {
         self.child.wait().await.map(End::from_status)
     }
 
-    /// Stop the whole group: TERM, up to `grace` for the leader to exit, then KILL the group;
-    /// always reaps the leader. Returns how the leader ended.
-    pub async fn stop(&mut self, grace: Duration) -> End {
-        stop_group(&mut self.child, self.group, grace).await
-    }
-}
-
-/// TERM the group, wait up to `grace` for the leader, KILL the group, reap.
-async fn stop_group(child: &mut tokio::process::Child, group: Group, grace: Duration) -> End {
-    group.signal(Signal::SIGTERM);
-    let end = match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(s)) => Some(End::from_status(s)),
-        _ => None,
-    };
-    // Whatever is left in the group (grandchildren ignoring TERM) goes now.
-    group.signal(Signal::SIGKILL);
-    match end {
-        Some(e) => e,
-        None => match child.wait().await {
-            Ok(s) => End::from_status(s),
-            Err(_) => End::Signaled(Signal::SIGKILL as i32),
-        },
+    /// Stop the whole group the [`Stop`] way (first signal, up to its grace for the leader and
+    /// every group member to exit, KILL what is left); always reaps the leader. Returns how the
+    /// leader ended (its own end if it had ended already; nothing is signalled then unless
+    /// something is left in its group).
+    pub async fn stop(&mut self, how: Stop) -> End {
+        let end = how.child(&mut self.child, self.group).await;
+        self.kill_on_drop.disarm();
+        end
     }
 }
 
@@ -570,6 +540,7 @@ async fn join_capture(task: tokio::task::JoinHandle<Captured>, drain: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::Pid;
 
     fn alive(pid: i32) -> bool {
         nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
@@ -619,7 +590,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(grandchild), "grandchild {grandchild} survived");
-        let group = Group(f.pid as i32);
+        let group = Group(f.pid);
         while group.alive() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -698,7 +669,7 @@ mod tests {
             .unwrap();
         let pid: i32 = f.stdout.text().trim().parse().unwrap();
         assert!(alive(pid));
-        Group(f.pid as i32).signal(Signal::SIGKILL);
+        Group(f.pid).signal(Signal::SIGKILL);
     }
 
     #[tokio::test]
@@ -708,7 +679,7 @@ mod tests {
             .spawn()
             .unwrap();
         let g = s.group;
-        let end = s.stop(Duration::from_millis(300)).await;
+        let end = s.stop(Stop::term(Duration::from_millis(300))).await;
         assert!(matches!(end, End::Signaled(_)), "{end:?}");
         let deadline = Instant::now() + Duration::from_secs(5);
         while g.alive() && Instant::now() < deadline {

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     let lines = text.lines().count();
-    if let Err(errors) = talon::supervise::envfile::parse(text) {
+    if let Err(errors) = talon::config::envfile::parse(text) {
         assert!(errors.iter().all(|(n, _)| *n >= 1 && *n <= lines));
     }
 });

@@ -39,7 +39,7 @@ fuzz_target!(|data: (String, String, u16)| {
             guardrails: None,
             max_bytes: max,
         },
-        &talon::escalate::redact::Redactor::default(),
+        &talon::redact::Redactor::default(),
     );
     assert!(p.len() <= max);
     let marker = "Text between `BEGIN UNTRUSTED DATA ";

@@ -3,10 +3,12 @@
 //! probes do not count: their root does), 2 on a config error or an unknown `--probe`/`--kind`.
 
 use super::{Exit, Out, load_options, print_diagnostics};
+use crate::config::probe::KINDS;
+use crate::config::probe::ProbeConfig;
 use crate::config::{self, diag::suggest};
-use crate::probe::engine::{Engine, first_line, fmt_duration};
-use crate::probe::spec::KINDS;
-use crate::probe::{ProbeConfig, ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
+use crate::format::fmt_duration;
+use crate::probe::engine::{Engine, first_line};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config::{self, Config};
-use crate::escalate::redact::{REDACTED, Redactor, is_secret_name, redact_url};
+use crate::redact::{REDACTED, is_secret_name, redact_url};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -63,7 +63,7 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
 /// Replace every secret in the serialized config with [`REDACTED`].
 pub fn redact_secrets(v: &mut serde_json::Value, c: &Config) {
     scrub(v, "");
-    Redactor::from_config(c).redact_json(v);
+    c.redactor().redact_json(v);
 }
 
 /// Keys whose whole URL (path included) is a credential.

@@ -53,13 +53,12 @@ fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::R
         )
     })?;
     let url = format!("http://{}{path}", c.health.bind);
-    crate::probe::http::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (status, text) = rt
         .block_on(async {
-            let client = reqwest::Client::builder()
+            let client = crate::net::client()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()?;
             let resp = client

@@ -5,7 +5,6 @@
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config;
 use crate::escalate::prompt::HostFacts;
-use crate::escalate::redact::Redactor;
 use crate::notify::{self, Notice, NotifyCtx};
 use anyhow::Context;
 use std::io::Write;
@@ -61,7 +60,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         }
         channels.retain(|ch| args.channel.contains(&ch.name));
     }
-    let redactor = Arc::new(Redactor::from_config(&c));
+    let redactor = Arc::new(c.redactor());
     let ctx =
         NotifyCtx::new(c.search_path.clone(), redactor).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -252,14 +252,13 @@ fn live(c: &Config) -> Option<crate::server::snapshot::StatusSnapshot> {
     if !c.health.enabled {
         return None;
     }
-    crate::probe::http::install_crypto_provider();
     let url = format!("http://{}/status", c.health.bind);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = crate::net::client()
             .timeout(std::time::Duration::from_millis(800))
             .build()
             .ok()?;

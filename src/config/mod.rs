@@ -4,15 +4,19 @@
 //! problem is reported with file, line, column and key path. `talon validate` and hot reload call
 //! the same [`load`].
 
+pub mod channel;
 pub mod diag;
+pub mod envfile;
 pub mod path;
+pub mod probe;
 pub mod raw;
 pub mod tomlx;
 
-use crate::notify::ChannelConfig;
-use crate::probe::spec::{self, COMMON_KEYS, Check, Heal, KINDS, ProbeConfig, RawCommon};
+use crate::redact::{Redactor, is_secret_name};
+use channel::ChannelConfig;
 use diag::{Diagnostics, Source, suggest};
 use path::{SearchPath, program_of_shell};
+use probe::{COMMON_KEYS, Check, Heal, KINDS, ProbeConfig, RawCommon};
 use raw::{RawMain, Secs};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -72,6 +76,46 @@ pub struct Config {
     pub notify: Vec<ChannelConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+}
+
+impl Config {
+    /// The [`Redactor`] for everything the config itself knows: the `redact` patterns, every probe's secrets
+    /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets
+    /// notifier channels can resolve without running anything (`token_env`, `token_file`,
+    /// `hmac_secret_env`, the Slack webhook URL) and secret-named `[worker.env]` values. The
+    /// worker's `[worker.secrets]` values are learned when the supervisor resolves them. Tokens fetched by a
+    /// `token_command` are learned when they are fetched.
+    pub fn redactor(&self) -> Redactor {
+        let mut secrets: Vec<String> = Vec::new();
+        for p in &self.probes {
+            secrets.extend(p.kind.secrets());
+        }
+        for ch in &self.notify {
+            secrets.extend(ch.known_secrets());
+        }
+        if let Some(w) = &self.worker {
+            secrets.extend(
+                w.env
+                    .iter()
+                    .filter(|(k, _)| is_secret_name(k))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        // Patterns were validated when the config was loaded; an invalid one cannot get here,
+        // but if it did, dropping it would silently leak, so fall back to each valid one.
+        match Redactor::new(secrets.clone(), &self.redact) {
+            Ok(r) => r,
+            Err(_) => {
+                let valid: Vec<String> = self
+                    .redact
+                    .iter()
+                    .filter(|p| regex::Regex::new(p).is_ok())
+                    .cloned()
+                    .collect();
+                Redactor::new(secrets, &valid).unwrap_or_default()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -480,7 +524,7 @@ struct ProbeDraft {
     name: String,
     kind_name: String,
     common: RawCommon,
-    kind: spec::ProbeKind,
+    kind: probe::ProbeKind,
     src: std::sync::Arc<Source>,
     span: std::ops::Range<usize>,
     /// Owned copy of the section, for key positions in later checks.
@@ -542,7 +586,7 @@ fn parse_probe_kind(
         }
         let (common_v, rest_v) = tomlx::split_table(section, COMMON_KEYS);
         let common: Option<RawCommon> = tomlx::section(src, &path, &common_v, &[], diags);
-        let kind_spec = spec::parse_kind(kind, src, &path, &rest_v, diags);
+        let kind_spec = probe::parse_kind(kind, src, &path, &rest_v, diags);
         let spans = st
             .iter()
             .map(|(k, v)| (k.get_ref().to_string(), v.span()))
@@ -585,7 +629,7 @@ fn parse_notify(
     };
     for (name, section) in t.iter() {
         let path = format!("notify.{}", name.get_ref());
-        if let Some(c) = crate::notify::parse_channel(src, &path, name.get_ref(), section, diags) {
+        if let Some(c) = channel::parse_channel(src, &path, name.get_ref(), section, diags) {
             out.push(c);
         }
     }
@@ -822,7 +866,7 @@ impl Builder<'_, '_> {
         let worker = raw.worker.map(|w| self.worker(w));
         let probes = self.probes(drafts, &probe_defaults, check_interval);
         // The original's `[escalation]` SOS keys become channels.
-        let notify = crate::notify::with_legacy(notify, &escalation);
+        let notify = channel::with_legacy(notify, &escalation);
 
         Config {
             sources,
@@ -907,7 +951,7 @@ impl Builder<'_, '_> {
         }
         let env_file = w.env_file.as_deref().map(|p| self.path(p));
         if let Some(p) = env_file.as_ref().filter(|p| p.is_file())
-            && let Err(e) = crate::supervise::envfile::load(p)
+            && let Err(e) = crate::config::envfile::load(p)
         {
             self.err("worker.env_file", e.to_string());
         }

@@ -2,7 +2,7 @@
 //! each probe's escalation rule. Built once per (re)load by [`CoreConfig::from_config`].
 
 use crate::config::Config;
-use crate::probe::Heal;
+use crate::config::probe::Heal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::Millis;
 
 /// The name of the pseudo-probe that carries the supervised worker's health. The runtime feeds
-/// worker health to the core as [`crate::probe::ProbeResult`]s with this name.
+/// worker health to the core as [`crate::core::ProbeResult`]s with this name.
 pub const WORKER_PROBE: &str = "worker";
 
 /// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);

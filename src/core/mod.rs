@@ -19,13 +19,14 @@
 
 mod config;
 mod machine;
+pub mod outcome;
 #[cfg(test)]
 mod tests;
 
 pub use config::{CoreConfig, OwnHeal, ProbeRule, WORKER_PROBE};
 pub use machine::{Core, NextStep, Outlook, ProbeView, fmt_duration};
 
-use crate::probe::{ProbeResult, Status};
+pub use outcome::{Outcome, ProbeResult, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

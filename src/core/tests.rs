@@ -2,7 +2,7 @@
 //! original listed in the issue.
 
 use super::*;
-use crate::probe::{ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
 use Status::{Blocked, Fail, Pass, Timeout};
 
 const T0: Millis = 1_700_000_000_000;

@@ -8,11 +8,11 @@
 //! re-probe says so.
 
 use super::heal::context_json;
-use super::redact::Redactor;
 use super::{ContextFile, now_ms};
 use crate::config::path::SearchPath;
-use crate::probe::outcome::ProbeResult;
+use crate::core::outcome::ProbeResult;
 use crate::proc::{Cmd, End};
+use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -9,12 +9,12 @@
 //! list) and `TALON_CONTEXT_FILE` (a private JSON file with the failing probes and their output,
 //! removed when the heal ends).
 
-use super::redact::Redactor;
 use super::{ContextFile, newest_excerpt, now_ms};
 use crate::config::path::SearchPath;
-use crate::probe::outcome::ProbeResult;
-use crate::probe::spec::{Heal, ProbeConfig, ProbeKind};
+use crate::config::probe::{Heal, ProbeConfig, ProbeKind};
+use crate::core::outcome::ProbeResult;
 use crate::proc::{Cmd, End, Finished};
+use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -470,8 +470,8 @@ async fn launchd_domain(label: &str, sp: &SearchPath, deadline: Instant) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::launchd::LaunchdSpec;
-    use crate::probe::script::ScriptSpec;
+    use crate::config::probe::launchd::LaunchdSpec;
+    use crate::config::probe::script::ScriptSpec;
     use std::collections::BTreeSet;
     use std::num::NonZeroU32;
 

@@ -13,7 +13,6 @@
 pub mod agent;
 pub mod heal;
 pub mod prompt;
-pub mod redact;
 
 use crate::store::layout::{DIR_MODE, FILE_MODE, TMP_DIR};
 use std::io::Write;

@@ -9,10 +9,10 @@
 //! (keeping their newest part).
 
 use super::heal::HealReport;
-use super::redact::Redactor;
 use super::{human_duration, newest_excerpt, rfc3339_ms};
-use crate::probe::outcome::ProbeResult;
-use crate::probe::spec::ProbeConfig;
+use crate::config::probe::ProbeConfig;
+use crate::core::outcome::ProbeResult;
+use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

@@ -5,9 +5,9 @@
 //! cannot fire forever if Talon itself dies. Alertmanager's cluster does fleet-wide dedup,
 //! grouping, silences and routing.
 
-use super::{DeliveryError, Notice, NoticeKind, NotifyCtx, http_error, transport, url_problem};
+use super::{DeliveryError, Notice, NoticeKind, NotifyCtx, http_error, transport};
+use crate::config::channel::alertmanager::AlertmanagerSpec;
 use crate::escalate::rfc3339_ms;
-use serde::{Deserialize, Serialize};
 
 /// `alertname` of a probe alert.
 pub const ALERTNAME: &str = "TalonProbeFailing";
@@ -15,39 +15,6 @@ pub const ALERTNAME: &str = "TalonProbeFailing";
 pub const TEST_ALERTNAME: &str = "TalonTest";
 /// Default lifetime of a firing alert without a new post.
 pub const DEFAULT_FIRING_TTL_SECS: u64 = 24 * 3600;
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerSpec {
-    /// Alertmanager's base URL (`http://127.0.0.1:9093`).
-    pub url: String,
-    /// `severity` label of probe alerts (default `critical`).
-    pub severity: Option<String>,
-    pub firing_ttl_secs: Option<u64>,
-}
-
-impl AlertmanagerSpec {
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        if let Some(p) = url_problem(&self.url) {
-            v.push(("url", p));
-        }
-        if self.firing_ttl_secs == Some(0) {
-            v.push(("firing_ttl_secs", "must be at least 1".into()));
-        }
-        v
-    }
-
-    /// The alerts endpoint.
-    pub fn endpoint(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        if base.ends_with("/api/v2/alerts") {
-            base.to_string()
-        } else {
-            format!("{base}/api/v2/alerts")
-        }
-    }
-}
 
 /// The alerts to post for a notice.
 pub fn alerts(spec: &AlertmanagerSpec, notice: &Notice) -> serde_json::Value {

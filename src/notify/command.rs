@@ -3,23 +3,9 @@
 //! `TALON_INCIDENT_ID`, `TALON_FAILING_PROBES` (comma list) and `TALON_NOTICE_JSON` (the whole
 //! notice). Exit 0 = delivered.
 
-use super::{DeliveryError, Notice, NotifyCtx, blank};
+use super::{DeliveryError, Notice, NotifyCtx};
+use crate::config::channel::command::CommandSpec;
 use crate::proc::Cmd;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSpec {
-    pub command: String,
-}
-
-impl CommandSpec {
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        blank(&self.command)
-            .map(|p| vec![("command", p)])
-            .unwrap_or_default()
-    }
-}
 
 pub async fn send(
     spec: &CommandSpec,

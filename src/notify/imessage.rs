@@ -2,30 +2,11 @@
 //! `on run argv` handler; the recipient and the message are passed as ARGUMENTS, never
 //! interpolated into script source, so no message text can change what the script does.
 
-use super::{DeliveryError, Notice, NotifyCtx, blank};
+use super::{DeliveryError, Notice, NotifyCtx};
+use crate::config::channel::imessage::ImessageSpec;
 use crate::config::path::SearchPath;
 use crate::proc::Cmd;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImessageSpec {
-    /// Phone number or Apple ID email.
-    pub recipient: String,
-}
-
-impl ImessageSpec {
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        if let Some(p) = blank(&self.recipient) {
-            v.push(("recipient", p));
-        } else if self.recipient.trim().starts_with('-') {
-            v.push(("recipient", "must not start with `-`".into()));
-        }
-        v
-    }
-}
 
 /// The script, one `-e` statement per line. It reads `item 1 of argv` (recipient) and
 /// `item 2 of argv` (message).

@@ -1,22 +1,8 @@
 //! `slack`: an incoming webhook (`webhook_url`), JSON `{"text": ...}`. The URL is itself a
 //! secret and is redacted like one.
 
-use super::{DeliveryError, Notice, NotifyCtx, http_error, transport, url_problem};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackSpec {
-    pub webhook_url: String,
-}
-
-impl SlackSpec {
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        url_problem(&self.webhook_url)
-            .map(|p| vec![("webhook_url", p)])
-            .unwrap_or_default()
-    }
-}
+use super::{DeliveryError, Notice, NotifyCtx, http_error, transport};
+use crate::config::channel::slack::SlackSpec;
 
 /// The JSON body.
 pub fn body(notice: &Notice) -> serde_json::Value {

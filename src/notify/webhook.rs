@@ -3,40 +3,12 @@
 //! HMAC-SHA256(secret, raw body)>` (the body includes `sent_at`, so a receiver can reject
 //! replays).
 
-use super::{DeliveryError, Notice, NotifyCtx, blank, http_error, transport, url_problem};
+use super::{DeliveryError, Notice, NotifyCtx, http_error, transport};
+use crate::config::channel::webhook::WebhookSpec;
 use crate::escalate::rfc3339_ms;
-use serde::{Deserialize, Serialize};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Talon-Signature";
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSpec {
-    pub url: String,
-    /// Environment variable holding the HMAC key.
-    pub hmac_secret_env: Option<String>,
-}
-
-impl WebhookSpec {
-    pub fn validate(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::new();
-        if let Some(p) = url_problem(&self.url) {
-            v.push(("url", p));
-        }
-        if let Some(p) = self.hmac_secret_env.as_deref().and_then(blank) {
-            v.push(("hmac_secret_env", p));
-        }
-        v
-    }
-
-    /// The HMAC key, when configured and set.
-    pub fn secret(&self) -> Option<String> {
-        self.hmac_secret_env
-            .as_deref()
-            .and_then(|e| std::env::var(e).ok())
-    }
-}
 
 /// The JSON body: every notice field, plus `title`, `text`, `source` and `sent_at`.
 pub fn body(notice: &Notice) -> serde_json::Value {

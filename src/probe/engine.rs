@@ -20,18 +20,17 @@
 //! [`Status::Blocked`] naming that dependency. Independent probes never wait for each other.
 //! A dependency that is not part of the run is ignored (the caller chose the set).
 
-use super::http::HttpClients;
-use super::outcome::{Outcome, ProbeResult, Status};
-use super::spec::{ProbeConfig, ProbeKind};
+use super::ctx::PROBE_KILL_GRACE;
+pub use super::ctx::ProbeCtx;
 use crate::config::Config;
 use crate::config::path::SearchPath;
+use crate::config::probe::{ProbeConfig, ProbeKind};
+use crate::core::outcome::{Outcome, ProbeResult, Status};
+use crate::format::fmt_duration;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, watch};
-
-/// Time between TERM and KILL when a probe's subprocess group is stopped at its timeout.
-pub const PROBE_KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// Extra time the engine allows a kind that enforces its own timeout (a subprocess kind) before
 /// it gives up on it anyway. Only reached if the subprocess runner itself misbehaves.
@@ -44,74 +43,6 @@ pub struct EngineOptions {
     pub search_path: SearchPath,
     /// Probes running at once, at most.
     pub concurrency: usize,
-}
-
-/// Everything a kind's check may use: shared clients, the compiled PATH, and this probe's
-/// timeout. Cheap to clone (the shared parts are behind an `Arc`).
-#[derive(Debug, Clone)]
-pub struct ProbeCtx {
-    shared: Arc<Shared>,
-    /// This probe's timeout. Subprocess kinds pass it to [`crate::proc::Cmd::timeout`].
-    pub timeout: Duration,
-}
-
-struct Shared {
-    search_path: SearchPath,
-    http: HttpClients,
-    /// Kubernetes clients, one per kubeconfig + context, reused across cycles.
-    #[cfg(feature = "k8s")]
-    k8s: super::k8s::K8sCtx,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("search_path", &self.search_path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProbeCtx {
-    /// A context with fresh shared clients (tests, or running a kind outside an engine).
-    pub fn new(search_path: SearchPath, timeout: Duration) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                search_path,
-                http: HttpClients::default(),
-                #[cfg(feature = "k8s")]
-                k8s: super::k8s::K8sCtx::new(),
-            }),
-            timeout,
-        }
-    }
-
-    fn with_timeout(&self, timeout: Duration) -> Self {
-        Self {
-            shared: self.shared.clone(),
-            timeout,
-        }
-    }
-
-    /// The compiled PATH.
-    pub fn search_path(&self) -> &SearchPath {
-        &self.shared.search_path
-    }
-
-    /// The shared HTTP clients (one per TLS-verify/redirect combination, built once).
-    pub fn http(&self) -> &HttpClients {
-        &self.shared.http
-    }
-
-    /// The Kubernetes client cache.
-    #[cfg(feature = "k8s")]
-    pub fn k8s(&self) -> &super::k8s::K8sCtx {
-        &self.shared.k8s
-    }
-
-    /// TERM→KILL grace for a probe's subprocess group.
-    pub fn grace(&self) -> Duration {
-        PROBE_KILL_GRACE
-    }
 }
 
 /// Runs probes. Clone it freely: clones share the clients and the concurrency bound.
@@ -131,7 +62,7 @@ impl Engine {
     }
 
     pub fn with_options(opts: EngineOptions) -> Self {
-        super::http::install_crypto_provider();
+        crate::net::install_tls_provider();
         Self {
             ctx: ProbeCtx::new(opts.search_path, Duration::from_secs(5)),
             slots: Arc::new(Semaphore::new(opts.concurrency.max(1))),
@@ -230,12 +161,12 @@ impl Engine {
             return Outcome::error(reason);
         }
         let ctx = self.ctx.with_timeout(probe.timeout);
-        let limit = if probe.kind.bounds_itself() {
+        let limit = if bounds_itself(&probe.kind) {
             probe.timeout + PROBE_KILL_GRACE + BACKSTOP
         } else {
             probe.timeout
         };
-        match tokio::time::timeout(limit, probe.kind.check(&ctx)).await {
+        match tokio::time::timeout(limit, check(&probe.kind, &ctx)).await {
             Ok(o) => o,
             Err(_) => {
                 let target = target_of(&probe.kind)
@@ -276,6 +207,43 @@ async fn first_unhealthy_dependency(
         }
     }
     None
+}
+
+/// Run this probe's check once. The engine bounds it by the probe's timeout (see
+/// [`bounds_itself`]) and answers `error` first when the kind is unavailable here.
+pub async fn check(kind: &ProbeKind, ctx: &ProbeCtx) -> Outcome {
+    match kind {
+        ProbeKind::Http(s) => crate::probe::http::check(s, ctx).await,
+        ProbeKind::Tcp(s) => crate::probe::tcp::check(s, ctx).await,
+        ProbeKind::Script(s) => crate::probe::script::check(s, ctx).await,
+        ProbeKind::Redis(s) => crate::probe::redis::check(s, ctx).await,
+        ProbeKind::Launchd(s) => crate::probe::launchd::check(s, ctx).await,
+        ProbeKind::Systemd(s) => crate::probe::systemd::check(s, ctx).await,
+        ProbeKind::Disk(s) => crate::probe::disk::check(s, ctx).await,
+        ProbeKind::Process(s) => crate::probe::process::check(s, ctx).await,
+        #[cfg(feature = "k8s")]
+        ProbeKind::K8s(s) => s.check(ctx.k8s(), ctx.timeout).await,
+    }
+}
+
+/// Kinds that run a subprocess enforce the timeout themselves through [`crate::proc`] (which
+/// stops the whole process group); the engine then only adds a backstop, because dropping a
+/// running subprocess future would leave the group behind.
+pub fn bounds_itself(kind: &ProbeKind) -> bool {
+    matches!(
+        kind,
+        ProbeKind::Script(_) | ProbeKind::Launchd(_) | ProbeKind::Systemd(_)
+    ) || is_k8s(kind)
+        || (cfg!(not(target_os = "linux")) && matches!(kind, ProbeKind::Process(_)))
+}
+
+/// `k8s` checks apply the timeout themselves, with a more specific message.
+fn is_k8s(kind: &ProbeKind) -> bool {
+    #[cfg(feature = "k8s")]
+    if matches!(kind, ProbeKind::K8s(_)) {
+        return true;
+    }
+    false
 }
 
 /// The result for `probe` when it was not run because `dependency` did not pass.
@@ -336,17 +304,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// "12 ms", "2 s", "2.5 s".
-pub fn fmt_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
 /// The first line of a text, trimmed.
 pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
@@ -356,7 +313,7 @@ pub fn first_line(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    use crate::probe::script::ScriptSpec;
+    use crate::config::probe::script::ScriptSpec;
     use std::num::NonZeroU32;
 
     fn script(name: &str, command: &str, deps: &[&str]) -> ProbeConfig {
@@ -426,7 +383,8 @@ mod tests {
     #[tokio::test]
     async fn unavailable_kinds_are_errors_without_running() {
         let mut p = script("x", "true", &[]);
-        p.kind = ProbeKind::Launchd(crate::probe::launchd::LaunchdSpec { label: "l".into() });
+        p.kind =
+            ProbeKind::Launchd(crate::config::probe::launchd::LaunchdSpec { label: "l".into() });
         let r = engine().run_one(&p).await;
         if cfg!(target_os = "macos") {
             assert_ne!(r.status, Status::Blocked);
@@ -434,12 +392,5 @@ mod tests {
             assert_eq!(r.status, Status::Error);
             assert_eq!(r.output, "launchd probes run only on macOS");
         }
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(fmt_duration(Duration::from_millis(12)), "12 ms");
-        assert_eq!(fmt_duration(Duration::from_secs(2)), "2 s");
-        assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.5 s");
     }
 }

@@ -5,45 +5,10 @@
 //! The parser is plain code, unit-tested on captured `launchctl print` output on every platform;
 //! on other platforms the probe reports status `error` ("launchd probes run only on macOS").
 
-use super::engine::ProbeCtx;
-use super::outcome::Outcome;
-use super::spec::{Check, KindSpec};
+use super::ProbeCtx;
+use crate::config::probe::launchd::{LaunchdSpec, UNAVAILABLE};
+use crate::core::outcome::Outcome;
 use crate::proc::{Cmd, End};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LaunchdSpec {
-    pub label: String,
-}
-
-impl KindSpec for LaunchdSpec {
-    fn validate(&self, c: &mut Check<'_>) {
-        if self.label.trim().is_empty() {
-            c.error("label", "must not be empty");
-        } else if self.label.contains('/') || self.label.chars().any(char::is_whitespace) {
-            c.error(
-                "label",
-                format!(
-                    "`{}` is not a launchd label (no domain, no spaces: e.g. com.example.agent)",
-                    self.label
-                ),
-            );
-        }
-    }
-    fn programs(&self) -> Vec<(String, &'static str)> {
-        vec![("launchctl".to_string(), "label")]
-    }
-    fn available(&self) -> Result<(), String> {
-        if cfg!(target_os = "macos") {
-            Ok(())
-        } else {
-            Err(UNAVAILABLE.to_string())
-        }
-    }
-}
-
-const UNAVAILABLE: &str = "launchd probes run only on macOS";
 
 /// What `launchctl print` says about a job (top-level keys only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -233,7 +198,7 @@ mod tests {
             std::time::Duration::from_secs(1),
         );
         let o = check(&LaunchdSpec { label: "x".into() }, &ctx).await;
-        assert_eq!(o.status, crate::probe::Status::Error);
+        assert_eq!(o.status, crate::core::Status::Error);
         assert_eq!(o.output, UNAVAILABLE);
     }
 
@@ -256,13 +221,13 @@ mod tests {
             label: "com.example.worker".into(),
         };
         let o = query(&spec, &ctx, 501).await;
-        assert_eq!(o.status, crate::probe::Status::Fail, "{o:?}");
+        assert_eq!(o.status, crate::core::Status::Fail, "{o:?}");
         assert_eq!(
             o.output,
             "gui/501/com.example.worker not running, last exit code = 78: EX_CONFIG"
         );
         let o = query(&spec, &ctx, 502).await;
-        assert_eq!(o.status, crate::probe::Status::Fail);
+        assert_eq!(o.status, crate::core::Status::Fail);
         assert!(
             o.output.contains("not found in system or gui/502"),
             "{}",

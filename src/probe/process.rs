@@ -5,53 +5,9 @@
 //! Linux reads `/proc/*/cmdline` (arguments joined by spaces); macOS asks `ps -axo pid=,command=`.
 //! Talon's own process is never counted.
 
-use super::engine::ProbeCtx;
-use super::outcome::Outcome;
-use super::spec::{Check, KindSpec};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessSpec {
-    /// Regular expression matched against each process's full command line.
-    pub pattern: String,
-    pub min_count: Option<u32>,
-    pub max_count: Option<u32>,
-}
-
-impl ProcessSpec {
-    fn min(&self) -> u32 {
-        self.min_count.unwrap_or(1)
-    }
-}
-
-impl KindSpec for ProcessSpec {
-    fn validate(&self, c: &mut Check<'_>) {
-        if self.pattern.is_empty() {
-            c.error("pattern", "must not be empty");
-        } else if let Err(e) = regex::Regex::new(&self.pattern) {
-            c.error("pattern", format!("invalid regular expression: {e}"));
-        }
-        if let Some(max) = self.max_count
-            && max < self.min()
-        {
-            c.error(
-                "max_count",
-                format!(
-                    "max_count {max} is below min_count {} (set min_count = 0 to require none)",
-                    self.min()
-                ),
-            );
-        }
-    }
-    fn programs(&self) -> Vec<(String, &'static str)> {
-        if cfg!(target_os = "linux") {
-            Vec::new()
-        } else {
-            vec![("ps".to_string(), "pattern")]
-        }
-    }
-}
+use super::ProbeCtx;
+use crate::config::probe::process::ProcessSpec;
+use crate::core::outcome::Outcome;
 
 /// `(pid, command line)` of every process with a command line, from `/proc`.
 #[cfg(target_os = "linux")]
@@ -178,7 +134,7 @@ async fn snapshot(ctx: &ProbeCtx) -> Result<Vec<(u32, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Status;
+    use crate::core::Status;
 
     fn spec(p: &str, min: Option<u32>, max: Option<u32>) -> ProcessSpec {
         ProcessSpec {

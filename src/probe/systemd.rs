@@ -3,49 +3,14 @@
 //! `systemctl show -p Id,LoadState,ActiveState,SubState,Result,MainPID,ExecMainStatus <unit>`;
 //! passes when `ActiveState=active`, and reports SubState/Result either way.
 
-use super::engine::ProbeCtx;
-use super::outcome::Outcome;
-use super::spec::{Check, KindSpec};
+use super::ProbeCtx;
+use crate::config::probe::systemd::SystemdSpec;
+use crate::core::outcome::Outcome;
 use crate::proc::{Cmd, End};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemdSpec {
-    /// `nginx.service`, `backup.timer`, ... (no suffix means `.service`).
-    pub unit: String,
-    /// The user's manager (`systemctl --user`) instead of the system's.
-    #[serde(default)]
-    pub user: bool,
-}
 
 /// Properties asked for.
 pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,Result,MainPID,ExecMainStatus";
-
-impl KindSpec for SystemdSpec {
-    fn validate(&self, c: &mut Check<'_>) {
-        let u = self.unit.trim();
-        if u.is_empty() {
-            c.error("unit", "must not be empty");
-        } else if u.starts_with('-') || u.chars().any(|ch| ch.is_whitespace() || ch == '/') {
-            c.error(
-                "unit",
-                format!("`{}` is not a unit name (e.g. nginx.service)", self.unit),
-            );
-        }
-    }
-    fn programs(&self) -> Vec<(String, &'static str)> {
-        vec![("systemctl".to_string(), "unit")]
-    }
-    fn available(&self) -> Result<(), String> {
-        if cfg!(target_os = "linux") {
-            Ok(())
-        } else {
-            Err("systemd probes run only on Linux".to_string())
-        }
-    }
-}
 
 /// `systemctl show` output (`Key=Value` lines) as a map.
 pub fn parse_show(text: &str) -> BTreeMap<String, String> {
@@ -124,7 +89,7 @@ pub async fn check(spec: &SystemdSpec, ctx: &ProbeCtx) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Status;
+    use crate::core::Status;
 
     // Captured from `systemctl show -p ... <unit>` on Debian 12 (systemd 252).
     const ACTIVE: &str = "Id=nginx.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nMainPID=812\nExecMainStatus=0\n";

@@ -4,6 +4,8 @@
 //! [`crate::notify`] (every channel kind, fan-out).
 
 use crate::config::Config;
+use crate::config::probe::Heal;
+use crate::core::ProbeResult;
 use crate::core::{
     AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
 };
@@ -13,10 +15,9 @@ use crate::escalate::heal::{
     run_heal as run_one_heal,
 };
 use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, TimelineEntry};
-use crate::escalate::redact::Redactor;
 use crate::notify::{self, FailingLine, Notice};
-use crate::probe::{Heal, ProbeResult};
 use crate::proc::End;
+use crate::redact::Redactor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -209,7 +210,7 @@ pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
                 .map(|p| p.kind.name().to_string())
                 .unwrap_or_default(),
             passed: false,
-            status: f.status.unwrap_or(crate::probe::Status::Fail),
+            status: f.status.unwrap_or(crate::core::Status::Fail),
             output: f.output.clone(),
             duration_ms: 0,
             started_at: f.since.unwrap_or(0),

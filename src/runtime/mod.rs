@@ -15,10 +15,11 @@ mod exec;
 mod schedule;
 mod surfaces;
 
+use crate::config::probe::ProbeConfig;
 use crate::config::{self, Config, LoadOptions};
+use crate::core::ProbeResult;
 use crate::core::{Action, Core, CoreConfig, Event, Millis};
 use crate::probe::engine::{Engine, now_ms};
-use crate::probe::{ProbeConfig, ProbeResult};
 use crate::store::{self, Batch, Store, StoreWriter};
 use crate::supervise::{Supervisor, SupervisorHandle, WorkerEvent};
 use schedule::Schedule;
@@ -83,7 +84,7 @@ pub struct Runtime {
     last: BTreeMap<String, ProbeResult>,
     /// Secrets and `redact` patterns: probe output is redacted as it arrives, before the core,
     /// the store, the log or any executor sees it.
-    redactor: Arc<crate::escalate::redact::Redactor>,
+    redactor: Arc<crate::redact::Redactor>,
     /// The newest reload error, shown until a good config replaces it.
     pub config_error: Option<String>,
     worker_restarts: u32,
@@ -197,7 +198,7 @@ impl Runtime {
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, Instant::now());
         let rt = Runtime {
-            redactor: Arc::new(crate::escalate::redact::Redactor::from_config(&cfg)),
+            redactor: Arc::new(cfg.redactor()),
             engine: Engine::new(&cfg),
             cfg: Arc::new(cfg),
             opts,
@@ -602,7 +603,7 @@ impl Runtime {
                     .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
                 self.engine = Engine::new(&new);
                 let core_cfg = CoreConfig::from_config(&new);
-                self.redactor = Arc::new(crate::escalate::redact::Redactor::from_config(&new));
+                self.redactor = Arc::new(new.redactor());
                 let worker_changed =
                     self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                 self.cfg = Arc::new(new);

@@ -1,7 +1,7 @@
 //! When each probe runs next. Each probe has its own interval; a probe still running is not
 //! started again (a slow probe never piles up copies of itself).
 
-use crate::probe::ProbeConfig;
+use crate::config::probe::ProbeConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;

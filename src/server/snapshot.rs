@@ -3,9 +3,9 @@
 //! it, so a slow heal, a hung agent or a slow client can never hold `/health` back.
 //!
 //! Time fields named `*_unix` are whole seconds since the epoch; `started_at` on a probe is
-//! milliseconds (the same field as [`crate::probe::ProbeResult::started_at`]).
+//! milliseconds (the same field as [`crate::core::ProbeResult::started_at`]).
 
-use crate::probe::{ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -3,8 +3,7 @@
 
 use super::snapshot::Snapshot;
 use super::{Result, Store, StoreError};
-use crate::core::{Action, Core, Event, Millis, PersistedState, Record};
-use crate::probe::ProbeResult;
+use crate::core::{Action, Core, Event, Millis, PersistedState, ProbeResult, Record};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! original wrote them; times with `_ms` are unix milliseconds.
 
 use crate::core::{Millis, PersistedState};
-use crate::probe::{ProbeResult, Status};
+use crate::core::{ProbeResult, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -294,7 +294,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
 mod tests {
     use super::*;
     use crate::core::PersistedState;
-    use crate::probe::{ProbeResult, Status};
+    use crate::core::{ProbeResult, Status};
     use crate::store::snapshot::Snapshot;
 
     fn batch(at: Millis, results: usize, core: bool) -> Batch {

@@ -12,8 +12,12 @@
 //! The daemon talks to it through a [`SupervisorHandle`]: commands in (restart, reconfigure,
 //! forward a signal, shutdown), [`WorkerEvent`]s out on the channel given to
 //! [`Supervisor::start`], and a cheap [`WorkerStatus`] snapshot on a `watch` channel.
+//!
+//! This file holds those types and the handle; `actor.rs` holds the actor's life cycle. Every
+//! stop (restart, drain at shutdown, leftovers of a dead worker, a stale listener on the port)
+//! goes through the subprocess runner's one stop path, [`crate::proc::Stop`].
 
-pub mod envfile;
+mod actor;
 pub mod logs;
 pub mod monitor;
 pub mod owner;
@@ -23,17 +27,12 @@ pub mod sys;
 
 use crate::config::WorkerConfig;
 use crate::config::path::SearchPath;
-use crate::proc::{Cmd, End, Output, Spawned};
-use monitor::MonitorMsg;
+use crate::proc::End;
 use nix::sys::signal::Signal;
-use owner::Ownership;
-use policy::RestartPolicy;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Bytes of the worker's stderr kept in memory for the agent's context.
@@ -56,7 +55,7 @@ pub enum RestartReason {
 }
 
 /// Something the daemon should know about the worker. Each one is also logged once, from one
-/// place ([`Actor::emit`]).
+/// place (the actor's `emit`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
@@ -118,8 +117,8 @@ impl WorkerEvent {
     /// healthy passes; a crash loop, a failed start and a failed health check fail. Exits and
     /// restarts are not results by themselves (a restarted worker that comes back is healthy; one
     /// that keeps dying becomes a crash loop).
-    pub fn probe_outcome(&self) -> Option<crate::probe::outcome::Outcome> {
-        use crate::probe::outcome::Outcome;
+    pub fn probe_outcome(&self) -> Option<crate::core::outcome::Outcome> {
+        use crate::core::outcome::Outcome;
         match self {
             WorkerEvent::Healthy { pid } => {
                 Some(Outcome::pass(format!("worker pid {pid} healthy")))
@@ -334,21 +333,15 @@ impl Supervisor {
         let (status_tx, status_rx) = watch::channel(WorkerStatus::default());
         let secrets = Arc::new(RwLock::new(Vec::new()));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let actor = Actor {
-            policy: RestartPolicy::new(&cfg),
+        let task = actor::spawn(
             cfg,
             search,
             events,
-            commands: cmd_rx,
-            status: status_tx,
-            secrets: secrets.clone(),
-            stderr_tail: stderr_tail.clone(),
-            owner: None,
-            owner_unknown: None,
-            shutdown_reply: None,
-            started_once: false,
-        };
-        let task = tokio::spawn(actor.run());
+            cmd_rx,
+            status_tx,
+            secrets.clone(),
+            stderr_tail.clone(),
+        );
         SupervisorHandle {
             commands: cmd_tx,
             status: status_rx,
@@ -359,604 +352,10 @@ impl Supervisor {
     }
 }
 
-/// How one wait or one worker life ended.
-enum Flow {
-    /// Go on (the wait is over / start now).
-    Next,
-    /// Supervision ends.
-    Shutdown,
-}
-
-/// How one worker life ended.
-enum LifeEnd {
-    Died {
-        reason: RestartReason,
-        uptime: Duration,
-        healthy_for: Duration,
-    },
-    /// Restart at once, no death counted (requested, reconfigured, handed over).
-    Now(RestartReason),
-    Shutdown,
-}
-
-struct Actor {
-    cfg: WorkerConfig,
-    search: SearchPath,
-    events: mpsc::Sender<WorkerEvent>,
-    commands: mpsc::Receiver<Command>,
-    status: watch::Sender<WorkerStatus>,
-    secrets: Arc<RwLock<Vec<String>>>,
-    stderr_tail: Arc<Mutex<VecDeque<u8>>>,
-    policy: RestartPolicy,
-    owner: Option<String>,
-    /// The last "could not check the owner" reason, logged once per change.
-    owner_unknown: Option<String>,
-    shutdown_reply: Option<oneshot::Sender<()>>,
-    started_once: bool,
-}
-
-impl Actor {
-    async fn run(mut self) {
-        let mut delay = Duration::ZERO;
-        loop {
-            if !delay.is_zero() {
-                self.set(|s| s.state = WorkerState::Backoff);
-                if let Flow::Shutdown = self.idle(delay).await {
-                    break;
-                }
-            }
-            delay = Duration::ZERO;
-            if owner::configured(&self.cfg) {
-                self.refresh_owner().await;
-                if self.owner.is_some() {
-                    self.set(|s| {
-                        s.state = WorkerState::External;
-                        s.pid = None;
-                    });
-                    if let Flow::Shutdown = self.idle(self.cfg.owner_check).await {
-                        break;
-                    }
-                    continue;
-                }
-            }
-            self.set(|s| s.state = WorkerState::Preparing);
-            let spawned = match self.start().await {
-                Ok(s) => s,
-                Err(reason) => {
-                    self.emit(WorkerEvent::SpawnFailed {
-                        reason: reason.clone(),
-                    })
-                    .await;
-                    self.set(|s| s.last_error = Some(reason));
-                    delay = self
-                        .death(RestartReason::StartFailed, Duration::ZERO, Duration::ZERO)
-                        .await;
-                    continue;
-                }
-            };
-            match self.supervise(spawned).await {
-                LifeEnd::Shutdown => break,
-                LifeEnd::Now(reason) => {
-                    self.emit(WorkerEvent::Restarting {
-                        reason,
-                        after: Duration::ZERO,
-                    })
-                    .await;
-                }
-                LifeEnd::Died {
-                    reason,
-                    uptime,
-                    healthy_for,
-                } => delay = self.death(reason, uptime, healthy_for).await,
-            }
-        }
-        self.set(|s| {
-            s.state = WorkerState::Stopped;
-            s.pid = None;
-        });
-        self.emit(WorkerEvent::Stopped).await;
-        if let Some(r) = self.shutdown_reply.take() {
-            let _ = r.send(());
-        }
-    }
-
-    /// Record a death in the tally, report it, and return the delay before the next start.
-    async fn death(
-        &mut self,
-        reason: RestartReason,
-        uptime: Duration,
-        healthy_for: Duration,
-    ) -> Duration {
-        let now = Instant::now();
-        let d = self.policy.on_death(now, uptime, healthy_for);
-        self.set(|s| {
-            s.deaths_in_window = d.deaths_in_window;
-            s.crash_loop = d.crash_loop;
-        });
-        if d.crash_loop {
-            let last_error = self.status.borrow().last_error.clone();
-            self.emit(WorkerEvent::CrashLoop {
-                deaths: d.deaths_in_window,
-                window: self.cfg.restart_window,
-                last_error,
-            })
-            .await;
-        }
-        self.emit(WorkerEvent::Restarting {
-            reason,
-            after: d.delay,
-        })
-        .await;
-        d.delay
-    }
-
-    fn set(&self, f: impl FnOnce(&mut WorkerStatus)) {
-        self.status.send_modify(f);
-    }
-
-    /// Log one event (the only place worker events are logged) and send it to the daemon.
-    async fn emit(&self, ev: WorkerEvent) {
-        match &ev {
-            WorkerEvent::Spawned { pid } => tracing::info!(pid, "worker spawned"),
-            WorkerEvent::Healthy { pid } => tracing::info!(pid, "worker healthy"),
-            WorkerEvent::HealthFailed {
-                pid,
-                consecutive,
-                reason,
-            } => tracing::warn!(pid, consecutive, %reason, "worker health check failed"),
-            WorkerEvent::SyncDone { pid, attempts } => {
-                tracing::info!(pid, attempts, "worker sync call done")
-            }
-            WorkerEvent::SyncFailed {
-                pid,
-                attempts,
-                reason,
-            } => tracing::error!(pid, attempts, %reason, "worker sync call failed"),
-            WorkerEvent::Exited { pid, end, uptime } => {
-                tracing::warn!(pid, %end, uptime_secs = uptime.as_secs_f64(), "worker exited")
-            }
-            WorkerEvent::Restarting { reason, after } => {
-                tracing::info!(
-                    ?reason,
-                    after_secs = after.as_secs_f64(),
-                    "worker restart scheduled"
-                )
-            }
-            WorkerEvent::SpawnFailed { reason } => {
-                tracing::error!(%reason, "worker could not be started")
-            }
-            WorkerEvent::PortReclaimed { port, holders } => {
-                tracing::warn!(port, stopped = holders.len(), "worker port reclaimed")
-            }
-            WorkerEvent::CrashLoop {
-                deaths,
-                window,
-                last_error,
-            } => tracing::error!(
-                deaths,
-                window_secs = window.as_secs_f64(),
-                last_error = last_error.as_deref().unwrap_or(""),
-                "worker crash loop"
-            ),
-            WorkerEvent::OwnerChanged { external: Some(o) } => {
-                tracing::warn!(owner = %o, "worker is owned by an external supervisor; Talon stands aside")
-            }
-            WorkerEvent::OwnerChanged { external: None } => {
-                tracing::warn!("external supervisor released the worker; Talon takes over")
-            }
-            WorkerEvent::Stopped => tracing::info!("worker supervision stopped"),
-        }
-        let _ = self.events.send(ev).await;
-    }
-
-    /// Wait `d` while serving commands. A restart or reconfigure cuts the wait short.
-    async fn idle(&mut self, d: Duration) -> Flow {
-        let deadline = tokio::time::Instant::now() + d;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Flow::Next,
-                cmd = self.commands.recv() => match cmd {
-                    None => return Flow::Shutdown,
-                    Some(Command::Shutdown(_, reply)) => {
-                        self.shutdown_reply = Some(reply);
-                        return Flow::Shutdown;
-                    }
-                    Some(Command::Restart) => return Flow::Next,
-                    Some(Command::Reconfigure(cfg, search)) => {
-                        self.apply(*cfg, search);
-                        return Flow::Next;
-                    }
-                    Some(Command::Forward(sig)) => {
-                        tracing::info!(signal = sig.as_str(), "no worker running; signal not forwarded");
-                    }
-                }
-            }
-        }
-    }
-
-    fn apply(&mut self, cfg: WorkerConfig, search: SearchPath) {
-        tracing::info!("worker config changed; restarting it with the new one");
-        self.policy.reconfigure(&cfg);
-        self.cfg = cfg;
-        self.search = search;
-        self.set(|s| {
-            s.crash_loop = false;
-            s.deaths_in_window = 0;
-        });
-    }
-
-    async fn refresh_owner(&mut self) {
-        match owner::check(&self.cfg, &self.search).await {
-            Ownership::External(o) => {
-                self.owner_unknown = None;
-                if self.owner.as_ref() != Some(&o) {
-                    self.owner = Some(o.clone());
-                    self.set(|s| s.external_owner = Some(o.clone()));
-                    self.emit(WorkerEvent::OwnerChanged { external: Some(o) })
-                        .await;
-                }
-            }
-            Ownership::Free => {
-                self.owner_unknown = None;
-                if self.owner.take().is_some() {
-                    self.set(|s| s.external_owner = None);
-                    self.emit(WorkerEvent::OwnerChanged { external: None })
-                        .await;
-                }
-            }
-            Ownership::Unknown(reason) => {
-                if self.owner_unknown.as_ref() != Some(&reason) {
-                    tracing::warn!(%reason, keeping = ?self.owner, "could not check the worker's external owner; keeping the last answer");
-                    self.owner_unknown = Some(reason);
-                }
-            }
-        }
-    }
-
-    /// Everything before the process exists: env file, secrets, port, log files; then spawn.
-    async fn start(&mut self) -> Result<Spawned, String> {
-        let cfg = self.cfg.clone();
-        let program = cfg
-            .command
-            .first()
-            .cloned()
-            .ok_or("worker.command is empty")?;
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(p) = &cfg.env_file {
-            env.extend(envfile::load(p).map_err(|e| e.to_string())?);
-        }
-        env.extend(cfg.env.clone());
-        let secrets = resolve_secrets(&cfg, &self.search).await;
-        if let Ok(mut s) = self.secrets.write() {
-            *s = secrets.values.clone();
-        }
-        if let Some(e) = secrets.error {
-            return Err(e);
-        }
-        env.extend(secrets.vars);
-
-        if let Some(p) = cfg.port {
-            let grace = cfg.drain_timeout;
-            let stopped = port::reclaim(p, cfg.reclaim_port, grace, &self.search)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !stopped.is_empty() {
-                self.emit(WorkerEvent::PortReclaimed {
-                    port: p,
-                    holders: stopped,
-                })
-                .await;
-            }
-        }
-
-        let sinks = open_logs(&cfg).map_err(|e| e.to_string())?;
-        let mut cmd = Cmd::new(program)
-            .args(cfg.command.iter().skip(1))
-            .search_path(&self.search)
-            .envs(env)
-            .output(Output::Pipe);
-        if let Some(d) = &cfg.dir {
-            cmd = cmd.dir(d);
-        }
-        let mut spawned = cmd.spawn().map_err(|e| e.to_string())?;
-        tokio::spawn(copy_output(spawned.child.stdout.take(), sinks.0, None));
-        tokio::spawn(copy_output(
-            spawned.child.stderr.take(),
-            sinks.1,
-            Some(self.stderr_tail.clone()),
-        ));
-        let pid = spawned.pid();
-        let restarts_inc = u32::from(self.started_once);
-        self.started_once = true;
-        self.set(|s| {
-            s.state = WorkerState::Starting;
-            s.pid = Some(pid);
-            s.started_at = Some(SystemTime::now());
-            s.restarts += restarts_inc;
-            s.consecutive_health_failures = 0;
-            s.sync_attempts = None;
-        });
-        self.emit(WorkerEvent::Spawned { pid }).await;
-        Ok(spawned)
-    }
-
-    /// One worker life: wait for its exit, follow the monitor, serve commands.
-    async fn supervise(&mut self, mut spawned: Spawned) -> LifeEnd {
-        let pid = spawned.pid();
-        // If this future is dropped mid-life (the runtime shuts down, a panic unwinds), the
-        // worker's group must not outlive supervision.
-        let _kill_on_drop = KillGroupOnDrop(spawned.group);
-        let (mon_tx, mut mon_rx) = mpsc::channel(8);
-        let mon = tokio::spawn(monitor::run(self.cfg.clone(), mon_tx));
-        let _abort_monitor = AbortOnDrop(mon);
-        let mut healthy_since: Option<Instant> = None;
-        let owner_checked = owner::configured(&self.cfg);
-        let mut owner_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.cfg.owner_check,
-            self.cfg.owner_check,
-        );
-        loop {
-            tokio::select! {
-                end = spawned.wait() => {
-                    let uptime = spawned.started.elapsed();
-                    let end = end.unwrap_or(End::Exited(-1));
-                    // The leader is gone; whatever it left in its group (a grandchild holding
-                    // the port or files) goes before anything restarts.
-                    let group = sys::Target::Group(spawned.group.0 as u32);
-                    if group.alive() {
-                        tracing::info!(pgid = spawned.group.0, "stopping what the dead worker left in its group");
-                        sys::stop_targets(&[group], self.cfg.drain_timeout).await;
-                    }
-                    self.set(|s| {
-                        s.last_exit = Some(end);
-                        s.pid = None;
-                    });
-                    self.emit(WorkerEvent::Exited { pid, end, uptime }).await;
-                    return LifeEnd::Died {
-                        reason: RestartReason::Exited,
-                        uptime,
-                        healthy_for: healthy_since.map(|t| t.elapsed()).unwrap_or_default(),
-                    };
-                }
-                Some(msg) = mon_rx.recv() => match msg {
-                    MonitorMsg::Healthy => {
-                        healthy_since = Some(Instant::now());
-                        self.set(|s| {
-                            s.state = WorkerState::Running;
-                            s.consecutive_health_failures = 0;
-                            s.last_error = None;
-                        });
-                        self.emit(WorkerEvent::Healthy { pid }).await;
-                    }
-                    MonitorMsg::HealthFailed { consecutive, reason } => {
-                        healthy_since = None;
-                        let msg = format!("health check failed {consecutive} time(s) in a row: {reason}");
-                        self.set(|s| {
-                            s.state = WorkerState::Unhealthy;
-                            s.consecutive_health_failures = consecutive;
-                            s.last_error = Some(msg);
-                        });
-                        self.emit(WorkerEvent::HealthFailed { pid, consecutive, reason }).await;
-                        if consecutive >= self.cfg.health_failures_before_restart.get() {
-                            let uptime = spawned.started.elapsed();
-                            self.stop(&mut spawned, Signal::SIGTERM).await;
-                            return LifeEnd::Died {
-                                reason: RestartReason::Unhealthy,
-                                uptime,
-                                healthy_for: Duration::ZERO,
-                            };
-                        }
-                    }
-                    MonitorMsg::SyncDone { attempts } => {
-                        self.set(|s| s.sync_attempts = Some(attempts));
-                        self.emit(WorkerEvent::SyncDone { pid, attempts }).await;
-                    }
-                    MonitorMsg::SyncFailed { attempts, reason } => {
-                        let msg = format!("sync call failed after {attempts} attempt(s): {reason}");
-                        self.set(|s| s.last_error = Some(msg));
-                        self.emit(WorkerEvent::SyncFailed { pid, attempts, reason }).await;
-                    }
-                },
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Forward(sig)) => {
-                        tracing::info!(pid, signal = sig.as_str(), "forwarding signal to the worker's group");
-                        spawned.group.signal(sig);
-                    }
-                    Some(Command::Restart) => {
-                        self.stop(&mut spawned, Signal::SIGTERM).await;
-                        return LifeEnd::Now(RestartReason::Requested);
-                    }
-                    Some(Command::Reconfigure(cfg, search)) => {
-                        self.stop(&mut spawned, Signal::SIGTERM).await;
-                        self.apply(*cfg, search);
-                        return LifeEnd::Now(RestartReason::Reconfigured);
-                    }
-                    Some(Command::Shutdown(sig, reply)) => {
-                        self.shutdown_reply = Some(reply);
-                        self.stop(&mut spawned, sig).await;
-                        return LifeEnd::Shutdown;
-                    }
-                    None => {
-                        self.stop(&mut spawned, Signal::SIGTERM).await;
-                        return LifeEnd::Shutdown;
-                    }
-                },
-                _ = owner_tick.tick(), if owner_checked => {
-                    self.refresh_owner().await;
-                    if self.owner.is_some() {
-                        // Hand-over: ours stops (drained), theirs runs; nobody kills anybody
-                        // else's process afterwards.
-                        self.stop(&mut spawned, Signal::SIGTERM).await;
-                        return LifeEnd::Now(RestartReason::Requested);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Graceful stop: `first` to the group, up to `drain_timeout` for the whole group to exit,
-    /// then KILL the group; the leader is always reaped.
-    async fn stop(&mut self, spawned: &mut Spawned, first: Signal) {
-        self.set(|s| s.state = WorkerState::Stopping);
-        let pid = spawned.pid();
-        let uptime = spawned.started.elapsed();
-        let drain = self.cfg.drain_timeout;
-        let started = tokio::time::Instant::now();
-        let pgid = spawned.group.0 as u32;
-        spawned.group.signal(first);
-        let end = tokio::time::timeout(drain, spawned.wait())
-            .await
-            .ok()
-            .and_then(Result::ok);
-        if end.is_some() {
-            let left = drain.saturating_sub(started.elapsed());
-            sys::wait_until(left, || sys::group_members(pgid).is_empty()).await;
-        }
-        spawned.group.signal(Signal::SIGKILL);
-        let end = match end {
-            Some(e) => e,
-            None => spawned
-                .wait()
-                .await
-                .unwrap_or(End::Signaled(Signal::SIGKILL as i32)),
-        };
-        sys::wait_until(Duration::from_secs(2), || {
-            sys::group_members(pgid).is_empty()
-        })
-        .await;
-        self.set(|s| {
-            s.last_exit = Some(end);
-            s.pid = None;
-        });
-        self.emit(WorkerEvent::Exited { pid, end, uptime }).await;
-    }
-}
-
-/// SIGKILL a worker's group when dropped. On normal paths the group is already empty by then
-/// (stopped and reaped), so this only matters when supervision is torn down abruptly.
-struct KillGroupOnDrop(crate::proc::Group);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        self.0.signal(Signal::SIGKILL);
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Resolved `[worker.secrets]`.
-struct Secrets {
-    vars: Vec<(String, String)>,
-    values: Vec<String>,
-    /// A required secret that failed (the first one).
-    error: Option<String>,
-}
-
-/// Run each secret's command (timeout, compiled PATH); its value is the first non-empty stdout
-/// line. Values are never logged; failures name the secret, not its output.
-async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath) -> Secrets {
-    let mut out = Secrets {
-        vars: Vec::new(),
-        values: Vec::new(),
-        error: None,
-    };
-    for (name, s) in &cfg.secrets {
-        let r = Cmd::shell(&s.command)
-            .search_path(search)
-            .timeout(s.timeout)
-            .run()
-            .await;
-        let value = match r {
-            Err(e) => Err(e.to_string()),
-            Ok(f) if f.end.success() => f
-                .stdout
-                .text()
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| "its command printed nothing".to_string()),
-            Ok(f) => Err(format!("its command ended with {}", f.end)),
-        };
-        match value {
-            Ok(v) => {
-                out.values.push(v.clone());
-                out.vars.push((name.clone(), v));
-            }
-            Err(reason) if s.optional => {
-                tracing::warn!(secret = %name, %reason, "optional worker secret unavailable; not set");
-            }
-            Err(reason) => {
-                if out.error.is_none() {
-                    out.error = Some(format!("required secret {name} failed: {reason}"));
-                }
-            }
-        }
-    }
-    out
-}
-
-type Sink = Option<Arc<Mutex<logs::RotatingLog>>>;
-
-/// The stdout and stderr log files (shared when both name the same file).
-fn open_logs(cfg: &WorkerConfig) -> Result<(Sink, Sink), String> {
-    let open = |p: &PathBuf| {
-        logs::RotatingLog::open(p, cfg.log_max_bytes, cfg.log_max_files)
-            .map(|l| Arc::new(Mutex::new(l)))
-            .map_err(|e| format!("cannot open worker log {}: {e}", p.display()))
-    };
-    let out = cfg.log_stdout.as_ref().map(open).transpose()?;
-    let err = match (&cfg.log_stderr, &cfg.log_stdout, &out) {
-        (Some(e), Some(o), Some(shared)) if e == o => Some(shared.clone()),
-        (Some(e), _, _) => Some(open(e)?),
-        (None, _, _) => None,
-    };
-    Ok((out, err))
-}
-
-/// Copy a worker stream into its log file (and the in-memory stderr tail) until EOF.
-async fn copy_output<R: AsyncRead + Unpin>(
-    stream: Option<R>,
-    sink: Sink,
-    tail: Option<Arc<Mutex<VecDeque<u8>>>>,
-) {
-    let Some(mut r) = stream else { return };
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut warned = false;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
-        if let Some(s) = &sink
-            && let Ok(mut log) = s.lock()
-            && let Err(e) = log.append(chunk)
-            && !warned
-        {
-            warned = true;
-            tracing::error!(path = %log.path().display(), error = %e, "cannot write the worker's log");
-        }
-        if let Some(t) = &tail
-            && let Ok(mut t) = t.lock()
-        {
-            t.extend(chunk);
-            let over = t.len().saturating_sub(STDERR_TAIL_BYTES);
-            t.drain(..over);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::outcome::Status;
+    use crate::core::outcome::Status;
 
     #[test]
     fn events_map_to_worker_probe_outcomes() {

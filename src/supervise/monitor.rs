@@ -29,10 +29,7 @@ pub enum MonitorMsg {
 /// An HTTP client for loopback checks. reqwest needs a rustls crypto provider even for plain
 /// http; the ring one is installed when none is (idempotent, and what `main` does anyway).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    reqwest::Client::builder()
+    crate::net::client()
         .timeout(timeout)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

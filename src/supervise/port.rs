@@ -6,7 +6,8 @@
 //! `/proc/*/fd`. macOS asks `lsof -nP -iTCP:PORT -sTCP:LISTEN -Fpcgu` through the one subprocess
 //! runner; its parser is tested on every platform.
 
-use super::sys::{self, Target};
+use super::sys;
+use crate::proc::{Group, Stop, Target};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -224,7 +225,7 @@ pub fn port_free(port: u16) -> Result<(), String> {
 /// not contain Talon; else only the pid (never Talon's own group, never init's).
 pub fn stop_target(h: &Holder, own_pgid: u32) -> Target {
     if h.pgid > 1 && h.pgid != own_pgid {
-        Target::Group(h.pgid)
+        Target::Group(Group(h.pgid))
     } else {
         Target::Pid(h.pid)
     }
@@ -282,9 +283,9 @@ pub async fn reclaim(
             }
         }
     }
-    let gone = sys::stop_targets(&targets, grace).await;
+    let gone = Stop::term(grace).processes(&targets).await;
     // The listening socket may outlive the pid by a moment (a child that inherited it).
-    let free = sys::wait_until(Duration::from_secs(2), || port_free(port).is_ok()).await;
+    let free = crate::proc::wait_until(Duration::from_secs(2), || port_free(port).is_ok()).await;
     if free {
         return Ok(found);
     }
@@ -368,8 +369,8 @@ mod tests {
             uid: None,
             cmdline: String::new(),
         };
-        assert_eq!(stop_target(&h(10, 10), 5), Target::Group(10));
-        assert_eq!(stop_target(&h(11, 10), 5), Target::Group(10));
+        assert_eq!(stop_target(&h(10, 10), 5), Target::Group(Group(10)));
+        assert_eq!(stop_target(&h(11, 10), 5), Target::Group(Group(10)));
         assert_eq!(stop_target(&h(11, 5), 5), Target::Pid(11));
         assert_eq!(stop_target(&h(11, 1), 5), Target::Pid(11));
         assert_eq!(stop_target(&h(11, 0), 5), Target::Pid(11));

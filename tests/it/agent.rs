@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use talon::escalate::agent::{AgentRequest, AgentTier, run_agent};
 use talon::escalate::prompt::{FailingProbe, HostFacts, PromptInput, TimelineEntry, build_prompt};
-use talon::escalate::redact::Redactor;
 use talon::notify::{self, ChannelConfig, ChannelKind, FailingLine, Notice, NoticeKind, NotifyCtx};
 use talon::proc::End;
+use talon::redact::Redactor;
 
 fn request(
     state: &Path,
@@ -241,14 +241,14 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
     let channels = vec![
         ChannelConfig {
             name: "hook".into(),
-            kind: ChannelKind::Webhook(notify::webhook::WebhookSpec {
+            kind: ChannelKind::Webhook(talon::config::channel::webhook::WebhookSpec {
                 url: format!("{url}/hook"),
                 hmac_secret_env: None,
             }),
         },
         ChannelConfig {
             name: "cmd".into(),
-            kind: ChannelKind::Command(notify::command::CommandSpec {
+            kind: ChannelKind::Command(talon::config::channel::command::CommandSpec {
                 command: format!(
                     "cat > {o}; env | grep ^TALON_ >> {o}",
                     o = cmd_out.display()

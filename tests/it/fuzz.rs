@@ -343,7 +343,7 @@ fn structured_doc() -> impl Strategy<Value = String> {
     ]);
     let header = prop_oneof![
         (
-            prop::sample::select(talon::probe::spec::KINDS.to_vec()),
+            prop::sample::select(talon::config::probe::KINDS.to_vec()),
             "[a-z]{1,3}"
         )
             .prop_map(|(k, n)| format!("[{k}.{n}]")),
@@ -496,7 +496,7 @@ proptest! {
     #[test]
     fn envfile_arbitrary_text_never_panics_and_errors_name_real_lines(text in "\\PC*|[=\"' #\\\\\\nA-Za-z0-9_\t]*") {
         let lines = text.lines().count();
-        match talon::supervise::envfile::parse(&text) {
+        match talon::config::envfile::parse(&text) {
             Ok(vars) => prop_assert!(vars.len() <= lines),
             Err(errors) => {
                 prop_assert!(!errors.is_empty());
@@ -521,7 +521,7 @@ proptest! {
             }
             text.push_str(&format!("{k}={}\n", dquote(v)));
         }
-        let got = talon::supervise::envfile::parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
+        let got = talon::config::envfile::parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?}\n{text}")))?;
         let want: Vec<(String, String)> = vars.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
         prop_assert_eq!(got, want);
     }
@@ -587,7 +587,7 @@ proptest! {
     ) {
         let text = format!("Id=x.service\nLoadState={load}\nActiveState={active}\nSubState={sub}\nResult=success\nMainPID={pid}\nExecMainStatus=0\n");
         let o = talon::probe::systemd::judge("x.service", &talon::probe::systemd::parse_show(&text));
-        let pass = o.status == talon::probe::Status::Pass;
+        let pass = o.status == talon::core::Status::Pass;
         prop_assert_eq!(pass, load != "not-found" && active == "active", "{:?}", o);
     }
 }
@@ -629,8 +629,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn http_spec(addr: std::net::SocketAddr, needle: &str) -> talon::probe::http::HttpSpec {
-    talon::probe::http::HttpSpec {
+fn http_spec(addr: std::net::SocketAddr, needle: &str) -> talon::config::probe::http::HttpSpec {
+    talon::config::probe::http::HttpSpec {
         url: format!("http://{addr}/health"),
         method: "GET".into(),
         expect_status: vec![],
@@ -660,7 +660,7 @@ proptest! {
                 .await
                 .expect("the probe ends");
             // Garbage is never a pass: only a real 2xx with the needle in the body is.
-            assert_ne!(o.status, talon::probe::Status::Pass, "{o:?}");
+            assert_ne!(o.status, talon::core::Status::Pass, "{o:?}");
         });
     }
 
@@ -686,7 +686,7 @@ proptest! {
             let o = tokio::time::timeout(Duration::from_secs(20), talon::probe::http::check(&http_spec(addr, &needle), &probe_ctx()))
                 .await
                 .expect("the probe ends");
-            assert_eq!(o.status == talon::probe::Status::Pass, expect_pass, "{o:?}");
+            assert_eq!(o.status == talon::core::Status::Pass, expect_pass, "{o:?}");
         });
     }
 
@@ -694,7 +694,7 @@ proptest! {
     fn redis_probe_survives_arbitrary_replies(reply in prop::collection::vec(any::<u8>(), 0..300)) {
         rt().block_on(async {
             let addr = one_shot(reply, false).await;
-            let spec = talon::probe::redis::RedisSpec {
+            let spec = talon::config::probe::redis::RedisSpec {
                 url: format!("redis://{addr}"),
                 username: None,
                 password_env: None,
@@ -704,7 +704,7 @@ proptest! {
             let o = tokio::time::timeout(Duration::from_secs(20), talon::probe::redis::check(&spec, &probe_ctx()))
                 .await
                 .expect("the probe ends");
-            assert_ne!(o.status, talon::probe::Status::Pass, "{o:?}");
+            assert_ne!(o.status, talon::core::Status::Pass, "{o:?}");
         });
     }
 }
@@ -766,7 +766,7 @@ proptest! {
 
     #[test]
     fn http_status_specs_never_panic(code in any::<i64>(), range in "\\PC{0,12}|[0-9]{1,4}-[0-9]{1,4}", status in any::<u16>()) {
-        use talon::probe::http::{StatusSpec, status_ok};
+        use talon::config::probe::http::{StatusSpec, status_ok};
         let specs = [StatusSpec::Code(code), StatusSpec::Range(range)];
         for s in &specs {
             if let Ok((a, b)) = s.bounds() {
@@ -941,7 +941,7 @@ proptest! {
             .iter()
             .map(|w| TimelineEntry { at_ms: 0, what: format!("newest action: heal #1: could not start: {w}") })
             .collect();
-        let redactor = talon::escalate::redact::Redactor::new([SECRET], &[]).unwrap();
+        let redactor = talon::redact::Redactor::new([SECRET], &[]).unwrap();
         let p = build_prompt(
             &PromptInput {
                 incident_id: "inc-1",
@@ -972,8 +972,8 @@ proptest! {
         at in any::<prop::sample::Index>(),
     ) {
         // A secret that is part of the marker itself cannot be told from the marker.
-        prop_assume!(!talon::escalate::redact::REDACTED.contains(secret.as_str()));
-        let r = talon::escalate::redact::Redactor::new([secret.clone()], &[]).unwrap();
+        prop_assume!(!talon::redact::REDACTED.contains(secret.as_str()));
+        let r = talon::redact::Redactor::new([secret.clone()], &[]).unwrap();
         let mut chars: Vec<char> = text.chars().collect();
         let i = at.index(chars.len() + 1);
         chars.splice(i..i, secret.chars());

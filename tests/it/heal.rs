@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use talon::config::path::SearchPath;
+use talon::core::outcome::{ProbeResult, Status};
 use talon::escalate::heal::{
     HealAction, HealCommands, HealReport, HealRequest, HealSource, PlannedHeal, choose_heal,
     run_heal,
 };
-use talon::escalate::redact::Redactor;
-use talon::probe::outcome::{ProbeResult, Status};
 use talon::proc::End;
+use talon::redact::Redactor;
 
 pub fn result(name: &str, output: &str) -> ProbeResult {
     ProbeResult {

@@ -11,9 +11,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use talon::core::{
-    Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, ProbeRule, RunOutcome,
+    Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, ProbeResult, ProbeRule,
+    RunOutcome, Status,
 };
-use talon::probe::{ProbeResult, Status};
 use talon::store::{Batch, Store, StoreWriter, lock};
 
 const ARGS_ENV: &str = "TALON_TEST_HELPER_ARGS";

@@ -23,8 +23,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use talon::probe::Status;
-use talon::probe::k8s::{K8sCtx, K8sSpec};
+use talon::config::probe::k8s::K8sSpec;
+use talon::core::Status;
+use talon::probe::k8s::K8sCtx;
 
 const TOKEN: &str = "s3cr3t-token";
 
@@ -58,7 +59,7 @@ impl Env {
     }
 
     /// Run the probe described by `toml` (its `kubeconfig` pointed at this env).
-    async fn check(&self, toml: &str) -> talon::probe::Outcome {
+    async fn check(&self, toml: &str) -> talon::core::Outcome {
         check_with(&self.kubeconfig, toml, Duration::from_secs(10)).await
     }
 }
@@ -71,11 +72,7 @@ fn spec(kubeconfig: &Path, toml_text: &str) -> K8sSpec {
     toml::from_str(&text).unwrap_or_else(|e| panic!("bad spec {text}: {e}"))
 }
 
-async fn check_with(
-    kubeconfig: &Path,
-    toml_text: &str,
-    timeout: Duration,
-) -> talon::probe::Outcome {
+async fn check_with(kubeconfig: &Path, toml_text: &str, timeout: Duration) -> talon::core::Outcome {
     spec(kubeconfig, toml_text).check(&ctx(), timeout).await
 }
 

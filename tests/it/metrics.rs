@@ -4,8 +4,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use talon::core::{ProbeResult, Status};
 use talon::metrics::Metrics;
-use talon::probe::{ProbeResult, Status};
 use talon::server::snapshot::{StatusSnapshot, SystemState};
 use talon::server::{ServerOptions, ServerState, StatusBoard, serve};
 
@@ -135,7 +135,7 @@ impl Prometheus {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("prometheus (Debian package `prometheus`) must be installed: scripts/test installs it");
-        talon::probe::http::install_crypto_provider();
+        talon::net::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

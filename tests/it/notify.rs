@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use talon::escalate::redact::Redactor;
 use talon::notify::{
     self, ChannelConfig, ChannelKind, DeliveryError, FailingLine, Notice, NoticeKind, NotifyCtx,
 };
+use talon::redact::Redactor;
 
 pub(crate) const TOKEN: &str = "987654321:AAF-test_token_ABCDEFGHIJKLMNOPQRSTU";
 
@@ -112,8 +112,8 @@ fn write_exe(path: &Path, text: &str) {
 fn telegram(api: &str, token_command: String) -> ChannelConfig {
     ChannelConfig {
         name: "tg".into(),
-        kind: ChannelKind::Telegram(notify::telegram::TelegramSpec {
-            chat_id: notify::telegram::ChatId::Number(-10042),
+        kind: ChannelKind::Telegram(talon::config::channel::telegram::TelegramSpec {
+            chat_id: talon::config::channel::telegram::ChatId::Number(-10042),
             token_env: None,
             token_file: None,
             token_command: Some(token_command),
@@ -237,23 +237,23 @@ async fn webhook_is_signed_and_slack_and_ntfy_get_their_formats() {
     let channels = vec![
         ChannelConfig {
             name: "hook".into(),
-            kind: ChannelKind::Webhook(notify::webhook::WebhookSpec {
+            kind: ChannelKind::Webhook(talon::config::channel::webhook::WebhookSpec {
                 url: format!("{}/hook", peer.url),
                 hmac_secret_env: Some(env.into()),
             }),
         },
         ChannelConfig {
             name: "slack".into(),
-            kind: ChannelKind::Slack(notify::slack::SlackSpec {
+            kind: ChannelKind::Slack(talon::config::channel::slack::SlackSpec {
                 webhook_url: format!("{}/services/T0/B0/XYZ", peer.url),
             }),
         },
         ChannelConfig {
             name: "ntfy".into(),
-            kind: ChannelKind::Ntfy(notify::ntfy::NtfySpec {
+            kind: ChannelKind::Ntfy(talon::config::channel::ntfy::NtfySpec {
                 server: Some(peer.url.clone()),
                 topic: "talon-alerts".into(),
-                priority: Some(notify::ntfy::Priority::Name("high".into())),
+                priority: Some(talon::config::channel::ntfy::Priority::Name("high".into())),
             }),
         },
     ];
@@ -312,14 +312,14 @@ async fn fan_out_is_concurrent_bounded_and_delivered_when_one_channel_succeeds()
     let down = Peer::start((503, "maintenance"), Duration::ZERO).await;
     let hook = |name: &str, url: &str| ChannelConfig {
         name: name.into(),
-        kind: ChannelKind::Webhook(notify::webhook::WebhookSpec {
+        kind: ChannelKind::Webhook(talon::config::channel::webhook::WebhookSpec {
             url: url.into(),
             hmac_secret_env: None,
         }),
     };
     let cmd = ChannelConfig {
         name: "cmd".into(),
-        kind: ChannelKind::Command(notify::command::CommandSpec {
+        kind: ChannelKind::Command(talon::config::channel::command::CommandSpec {
             command: "cat >/dev/null; test \"$TALON_NOTICE_KIND\" = sos".into(),
         }),
     };
@@ -496,7 +496,7 @@ async fn alertmanager_fires_and_resolves_a_real_alert() {
     let am = start_alertmanager().await;
     let ch = ChannelConfig {
         name: "am".into(),
-        kind: ChannelKind::Alertmanager(notify::alertmanager::AlertmanagerSpec {
+        kind: ChannelKind::Alertmanager(talon::config::channel::alertmanager::AlertmanagerSpec {
             url: am.url.clone(),
             severity: None,
             firing_ttl_secs: None,
@@ -741,7 +741,10 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
         t.token_command.as_deref(),
         Some("secrets lease 'telegram-bot'")
     );
-    assert_eq!(t.chat_id, notify::telegram::ChatId::Text("777".into()));
+    assert_eq!(
+        t.chat_id,
+        talon::config::channel::telegram::ChatId::Text("777".into())
+    );
 
     // token_file: the first line, used against the Bot API; redacted from then on.
     let peer = Peer::start((200, OK), Duration::ZERO).await;
@@ -749,8 +752,8 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
     std::fs::write(&tf, format!("{TOKEN}\nsecond line ignored\n")).unwrap();
     let ch = ChannelConfig {
         name: "tg".into(),
-        kind: ChannelKind::Telegram(notify::telegram::TelegramSpec {
-            chat_id: notify::telegram::ChatId::Text("@ops".into()),
+        kind: ChannelKind::Telegram(talon::config::channel::telegram::TelegramSpec {
+            chat_id: talon::config::channel::telegram::ChatId::Text("@ops".into()),
             token_env: None,
             token_file: Some(tf.display().to_string()),
             token_command: None,
@@ -776,9 +779,8 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
 async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_channel_is_back() {
     use talon::core::{
         Action, ChannelResult, Core, CoreConfig, Event, Notification, NotifyKind, PersistedState,
-        ProbeRule,
+        ProbeResult, ProbeRule, Status,
     };
-    use talon::probe::{ProbeResult, Status};
 
     const T: i64 = 1_700_000_000_000;
     const S: i64 = 1000;
@@ -787,7 +789,7 @@ async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_chann
     let port = free_port(); // nothing listens here yet
     let ch = vec![ChannelConfig {
         name: "hook".into(),
-        kind: ChannelKind::Webhook(notify::webhook::WebhookSpec {
+        kind: ChannelKind::Webhook(talon::config::channel::webhook::WebhookSpec {
             url: format!("http://127.0.0.1:{port}/hook"),
             hmac_secret_env: None,
         }),

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use talon::config::{self, Config, LoadOptions};
-use talon::probe::{Engine, ProbeResult, Status};
+use talon::core::{ProbeResult, Status};
+use talon::probe::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

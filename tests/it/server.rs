@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use talon::core::{ProbeResult, Status};
 use talon::metrics::Metrics;
-use talon::probe::{ProbeResult, Status};
 use talon::server::control::{ControlReply, ControlRequest};
 use talon::server::snapshot::{
     ConfigError, IncidentStatus, StatusSnapshot, SystemState, TimelineEntry, WorkerStatus,
@@ -484,7 +484,7 @@ async fn start(opts: ServerOptions) -> (talon::server::ServerHandle, StatusBoard
 
 async fn http_get(addr: SocketAddr, path: &str) -> reqwest::Result<reqwest::Response> {
     {
-        talon::probe::http::install_crypto_provider();
+        talon::net::install_tls_provider();
         reqwest::Client::builder()
     }
     .timeout(Duration::from_secs(5))
@@ -699,7 +699,7 @@ async fn health_stays_consistent_under_concurrent_updates() {
             }
         })
     };
-    talon::probe::http::install_crypto_provider();
+    talon::net::install_tls_provider();
     let client = reqwest::Client::new();
     for _ in 0..200 {
         let r = client

@@ -7,7 +7,7 @@ use talon::core::{
     Action, ActionId, ChannelResult, Core, CoreConfig, Event, IncidentId, Millis, NotifyKind,
     OwnHeal, PersistedState, ProbeRule, ProbeState, RunOutcome, SystemState, WORKER_PROBE,
 };
-use talon::probe::{ProbeResult, Status};
+use talon::core::{ProbeResult, Status};
 
 const T0: Millis = 1_700_000_000_000;
 const S: Millis = 1000;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use talon::core::{ProbeResult, Status};
 use talon::metrics::Metrics;
-use talon::probe::{ProbeResult, Status};
 use talon::server::snapshot::{
     IncidentStatus, StatusSnapshot, SystemState, TimelineEntry, Transition,
 };

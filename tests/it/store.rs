@@ -13,7 +13,7 @@ use talon::core::{
     Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, PersistedState, ProbeRule,
     Record, RunOutcome, SystemState, Transition,
 };
-use talon::probe::{ProbeResult, Status};
+use talon::core::{ProbeResult, Status};
 use talon::store::{self, Batch, LastProbeFile, StateFile, Store, StoreError, StoreWriter, lock};
 
 const S: Millis = 1000;

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 use talon::config::WorkerConfig;
 use talon::config::path::SearchPath;
-use talon::supervise::sys::pid_alive;
+use talon::proc::pid_alive;
 use talon::supervise::{RestartReason, Supervisor, SupervisorHandle, WorkerEvent, WorkerState};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -138,7 +138,7 @@ impl FakeApi {
     /// Start over HTTPS; `token`: required bearer token; `client_certs`: require a client
     /// certificate signed by `pki`'s CA (mutual TLS, as kubeadm's admin kubeconfig uses).
     pub async fn start_with(pki: &Pki, token: Option<&str>, client_certs: bool) -> FakeApi {
-        talon::tls::install_default_provider();
+        talon::net::install_tls_provider();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(pki.key.clone());
         let builder = rustls::ServerConfig::builder();
         let builder = if client_certs {

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use talon::probe::Status;
+use talon::core::Status;
 
 /// A kmock emulator on a loopback port, stopped (stdin closed, killed, reaped) on drop.
 struct Kmock {
@@ -96,7 +96,7 @@ impl Kmock {
         }
     }
 
-    async fn check(&self, toml: &str) -> talon::probe::Outcome {
+    async fn check(&self, toml: &str) -> talon::core::Outcome {
         check_with(&self.kubeconfig, toml, Duration::from_secs(10)).await
     }
 }

@@ -1,9 +1,14 @@
 //! What a probe is in config: the fields every kind shares, and one spec type per kind.
-//! A kind plugs in as one file (`src/probe/<kind>.rs`) plus one arm in [`parse_kind`].
+//!
+//! A kind's spec (its `*Spec` struct, its validation and its [`Kind`] entry) is one file here,
+//! `src/config/probe/<kind>.rs`; its check is one file in `src/probe/<kind>.rs`, which this
+//! room never imports. Adding a kind: the spec file, its variant in [`ProbeKind`], its entry in
+//! [`REGISTRY`] (and its name in [`KINDS`]), and the check's arm in `probe::engine`.
 
 use crate::config::diag::{Diagnostics, Source};
 use crate::config::raw::Secs;
 use crate::config::tomlx::{self, Value};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -35,7 +40,19 @@ pub const COMMON_KEYS: &[&str] = &[
     "witness",
 ];
 
-/// Every probe kind, by its section name.
+pub mod disk;
+pub mod http;
+#[cfg(feature = "k8s")]
+pub mod k8s;
+pub mod launchd;
+pub mod process;
+pub mod redis;
+pub mod script;
+pub mod systemd;
+pub mod tcp;
+
+/// Every probe kind the config format knows, by its section name (built into this binary or
+/// not: see [`REGISTRY`]).
 pub const KINDS: &[&str] = &[
     "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s",
 ];
@@ -44,16 +61,16 @@ pub const KINDS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProbeKind {
-    Http(super::http::HttpSpec),
-    Tcp(super::tcp::TcpSpec),
-    Script(super::script::ScriptSpec),
-    Redis(super::redis::RedisSpec),
-    Launchd(super::launchd::LaunchdSpec),
-    Systemd(super::systemd::SystemdSpec),
-    Disk(super::disk::DiskSpec),
-    Process(super::process::ProcessSpec),
+    Http(http::HttpSpec),
+    Tcp(tcp::TcpSpec),
+    Script(script::ScriptSpec),
+    Redis(redis::RedisSpec),
+    Launchd(launchd::LaunchdSpec),
+    Systemd(systemd::SystemdSpec),
+    Disk(disk::DiskSpec),
+    Process(process::ProcessSpec),
     #[cfg(feature = "k8s")]
-    K8s(super::k8s::K8sSpec),
+    K8s(k8s::K8sSpec),
 }
 
 impl ProbeKind {
@@ -87,43 +104,6 @@ impl ProbeKind {
         }
     }
 
-    /// Run this probe's check once. The engine bounds it by the probe's timeout (see
-    /// [`ProbeKind::bounds_itself`]) and answers `error` first when the kind is unavailable here.
-    pub async fn check(&self, ctx: &super::engine::ProbeCtx) -> super::Outcome {
-        match self {
-            ProbeKind::Http(s) => super::http::check(s, ctx).await,
-            ProbeKind::Tcp(s) => super::tcp::check(s, ctx).await,
-            ProbeKind::Script(s) => super::script::check(s, ctx).await,
-            ProbeKind::Redis(s) => super::redis::check(s, ctx).await,
-            ProbeKind::Launchd(s) => super::launchd::check(s, ctx).await,
-            ProbeKind::Systemd(s) => super::systemd::check(s, ctx).await,
-            ProbeKind::Disk(s) => super::disk::check(s, ctx).await,
-            ProbeKind::Process(s) => super::process::check(s, ctx).await,
-            #[cfg(feature = "k8s")]
-            ProbeKind::K8s(s) => s.check(ctx.k8s(), ctx.timeout).await,
-        }
-    }
-
-    /// Kinds that run a subprocess enforce the timeout themselves through [`crate::proc`] (which
-    /// stops the whole process group); the engine then only adds a backstop, because dropping a
-    /// running subprocess future would leave the group behind.
-    pub fn bounds_itself(&self) -> bool {
-        matches!(
-            self,
-            ProbeKind::Script(_) | ProbeKind::Launchd(_) | ProbeKind::Systemd(_)
-        ) || self.is_k8s()
-            || (cfg!(not(target_os = "linux")) && matches!(self, ProbeKind::Process(_)))
-    }
-
-    /// `k8s` checks apply the timeout themselves, with a more specific message.
-    fn is_k8s(&self) -> bool {
-        #[cfg(feature = "k8s")]
-        if matches!(self, ProbeKind::K8s(_)) {
-            return true;
-        }
-        false
-    }
-
     pub fn validate(&self, c: &mut Check<'_>) {
         self.spec().validate(c)
     }
@@ -142,6 +122,38 @@ impl ProbeKind {
     }
 }
 
+/// One built-in probe kind: its section name and the parser of its kind-specific keys. Each
+/// kind's file defines its own (`tcp::KIND`, …).
+pub struct Kind {
+    pub name: &'static str,
+    pub parse: fn(&Source, &str, &Value<'_>, &mut Diagnostics) -> Option<ProbeKind>,
+}
+
+/// The kinds built into this binary.
+pub const REGISTRY: &[Kind] = &[
+    http::KIND,
+    tcp::KIND,
+    script::KIND,
+    redis::KIND,
+    launchd::KIND,
+    systemd::KIND,
+    disk::KIND,
+    process::KIND,
+    #[cfg(feature = "k8s")]
+    k8s::KIND,
+];
+
+/// Deserialize a kind's own keys from a `[KIND.NAME]` section (the common keys are allowed
+/// beside them and read separately).
+pub fn section<T: DeserializeOwned>(
+    src: &Source,
+    path: &str,
+    rest: &Value<'_>,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    tomlx::section(src, path, rest, COMMON_KEYS, diags)
+}
+
 /// Deserialize the kind-specific part of a `[KIND.NAME]` section.
 pub fn parse_kind(
     kind: &str,
@@ -150,24 +162,14 @@ pub fn parse_kind(
     rest: &Value<'_>,
     diags: &mut Diagnostics,
 ) -> Option<ProbeKind> {
-    let extra = COMMON_KEYS;
-    match kind {
-        "http" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Http),
-        "tcp" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Tcp),
-        "script" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Script),
-        "redis" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Redis),
-        "launchd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Launchd),
-        "systemd" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Systemd),
-        "disk" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Disk),
-        "process" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::Process),
-        #[cfg(feature = "k8s")]
-        "k8s" => tomlx::section(src, path, rest, extra, diags).map(ProbeKind::K8s),
-        other => {
+    match REGISTRY.iter().find(|k| k.name == kind) {
+        Some(k) => (k.parse)(src, path, rest, diags),
+        None => {
             diags.error(
                 src,
                 Some(rest.span()),
                 path,
-                format!("probe kind `{other}` is not built into this binary"),
+                format!("probe kind `{kind}` is not built into this binary"),
             );
             None
         }
@@ -244,4 +246,26 @@ pub struct ProbeConfig {
     pub witness: Option<String>,
     /// `file:line` where the probe is defined, for messages.
     pub defined_at: String,
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_kind_is_registered_once_under_a_known_name() {
+        let mut names: Vec<&str> = REGISTRY.iter().map(|k| k.name).collect();
+        for n in &names {
+            assert!(KINDS.contains(n), "{n} is registered but not in KINDS");
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len(), "a kind is registered twice");
+        let built = if cfg!(feature = "k8s") {
+            KINDS.len()
+        } else {
+            KINDS.len() - 1
+        };
+        assert_eq!(REGISTRY.len(), built);
+    }
 }

@@ -53,44 +53,6 @@ impl Redactor {
         Ok(r)
     }
 
-    /// Everything the config itself knows: the `redact` patterns, every probe's secrets
-    /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets
-    /// notifier channels can resolve without running anything (`token_env`, `token_file`,
-    /// `hmac_secret_env`, the Slack webhook URL) and secret-named `[worker.env]` values. The
-    /// worker's `[worker.secrets]` values are learned when the supervisor resolves them. Tokens fetched by a
-    /// `token_command` are learned when they are fetched.
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
-        let mut secrets: Vec<String> = Vec::new();
-        for p in &cfg.probes {
-            secrets.extend(p.kind.secrets());
-        }
-        for ch in &cfg.notify {
-            secrets.extend(ch.known_secrets());
-        }
-        if let Some(w) = &cfg.worker {
-            secrets.extend(
-                w.env
-                    .iter()
-                    .filter(|(k, _)| is_secret_name(k))
-                    .map(|(_, v)| v.clone()),
-            );
-        }
-        // Patterns were validated when the config was loaded; an invalid one cannot get here,
-        // but if it did, dropping it would silently leak, so fall back to each valid one.
-        match Self::new(secrets.clone(), &cfg.redact) {
-            Ok(r) => r,
-            Err(_) => {
-                let valid: Vec<String> = cfg
-                    .redact
-                    .iter()
-                    .filter(|p| Regex::new(p).is_ok())
-                    .cloned()
-                    .collect();
-                Self::new(secrets, &valid).unwrap_or_default()
-            }
-        }
-    }
-
     /// Add a secret discovered at run time. Surrounding whitespace is ignored; values shorter
     /// than [`MIN_SECRET_LEN`] are ignored.
     pub fn learn(&self, secret: impl Into<String>) {
