@@ -11,6 +11,7 @@ mod heartbeat;
 mod helper;
 mod install;
 mod k8s;
+mod layout;
 mod metrics;
 mod notify;
 mod probes;
