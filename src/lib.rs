@@ -11,7 +11,7 @@
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
-//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
+//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock, the state dir's layout |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
 //! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
