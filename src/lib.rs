@@ -13,7 +13,7 @@
 //! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
 //! | [`clock`]     | the one source of "now": tokio's `Instant` for timers, wall ms from an injected [`clock::Clock`] |
 //! | [`runtime`]   | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
-//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
+//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock, the state dir's layout |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
 //! | [`notify`]    | one file per notification channel kind; the message model and fan-out |

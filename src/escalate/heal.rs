@@ -324,7 +324,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
         Err(e) => {
             report.error = Some(format!(
                 "cannot write the context file under {}: {e}",
-                req.state_dir.join("tmp").display()
+                req.state_dir.join(crate::store::layout::TMP_DIR).display()
             ));
             return report;
         }

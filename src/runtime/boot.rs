@@ -192,7 +192,7 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<(), StartError> {
     }
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(crate::store::layout::DIR_MODE)
         .create(dir)
         .map_err(|source| StartError::StateDir {
             path: dir.to_path_buf(),

@@ -23,13 +23,14 @@ const ROOMS: &[&str] = &[
     "proc",
     "logging",
     "metrics",
-    // Effects: probes, the ladder's executors, the worker, channels, HTTP, the store.
+    // History and the state dir's layout (the token, context files and lock are named there).
+    "store",
+    // Effects: probes, the ladder's executors, the worker, channels, HTTP.
     "probe",
     "escalate",
     "supervise",
     "notify",
     "server",
-    "store",
     "heartbeat",
     // The actor that wires them, and the verbs on top.
     "runtime",

@@ -8,6 +8,7 @@ mod effective;
 mod fuzz;
 mod heal;
 mod heartbeat;
+mod helper;
 mod install;
 mod k8s;
 mod layout;
