@@ -11,7 +11,9 @@
 //! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
 //! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
 //! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
-//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
+//! | [`clock`]     | the one source of "now": tokio's `Instant` for timers, wall ms from an injected [`clock::Clock`] |
+//! | [`runtime`]   | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
+//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock, the state dir's layout |
 //! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
 //! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
 //! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
@@ -38,6 +40,7 @@
 //! actions; the runtime at the edges executes them concurrently and feeds results back as events.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod escalate;

@@ -4,8 +4,7 @@
 //! Every metric is prefixed `talon_`. Recording is lock-free (atomics), except the small map
 //! used to forget a probe removed by a reload.
 
-use crate::core::{ProbeResult, Status};
-use crate::server::snapshot::SystemState;
+use crate::core::{ProbeResult, Status, SystemState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

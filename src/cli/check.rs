@@ -3,6 +3,7 @@
 //! probes do not count: their root does), 2 on a config error or an unknown `--probe`/`--kind`.
 
 use super::{Exit, Out, load_options, print_diagnostics};
+use crate::clock::Instant;
 use crate::config::probe::KINDS;
 use crate::config::probe::ProbeConfig;
 use crate::config::{self, diag::suggest};
@@ -12,7 +13,7 @@ use crate::probe::engine::{Engine, first_line};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {

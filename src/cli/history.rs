@@ -1,7 +1,7 @@
 //! `talon history [--probe NAME] [--since 2h] [--json]`: state changes (and, for one probe, its
 //! raw results) from the store, oldest first.
 
-use super::status::{load_config, no_state, now_ms};
+use super::status::{load_config, no_state};
 use super::{Exit, Out};
 use crate::core::Millis;
 use crate::format;
@@ -87,7 +87,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         no_state(&c, args.json, out)?;
         return Ok(Exit::Ok);
     };
-    let since = now_ms().saturating_sub(args.since);
+    let since = crate::clock::wall_ms().saturating_sub(args.since);
     let transitions = store.transitions(Some(since), args.probe.as_deref())?;
     let results = match &args.probe {
         Some(p) => store.results(Some(since), Some(p))?,

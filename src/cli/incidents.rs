@@ -2,7 +2,7 @@
 //! store, and one incident's timeline with every transition, action (and its output) and
 //! notification.
 
-use super::status::{load_config, no_state, now_ms};
+use super::status::{load_config, no_state};
 use super::{Exit, Out};
 use crate::core::Millis;
 use crate::format;
@@ -81,7 +81,7 @@ pub fn list(cfg: &Option<PathBuf>, args: ListArgs, out: &mut Out) -> anyhow::Res
         };
         writeln!(out, "no {what}")?;
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     for i in &rows {
         writeln!(out, "{}", summary(i, now))?;
     }
@@ -112,7 +112,7 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
         out.json(&d)?;
         return Ok(Exit::Ok);
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     writeln!(out, "{}", summary(&d.incident, now))?;
     if let Some(r) = &d.incident.close_reason {
         writeln!(out, "resolution: {r}")?;

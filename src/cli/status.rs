@@ -18,14 +18,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Now, as unix milliseconds (the CLI edge is allowed a clock).
-pub(super) fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 /// `2026-11-28 00:43:35Z (12m ago)` / `(in 3m)`.
 pub(super) fn fmt_when(ms: Millis, now: Millis) -> String {
     let d = format::duration_ms((ms - now).abs());
@@ -100,7 +92,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         return Ok(Exit::Unhealthy);
     };
     let core = Core::restore(CoreConfig::from_config(&c), saved.state);
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     let o = core.outlook(now);
     let exit = if o.state.is_ok() {
         Exit::Ok
@@ -275,7 +267,7 @@ fn print_live(
         })?;
         return Ok(exit);
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     writeln!(
         out,
         "state:    {} since {} (live, from the daemon)",

@@ -13,6 +13,13 @@ use super::Millis;
 /// worker health to the core as [`crate::core::ProbeResult`]s with this name.
 pub const WORKER_PROBE: &str = "worker";
 
+/// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);
+/// doubles per attempt up to [`NOTIFY_RETRY_MAX`].
+pub const NOTIFY_RETRY_BASE: Millis =
+    crate::config::defaults::escalation::NOTIFY_RETRY.as_millis() as Millis;
+/// The longest wait between two delivery attempts of a notification.
+pub const NOTIFY_RETRY_MAX: Millis = 900_000;
+
 /// A probe's own heal, as far as the core cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,7 +69,7 @@ pub struct CoreConfig {
     pub flap_threshold: u32,
     pub flap_window: Millis,
     /// First retry delay of an undelivered notification; doubles per attempt up to
-    /// [`super::machine::NOTIFY_RETRY_MAX`].
+    /// [`NOTIFY_RETRY_MAX`].
     #[serde(default = "default_notify_retry")]
     pub notify_retry: Millis,
     /// `heal_script` is configured.
@@ -80,7 +87,7 @@ pub struct CoreConfig {
 }
 
 fn default_notify_retry() -> Millis {
-    super::machine::NOTIFY_RETRY_BASE
+    NOTIFY_RETRY_BASE
 }
 
 fn ms(d: Duration) -> Millis {
@@ -154,7 +161,7 @@ impl Default for CoreConfig {
             sos_cooldown: ms(d::SOS_COOLDOWN),
             flap_threshold: d::FLAP_THRESHOLD.get(),
             flap_window: ms(d::FLAP_WINDOW),
-            notify_retry: super::machine::NOTIFY_RETRY_BASE,
+            notify_retry: NOTIFY_RETRY_BASE,
             global_heal: false,
             bridge_heal: false,
             agent_cloud: false,

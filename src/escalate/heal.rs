@@ -9,7 +9,8 @@
 //! list) and `TALON_CONTEXT_FILE` (a private JSON file with the failing probes and their output,
 //! removed when the heal ends).
 
-use super::{ContextFile, newest_excerpt, now_ms};
+use super::{ContextFile, newest_excerpt};
+use crate::clock::{self, Instant};
 use crate::config::path::SearchPath;
 use crate::config::probe::{Heal, ProbeConfig, ProbeKind};
 use crate::core::outcome::ProbeResult;
@@ -17,7 +18,7 @@ use crate::proc::{Cmd, End, Finished};
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes of heal output kept in the report (newest).
 pub const OUTPUT_EXCERPT: usize = 8 * 1024;
@@ -297,7 +298,7 @@ pub fn context_json(
 
 /// Run one heal. Never returns an error: a failure to run is recorded in the report.
 pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
-    let started_at_ms = now_ms();
+    let started_at_ms = clock::wall_ms();
     let started = Instant::now();
     let mut report = HealReport {
         source: req.heal.source.clone(),
@@ -323,7 +324,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
         Err(e) => {
             report.error = Some(format!(
                 "cannot write the context file under {}: {e}",
-                req.state_dir.join("tmp").display()
+                req.state_dir.join(crate::store::layout::TMP_DIR).display()
             ));
             return report;
         }

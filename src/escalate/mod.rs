@@ -14,6 +14,7 @@ pub mod agent;
 pub mod heal;
 pub mod prompt;
 
+use crate::store::layout::{DIR_MODE, FILE_MODE, TMP_DIR};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +32,10 @@ impl ContextFile {
     pub fn write(state_dir: &Path, bytes: &[u8]) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let base = state_dir.join("tmp");
+        let base = state_dir.join(TMP_DIR);
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(DIR_MODE)
             .create(&base)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -45,13 +46,13 @@ impl ContextFile {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        std::fs::DirBuilder::new().mode(DIR_MODE).create(&dir)?;
         let path = dir.join("context.json");
         let this = Self { dir, path };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(&this.path)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -68,14 +69,6 @@ impl Drop for ContextFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Unix time in milliseconds (for report timestamps; the core gets time from events).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The newest `max` bytes of `text`, cut at a line start when one is near, marked when cut.

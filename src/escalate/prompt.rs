@@ -78,7 +78,7 @@ fn uptime() -> Option<Duration> {
         return None;
     }
     let boot = Duration::new(tv.tv_sec as u64, (tv.tv_usec as u32) * 1000);
-    std::time::SystemTime::now()
+    crate::clock::wall_time()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .checked_sub(boot)

@@ -5,11 +5,11 @@
 //! connection, so a server that stopped accepting cannot hide behind an old keep-alive socket.
 
 use super::ProbeCtx;
+use crate::clock::Instant;
 use crate::config::probe::http::{HttpSpec, expected_text, status_ok};
 use crate::core::outcome::Outcome;
 use crate::format::latency;
 use crate::net::error_chain;
-use std::time::Instant;
 
 /// Most body bytes read for `body_contains` / `body_regex`.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -7,11 +7,11 @@
 
 use super::ProbeCtx;
 use super::tcp::io_reason;
+use crate::clock::Instant;
 use crate::config::probe::redis::{RedisSpec, parse_url};
 use crate::core::outcome::Outcome;
 use crate::format::latency;
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -2,10 +2,10 @@
 //! and `expect` a substring in what comes back.
 
 use super::ProbeCtx;
+use crate::clock::Instant;
 use crate::config::probe::tcp::{TcpSpec, split_address};
 use crate::core::outcome::Outcome;
 use crate::format::latency;
-use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Most bytes read while waiting for `expect`.

@@ -1,14 +1,13 @@
-//! Executors for the core's actions: heal steps, agent runs, deliveries. Each runs as a task
-//! off the loop and answers with one event. The work itself is done by [`crate::escalate`]
+//! The real executors behind [`super::effects`]: heal steps, agent runs, deliveries. Each runs
+//! as a task off the loop and answers with one message. The work itself is done by [`crate::escalate`]
 //! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
 //! [`crate::notify`] (every channel kind, fan-out).
 
+use super::effects::{AgentJob, HealJob};
 use crate::config::Config;
 use crate::config::probe::Heal;
 use crate::core::ProbeResult;
-use crate::core::{
-    AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
-};
+use crate::core::{AgentTier, ChannelResult, HealStep, Notification, NotifyKind, RunOutcome};
 use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
 use crate::escalate::heal::{
     HealAction, HealReport, HealRequest, HealSource, PlannedHeal, restart_action,
@@ -18,29 +17,7 @@ use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, Timeli
 use crate::notify::{self, FailingLine, Notice};
 use crate::proc::End;
 use crate::redact::Redactor;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-pub struct HealJob {
-    pub id: u64,
-    pub incident: IncidentId,
-    pub steps: Vec<HealStep>,
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    pub last: BTreeMap<String, ProbeResult>,
-    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
-    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
-    pub redactor: Arc<Redactor>,
-}
-
-pub struct AgentJob {
-    pub incident: IncidentId,
-    pub tier: AgentTier,
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    pub outlook: Outlook,
-    pub redactor: Arc<Redactor>,
-}
 
 fn end_outcome(end: End) -> RunOutcome {
     match end {
