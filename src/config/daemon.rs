@@ -1,7 +1,7 @@
 //! The daemon's own surfaces: `[health]`, `[log]`, `[store]` and `[heartbeat]` — validated
 //! types and their builders.
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::defaults;
 use super::raw::{RawHealth, RawHeartbeat, RawLog, RawStore};
 use super::ser_secs;

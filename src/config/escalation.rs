@@ -1,6 +1,6 @@
 //! `[escalation]` and `[agent]`: validated types and their builders.
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::defaults;
 use super::raw::{RawAgent, RawEscalation};
 use super::ser_secs;

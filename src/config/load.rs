@@ -2,7 +2,7 @@
 //! main config → its probe sections, notify channels and the rest; the probes file → its probe
 //! sections; then the build, and (for `talon validate`) program resolution.
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::channel::{self, ChannelConfig};
 use super::diag::{Diagnostics, Source, suggest};
 use super::probe::KINDS;

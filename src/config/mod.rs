@@ -5,14 +5,15 @@
 //! the same [`load`].
 //!
 //! Where things are: [`load`] (`load.rs`) finds, reads and splits the files and runs the build;
-//! `build.rs` turns the raw structs ([`raw`]) into a [`Config`] section by section, each
-//! section's validated type and builder in its own file — `worker.rs`, `escalation.rs`
-//! (`[escalation]`, `[agent]`), `probes.rs` (`[probes]` and the probe set: names, references,
-//! cycles), `daemon.rs` (`[health]`, `[log]`, `[store]`, `[heartbeat]`); `programs.rs` resolves
-//! every program on the compiled PATH ([`path`]). Every default is in [`defaults`]; probe and
-//! channel kinds' specs are in [`probe`] and [`channel`].
+//! `build.rs` turns the raw structs ([`raw`]) into a [`Config`] section by section with the
+//! checks of `builder.rs`, each section's validated type and builder in its own file —
+//! `worker.rs`, `escalation.rs` (`[escalation]`, `[agent]`), `probes.rs` (`[probes]` and the
+//! probe set: names, references, cycles), `daemon.rs` (`[health]`, `[log]`, `[store]`,
+//! `[heartbeat]`); `programs.rs` resolves every program on the compiled PATH ([`path`]). Every
+//! default is in [`defaults`]; probe and channel kinds' specs are in [`probe`] and [`channel`].
 
 mod build;
+mod builder;
 pub mod channel;
 mod daemon;
 pub mod defaults;

@@ -3,7 +3,7 @@
 //! defaults filled, names made unique, references (`depends_on`, `witness`) resolved and
 //! dependency cycles rejected.
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::defaults;
 use super::diag::{Diagnostics, Source, suggest};
 use super::probe::{COMMON_KEYS, Check, Heal, ProbeConfig, ProbeKind, RawCommon, parse_kind};

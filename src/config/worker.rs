@@ -1,6 +1,6 @@
 //! `[worker]`: the validated type and its builder.
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::defaults;
 use super::raw::{RawSecret, RawWorker};
 use super::ser_secs;

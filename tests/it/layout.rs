@@ -12,6 +12,7 @@ const ROOMS: &[&str] = &[
     // Leaves: no imports from the crate.
     "format",
     "redact",
+    "rotate",
     "clock",
     "net",
     "watch",
