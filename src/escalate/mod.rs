@@ -1,7 +1,7 @@
 //! The escalation executors: HOW each tier runs. The core state machine decides WHEN; the
 //! runtime calls these and feeds their reports back as events.
 //!
-//! - [`heal`]: Tier 1. [`heal::choose_heal`] (pure) picks the heal commands;
+//! - [`heal`]: Tier 1. [`heal::plan`] turns the core's heal step into a command;
 //!   [`heal::run_heal`] runs one with the env contract and returns a [`heal::HealReport`].
 //! - [`agent`]: Tiers 2/3. [`agent::run_agent`] runs the cloud command, then the local one.
 //! - [`prompt`]: the agent's prompt (documented in `docs/agent.md`), bounded and fenced.
