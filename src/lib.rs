@@ -11,15 +11,16 @@
 //!
 //! | floor | module | what lives there |
 //! |---|---|---|
-//! | 1 | [`format`], [`redact`], [`clock`], [`net`], [`watch`], [`sdnotify`] | leaves: the one duration/date formatter; secret masking; the one source of "now" (tokio's `Instant`, an injected wall [`clock::Clock`]); the one HTTP client builder (installs the TLS provider); config change stamps; systemd notify |
+//! | 1 | [`format`](mod@format), [`redact`], [`clock`], [`net`], [`watch`], [`sdnotify`] | leaves: the one duration/date formatter; secret masking; the one source of "now" (tokio's `Instant`, an injected wall [`clock::Clock`]); the one HTTP client builder (installs the TLS provider); config change stamps; systemd notify |
 //! | 2 | [`config`] | the files → one validated [`config::Config`]: spans and diagnostics with file:line:column, the compiled PATH, each probe kind's spec (`config/probe/<kind>.rs`) and each channel kind's spec (`config/channel/<kind>.rs`), every default |
 //! | 3 | [`core`] | pure decisions: `ProbeResult`, the escalation state machine (timestamped events in, actions out; `docs/state-machine.md`) |
-//! | 3 | [`store`] | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock; `store/layout.rs` names every file of the state dir |
+//! | 4 | [`store`] | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock; `store/layout.rs` names every file of the state dir |
 //! | 3 | [`proc`], [`logging`], [`metrics`] | the one subprocess runner and its one stop path (TERM → grace → KILL → reap); JSON logs with rotation and redaction; the Prometheus registry |
-//! | 4 | [`probe`], [`escalate`], [`supervise`] | each probe kind's check and the concurrent engine; heal runner, agent runner, prompt; the worker actor (spawn, health, sync, restart with backoff, port reclaim, external owner) |
-//! | 5 | [`notify`], [`server`], [`heartbeat`] | each channel's delivery and the fan-out; `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence; dead-man pings |
-//! | 6 | [`runtime`] | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
-//! | 7 | [`cli`] | one file per verb; stdout handling |
+//! | 5 | [`probe`], [`escalate`], [`supervise`] | each probe kind's check and the concurrent engine; heal runner, agent runner, prompt; the worker actor (spawn, health, sync, restart with backoff, port reclaim, external owner) |
+//! | 6 | [`notify`], [`server`] | each channel's delivery and the fan-out; `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
+//! | 7 | [`heartbeat`] | dead-man pings while the system is OK |
+//! | 8 | [`runtime`] | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
+//! | 9 | [`cli`] | one file per verb; stdout handling |
 //!
 //! ## Theory of operation
 //!
