@@ -69,7 +69,7 @@ pub struct CoreConfig {
     pub flap_threshold: u32,
     pub flap_window: Millis,
     /// First retry delay of an undelivered notification; doubles per attempt up to
-    /// [`NOTIFY_RETRY_MAX`].
+    /// `NOTIFY_RETRY_MAX`.
     #[serde(default = "default_notify_retry")]
     pub notify_retry: Millis,
     /// `heal_script` is configured.

@@ -1,11 +1,11 @@
 //! The escalation executors: HOW each tier runs. The core state machine decides WHEN; the
 //! runtime calls these and feeds their reports back as events.
 //!
-//! - [`heal`]: Tier 1. [`heal::choose_heal`] (pure) picks the heal commands;
+//! - [`heal`]: Tier 1. [`heal::plan`] turns the core's heal step into a command;
 //!   [`heal::run_heal`] runs one with the env contract and returns a [`heal::HealReport`].
 //! - [`agent`]: Tiers 2/3. [`agent::run_agent`] runs the cloud command, then the local one.
 //! - [`prompt`]: the agent's prompt (documented in `docs/agent.md`), bounded and fenced.
-//! - [`redact`]: the [`redact::Redactor`] applied to everything handed over.
+//! - redaction of everything handed over: [`crate::redact::Redactor`], built by [`crate::config::Config::redactor`].
 //!
 //! Every executor is bounded by a timeout that stops the whole process group (through
 //! [`crate::proc`]) and never returns `Err`: a failure to run is data in the report.

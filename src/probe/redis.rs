@@ -3,7 +3,7 @@
 //!
 //! A minimal RESP client over a tokio `TcpStream`: the probe needs four commands, not a driver.
 //! The password comes from the URL, `password_env` or `password_file`; it is never put in an
-//! output line or a log, and [`KindSpec::secrets`] hands it to redaction.
+//! output line or a log, and [`crate::config::probe::KindSpec::secrets`] hands it to redaction.
 
 use super::ProbeCtx;
 use super::tcp::io_reason;

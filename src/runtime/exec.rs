@@ -5,14 +5,10 @@
 
 use super::effects::{AgentJob, HealJob};
 use crate::config::Config;
-use crate::config::probe::Heal;
 use crate::core::ProbeResult;
 use crate::core::{AgentTier, ChannelResult, HealStep, Notification, NotifyKind, RunOutcome};
 use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
-use crate::escalate::heal::{
-    HealAction, HealReport, HealRequest, HealSource, PlannedHeal, restart_action,
-    run_heal as run_one_heal,
-};
+use crate::escalate::heal::{HealReport, HealRequest, run_heal as run_one_heal};
 use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, TimelineEntry};
 use crate::notify::{self, FailingLine, Notice};
 use crate::proc::End;
@@ -37,38 +33,6 @@ fn heal_outcome(r: &HealReport) -> RunOutcome {
     }
 }
 
-/// The heal a core step stands for, if any.
-fn planned(cfg: &Config, step: &HealStep) -> Option<PlannedHeal> {
-    let command = |c: &str| HealAction::Command {
-        command: c.to_string(),
-    };
-    match step {
-        HealStep::Probe { probe } => {
-            let p = cfg.probes.iter().find(|p| &p.name == probe)?;
-            let action = match p.heal.as_ref()? {
-                Heal::Command(c) => command(c),
-                Heal::Restart => restart_action(&p.kind)?,
-            };
-            Some(PlannedHeal {
-                source: HealSource::Probe(probe.clone()),
-                action,
-                for_probes: vec![probe.clone()],
-            })
-        }
-        HealStep::Bridge { probes } => Some(PlannedHeal {
-            source: HealSource::Bridge,
-            action: command(cfg.bridge_heal.as_deref()?),
-            for_probes: probes.clone(),
-        }),
-        HealStep::Global { probes } => Some(PlannedHeal {
-            source: HealSource::Global,
-            action: command(cfg.heal_script.as_deref()?),
-            for_probes: probes.clone(),
-        }),
-        HealStep::RestartWorker => None,
-    }
-}
-
 /// Run the heal steps in order; the worst outcome wins, outputs are concatenated (redacted).
 pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
     let redactor = job.redactor.clone();
@@ -90,7 +54,7 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
             }
             continue;
         }
-        let Some(heal) = planned(&job.cfg, step) else {
+        let Some(heal) = crate::escalate::heal::plan(&(&*job.cfg).into(), step) else {
             continue;
         };
         let req = HealRequest::new(&job.cfg, job.incident.to_string(), heal, failing.clone());

@@ -57,6 +57,9 @@ impl Runtime {
                 self.redactor.learn(v);
             }
         }
+        if let WorkerEvent::Restarting { .. } = &ev {
+            self.surfaces.metrics.worker_restart();
+        }
         // The supervisor debounces health itself (`health_failures_before_restart`, then a
         // graceful restart). A failed check below that count is logged, not escalated: the
         // ladder's own heal for `worker` is a restart, and it would cut the configured
