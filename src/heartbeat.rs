@@ -53,7 +53,7 @@ pub fn spawn(
             if let Some(m) = &metrics {
                 m.heartbeat(delivered);
             }
-            let next = tokio::time::Instant::now() + cfg.interval;
+            let next = crate::clock::now() + cfg.interval;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next) => break,

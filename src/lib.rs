@@ -6,23 +6,21 @@
 //!
 //! ## Layout
 //!
-//! | module        | what lives there |
-//! |---------------|------------------|
-//! | [`cli`]       | one file per verb (`validate`, `config`, `init`, …); stdout handling |
-//! | [`config`]    | raw serde structs → validated [`config::Config`]; diagnostics with file:line:column; the compiled PATH |
-//! | [`core`]      | the escalation state machine, pure: timestamped events in, actions out (`docs/state-machine.md`) |
-//! | [`store`]     | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock |
-//! | [`probe`]     | one file per probe kind (spec, validation, implementation, tests) |
-//! | [`escalate`]  | executors of the ladder: heal runner, agent runner, prompt builder, redaction |
-//! | [`notify`]    | one file per notification channel kind; the message model and fan-out |
-//! | [`notify`]    | one file per notification channel kind |
-//! | [`server`]    | HTTP: `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
-//! | [`metrics`]   | the Prometheus metrics the runtime records and `/metrics` renders |
-//! | [`logging`]   | JSON log lines with size rotation and redaction; human lines on a terminal |
-//! | [`watch`]     | config file change detection (polling stamps; survives rename-over saves) |
-//! | [`sdnotify`]  | systemd notify protocol: READY, STATUS, STOPPING, progress-gated WATCHDOG |
-//! | [`heartbeat`] | outbound dead-man-switch pings while the system is OK |
-//! | [`supervise`] | the worker actor: spawn, health, sync, restart with backoff, port reclaim, external owner |
+//! Rooms (top-level modules) in floors, bottom to top; every import points down
+//! (`docs/architecture.md` has the picture, `tests/it/layout.rs` enforces the order).
+//!
+//! | floor | module | what lives there |
+//! |---|---|---|
+//! | 1 | [`format`](mod@format), [`redact`], [`rotate`], [`clock`], [`net`], [`watch`], [`sdnotify`] | leaves: the one date and duration formatter; secret masking; the one size-rotated file (Talon's log, the worker's output); the one source of "now" (tokio's `Instant`, an injected wall [`clock::Clock`]); the one HTTP client builder (installs the TLS provider); config change stamps; systemd notify |
+//! | 2 | [`config`] | the files → one validated [`config::Config`]: spans and diagnostics with file:line:column, the compiled PATH, each probe kind's spec (`config/probe/<kind>.rs`) and each channel kind's spec (`config/channel/<kind>.rs`), every default |
+//! | 3 | [`core`] | pure decisions: `ProbeResult`, the escalation state machine (timestamped events in, actions out; `docs/state-machine.md`) |
+//! | 4 | [`store`] | SQLite history and persisted core state, writer thread, JSON snapshots, single-instance lock; `store/layout.rs` names every file of the state dir |
+//! | 3 | [`proc`], [`logging`], [`metrics`] | the one subprocess runner and its one stop path (TERM → grace → KILL → reap); JSON logs with rotation and redaction; the Prometheus registry |
+//! | 5 | [`probe`], [`escalate`], [`supervise`] | each probe kind's check and the concurrent engine; heal runner, agent runner, prompt; the worker actor (spawn, health, sync, restart with backoff, port reclaim, external owner) |
+//! | 6 | [`notify`], [`server`] | each channel's delivery and the fan-out; `/health`, `/status`, `/metrics`, the status page, token-protected ack/silence |
+//! | 7 | [`heartbeat`] | dead-man pings while the system is OK |
+//! | 8 | [`runtime`] | the daemon as a small actor: one inbox of typed messages, each handled in one place; effects behind traits |
+//! | 9 | [`cli`] | one file per verb; stdout handling |
 //!
 //! ## Theory of operation
 //!
@@ -36,6 +34,7 @@
 //! actions; the runtime at the edges executes them concurrently and feeds results back as events.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod escalate;
@@ -48,6 +47,7 @@ pub mod notify;
 pub mod probe;
 pub mod proc;
 pub mod redact;
+pub mod rotate;
 pub mod runtime;
 pub mod sdnotify;
 pub mod server;

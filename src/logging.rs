@@ -3,15 +3,14 @@
 //! file and terminal — passes through the redactor first, so a secret Talon knows never reaches
 //! a log.
 //!
-//! Rotation: when a line would take `talon.log` past `max_bytes`, it is renamed `talon.log.1`
-//! (`.1` → `.2`, …) and a new file is started; `max_files` counts every file kept, the live one
-//! included, so the oldest is deleted.
+//! Rotation ([`crate::rotate`]): when a line would take `talon.log` past `max_bytes`, it is
+//! renamed `talon.log.1` (`.1` → `.2`, …) and a new file is started; `max_files` counts every
+//! file kept, the live one included, so the oldest is deleted. The file is created 0600.
 
 use crate::config::LogConfig;
-use std::fs::{File, OpenOptions};
+use crate::rotate::RotatingFile;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, reload};
@@ -28,82 +27,6 @@ pub enum LogError {
     File { path: PathBuf, source: io::Error },
     #[error("a global logger is already installed")]
     AlreadyInstalled,
-}
-
-/// A log file that rotates by size. Writes are whole lines; a line is never split across files.
-#[derive(Debug)]
-pub struct RotatingFile {
-    path: PathBuf,
-    max_bytes: u64,
-    max_files: u32,
-    file: File,
-    size: u64,
-}
-
-impl RotatingFile {
-    /// Open (append) or create `path` (mode 0600), creating its directory.
-    pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = Self::open_file(path)?;
-        let size = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            max_bytes: max_bytes.max(1),
-            max_files: max_files.max(1),
-            file,
-            size,
-        })
-    }
-
-    fn open_file(path: &Path) -> io::Result<File> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-    }
-
-    /// The name of the n-th older file (`talon.log.1`, ...).
-    pub fn rotated_path(&self, n: u32) -> PathBuf {
-        let mut s = self.path.clone().into_os_string();
-        s.push(format!(".{n}"));
-        PathBuf::from(s)
-    }
-
-    /// Append one line, rotating first when it would not fit.
-    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            self.rotate()?;
-        }
-        self.file.write_all(line)?;
-        self.size += line.len() as u64;
-        Ok(())
-    }
-
-    fn rotate(&mut self) -> io::Result<()> {
-        let keep = self.max_files - 1; // older files kept beside the live one
-        if keep == 0 {
-            self.file.set_len(0)?;
-            self.size = 0;
-            return Ok(());
-        }
-        match std::fs::remove_file(self.rotated_path(keep)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        for n in (1..keep).rev() {
-            match std::fs::rename(self.rotated_path(n), self.rotated_path(n + 1)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        std::fs::rename(&self.path, self.rotated_path(1))?;
-        self.file = Self::open_file(&self.path)?;
-        self.size = 0;
-        Ok(())
-    }
 }
 
 type SharedRedactor = Arc<RwLock<Option<Redactor>>>;
@@ -154,10 +77,7 @@ impl Drop for EventWriter<'_> {
         // A log that cannot be written has nowhere to report to; dropping the line is the only
         // option that does not take the daemon down.
         let _ = match &self.owner.sink {
-            Sink::File(f) => f
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write_line(&line),
+            Sink::File(f) => f.lock().unwrap_or_else(|e| e.into_inner()).append(&line),
             Sink::Stderr => io::stderr().lock().write_all(&line),
         };
     }
@@ -203,8 +123,8 @@ impl LogGuard {
         self.file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .path
-            .clone()
+            .path()
+            .to_path_buf()
     }
 }
 
@@ -230,12 +150,13 @@ pub fn build(
 ) -> Result<(impl tracing::Subscriber + Send + Sync + 'static, LogGuard), LogError> {
     let level = rust_log().unwrap_or_else(|| cfg.level.clone());
     let (filter, filter_handle) = reload::Layer::new(parse_filter(&level)?);
-    let file = RotatingFile::open(&cfg.file, cfg.max_bytes, cfg.max_files).map_err(|source| {
-        LogError::File {
-            path: cfg.file.clone(),
-            source,
-        }
-    })?;
+    let file =
+        RotatingFile::open(&cfg.file, cfg.max_bytes, cfg.max_files, 0o600).map_err(|source| {
+            LogError::File {
+                path: cfg.file.clone(),
+                source,
+            }
+        })?;
     let file = Arc::new(Mutex::new(file));
     let redactor: SharedRedactor = Arc::new(RwLock::new(redactor));
     let json = fmt::layer()
@@ -279,6 +200,7 @@ pub fn init_logging(cfg: &LogConfig, redactor: Option<Redactor>) -> Result<LogGu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn cfg(dir: &Path, max_bytes: u64, max_files: u32) -> LogConfig {
         LogConfig {
@@ -291,49 +213,6 @@ mod tests {
 
     fn read(p: &Path) -> String {
         std::fs::read_to_string(p).unwrap_or_default()
-    }
-
-    #[test]
-    fn rotates_by_size_and_keeps_max_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.log");
-        let mut f = RotatingFile::open(&path, 25, 3).unwrap();
-        for i in 0..10 {
-            f.write_line(format!("line {i:04}\n").as_bytes()).unwrap(); // 10 bytes
-        }
-        // 2 lines per file; live = lines 8,9; .1 = 6,7; .2 = 4,5; older deleted.
-        assert_eq!(read(&path), "line 0008\nline 0009\n");
-        assert_eq!(read(&f.rotated_path(1)), "line 0006\nline 0007\n");
-        assert_eq!(read(&f.rotated_path(2)), "line 0004\nline 0005\n");
-        assert!(!f.rotated_path(3).exists());
-        for p in [path.clone(), f.rotated_path(1), f.rotated_path(2)] {
-            assert!(std::fs::metadata(&p).unwrap().len() <= 25);
-        }
-    }
-
-    #[test]
-    fn reopening_appends_and_counts_existing_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.log");
-        std::fs::write(&path, "0123456789012345678\n").unwrap(); // 20 bytes
-        let mut f = RotatingFile::open(&path, 25, 2).unwrap();
-        f.write_line(b"abcdefghi\n").unwrap();
-        assert_eq!(read(&path), "abcdefghi\n");
-        assert_eq!(read(&f.rotated_path(1)), "0123456789012345678\n");
-    }
-
-    #[test]
-    fn a_line_longer_than_max_still_gets_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.log");
-        let mut f = RotatingFile::open(&path, 5, 1).unwrap();
-        f.write_line(b"0123456789\n").unwrap();
-        f.write_line(b"abcdefghij\n").unwrap();
-        assert_eq!(
-            read(&path),
-            "abcdefghij\n",
-            "max_files=1 truncates in place"
-        );
     }
 
     #[test]

@@ -14,12 +14,13 @@ mod stop;
 
 pub use stop::{Group, KillOnDrop, Stop, Target, pid_alive, wait_until};
 
+use crate::clock::Instant;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Default cap on captured stdout and on captured stderr (each), keeping the newest bytes.

@@ -3,16 +3,17 @@
 //! probes do not count: their root does), 2 on a config error or an unknown `--probe`/`--kind`.
 
 use super::{Exit, Out, load_options, print_diagnostics};
+use crate::clock::Instant;
 use crate::config::probe::KINDS;
 use crate::config::probe::ProbeConfig;
 use crate::config::{self, diag::suggest};
 use crate::core::{ProbeResult, Status};
-use crate::format::fmt_duration;
+use crate::format::latency;
 use crate::probe::engine::{Engine, first_line};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
@@ -125,7 +126,7 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
                 r.name.clone(),
                 r.kind.clone(),
                 r.status.as_str().to_string(),
-                fmt_duration(Duration::from_millis(r.duration_ms)),
+                latency(Duration::from_millis(r.duration_ms)),
                 first_line(&r.output).to_string(),
             ]
         })
@@ -180,7 +181,7 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
         } else {
             parts.join(", ")
         },
-        fmt_duration(took)
+        latency(took)
     )?;
     out.flush()
 }

@@ -4,6 +4,7 @@
 
 use super::{Exit, load_options, print_diagnostics};
 use crate::config;
+use crate::store::layout::TOKEN_FILE;
 use anyhow::Context;
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::R
         print_diagnostics(&loaded.diags);
         return Ok(Exit::Error);
     };
-    let token_path = c.state_dir.join("api.token");
+    let token_path = c.state_dir.join(TOKEN_FILE);
     let token = std::fs::read_to_string(&token_path).with_context(|| {
         format!(
             "reading {} (is the daemon running with this config?)",

@@ -1,9 +1,10 @@
 //! `talon history [--probe NAME] [--since 2h] [--json]`: state changes (and, for one probe, its
 //! raw results) from the store, oldest first.
 
-use super::status::{fmt_time, load_config, no_state, now_ms};
+use super::status::{load_config, no_state};
 use super::{Exit, Out};
 use crate::core::Millis;
+use crate::format;
 use crate::store::{ResultRow, Store, TransitionRow};
 use serde::Serialize;
 use std::io::Write;
@@ -86,7 +87,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         no_state(&c, args.json, out)?;
         return Ok(Exit::Ok);
     };
-    let since = now_ms().saturating_sub(args.since);
+    let since = crate::clock::wall_ms().saturating_sub(args.since);
     let transitions = store.transitions(Some(since), args.probe.as_deref())?;
     let results = match &args.probe {
         Some(p) => store.results(Some(since), Some(p))?,
@@ -102,7 +103,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         return Ok(Exit::Ok);
     }
     if transitions.is_empty() && results.is_empty() {
-        writeln!(out, "no history since {}", fmt_time(since))?;
+        writeln!(out, "no history since {}", format::utc(since))?;
         out.flush()?;
         return Ok(Exit::Ok);
     }
@@ -124,7 +125,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
             t.at,
             format!(
                 "{}  {:w$}  {arrow}  {}{inc}",
-                fmt_time(t.at),
+                format::utc(t.at),
                 t.subject,
                 t.reason
             ),
@@ -137,7 +138,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
             r.at,
             format!(
                 "{}  {:w$}  {kind} {} ({} ms)  {line}",
-                fmt_time(r.at),
+                format::utc(r.at),
                 r.name,
                 r.status,
                 r.duration_ms

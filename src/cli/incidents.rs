@@ -2,9 +2,10 @@
 //! store, and one incident's timeline with every transition, action (and its output) and
 //! notification.
 
-use super::status::{fmt_time, load_config, no_state, now_ms};
+use super::status::{load_config, no_state};
 use super::{Exit, Out};
-use crate::core::{Millis, fmt_duration};
+use crate::core::Millis;
+use crate::format;
 use crate::store::{IncidentRow, Store};
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,14 +34,14 @@ fn summary(i: &IncidentRow, now: Millis) -> String {
     let span = match i.closed_at {
         Some(c) => format!(
             "closed  {} → {} ({})",
-            fmt_time(i.opened_at),
-            fmt_time(c),
-            fmt_duration(c - i.opened_at)
+            format::utc(i.opened_at),
+            format::utc(c),
+            format::duration_ms(c - i.opened_at)
         ),
         None => format!(
             "open    {} ({} so far)",
-            fmt_time(i.opened_at),
-            fmt_duration(now - i.opened_at)
+            format::utc(i.opened_at),
+            format::duration_ms(now - i.opened_at)
         ),
     };
     let mut flags = Vec::new();
@@ -80,7 +81,7 @@ pub fn list(cfg: &Option<PathBuf>, args: ListArgs, out: &mut Out) -> anyhow::Res
         };
         writeln!(out, "no {what}")?;
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     for i in &rows {
         writeln!(out, "{}", summary(i, now))?;
     }
@@ -111,7 +112,7 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
         out.json(&d)?;
         return Ok(Exit::Ok);
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     writeln!(out, "{}", summary(&d.incident, now))?;
     if let Some(r) = &d.incident.close_reason {
         writeln!(out, "resolution: {r}")?;
@@ -151,7 +152,7 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
                 "{} #{} finished after {}: {}",
                 a.kind,
                 a.id,
-                fmt_duration(end - a.started_at),
+                format::duration_ms(end - a.started_at),
                 a.exit.as_deref().unwrap_or("?")
             );
             if let Some(o) = a.output.as_deref().filter(|o| !o.trim().is_empty()) {
@@ -171,10 +172,10 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
     }
     for n in &d.notifications {
         let fate = match (n.delivered_at, n.dropped_at) {
-            (Some(t), _) => format!("delivered {}", fmt_time(t)),
+            (Some(t), _) => format!("delivered {}", format::utc(t)),
             (_, Some(t)) => format!(
                 "dropped {}: {}",
-                fmt_time(t),
+                format::utc(t),
                 n.dropped_reason.as_deref().unwrap_or("")
             ),
             _ => format!("NOT delivered yet ({} attempts)", n.attempts),
@@ -189,7 +190,7 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
     }
     tl.sort_by_key(|(at, seq, _)| (*at, *seq));
     for (at, _, text) in tl {
-        writeln!(out, "{}  {text}", fmt_time(at))?;
+        writeln!(out, "{}  {text}", format::utc(at))?;
     }
     out.flush()?;
     Ok(Exit::Ok)

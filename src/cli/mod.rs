@@ -8,7 +8,6 @@ mod history;
 mod incidents;
 mod init;
 mod install;
-mod internal;
 mod notify;
 mod run;
 mod status;
@@ -97,10 +96,6 @@ pub enum Command {
     Incidents(incidents::ListArgs),
     /// One incident's timeline: transitions, every heal/agent run with its output, notifications.
     Incident(incidents::ShowArgs),
-    #[command(name = "__hold-lock", hide = true)]
-    HoldLock(internal::HoldLockArgs),
-    #[command(name = "__store-burst", hide = true)]
-    StoreBurst(internal::BurstArgs),
     /// Send a test notice to every channel (or `--channel NAME`) and print each result.
     /// Exit 0 all delivered, 1 any failed, 2 config error or unknown channel.
     Notify(notify::Args),
@@ -150,8 +145,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::History(a) => history::run(&cli.config, a, &mut out),
         Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),
         Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
-        Command::HoldLock(a) => internal::hold_lock(a, &mut out),
-        Command::StoreBurst(a) => internal::store_burst(a, &mut out),
         Command::Notify(a) => notify::run(&cli.config, a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

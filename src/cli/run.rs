@@ -4,13 +4,16 @@
 //! left.
 
 use super::{Exit, load_options, print_diagnostics};
+use crate::clock::Clock;
 use crate::config::{self, Config, WorkerConfig};
-use crate::runtime::{RunOptions, Runtime, StartError};
+use crate::runtime::real::{Agents, Channels, EngineProbes, Heals, Supervisors};
+use crate::runtime::{Boot, Effects, RunOptions, Runtime, StartError};
 use crate::supervise::{Supervisor, owner};
 use nix::sys::signal::Signal;
 use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Default, clap::Args)]
@@ -29,10 +32,10 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (runtime, _lock) = match Runtime::start(RunOptions {
+        let (boot, _lock) = match Boot::start(RunOptions {
             config: cfg_path.clone(),
         }) {
-            Ok(r) => r,
+            Ok(b) => b,
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "talon: {e}");
                 return Ok(match e {
@@ -43,7 +46,15 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
                 });
             }
         };
-        runtime.run().await?;
+        // The real effects and the host's clock; the runtime's tests wire scripted ones.
+        let effects = Effects {
+            probes: Arc::new(EngineProbes::new(&boot.config)),
+            heal: Arc::new(Heals),
+            agent: Arc::new(Agents),
+            notifier: Arc::new(Channels),
+            workers: Arc::new(Supervisors),
+        };
+        Runtime::new(boot, effects, Clock::system()).run().await?;
         Ok(Exit::Ok)
     })
 }

@@ -5,6 +5,7 @@
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config::{self, Config};
 use crate::core::{Core, CoreConfig, Millis, Outlook};
+use crate::format;
 use crate::store::Store;
 use serde::Serialize;
 use std::io::Write;
@@ -17,45 +18,13 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Now, as unix milliseconds (the CLI edge is allowed a clock).
-pub(super) fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
-/// `2026-11-28 00:43:35Z`.
-pub(super) fn fmt_time(ms: Millis) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// `2026-11-28 00:43:35Z (12m ago)` / `(in 3m)`.
 pub(super) fn fmt_when(ms: Millis, now: Millis) -> String {
-    let d = crate::core::fmt_duration((ms - now).abs());
+    let d = format::duration_ms((ms - now).abs());
     if ms <= now {
-        format!("{} ({d} ago)", fmt_time(ms))
+        format!("{} ({d} ago)", format::utc(ms))
     } else {
-        format!("{} (in {d})", fmt_time(ms))
+        format!("{} (in {d})", format::utc(ms))
     }
 }
 
@@ -123,7 +92,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         return Ok(Exit::Unhealthy);
     };
     let core = Core::restore(CoreConfig::from_config(&c), saved.state);
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     let o = core.outlook(now);
     let exit = if o.state.is_ok() {
         Exit::Ok
@@ -151,10 +120,10 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
             let probes: Vec<&str> = i.probes.iter().map(String::as_str).collect();
             let mut flags = Vec::new();
             if let Some(p) = i.paged_at {
-                flags.push(format!("paged {}", fmt_time(p)));
+                flags.push(format!("paged {}", format::utc(p)));
             }
             if let Some(a) = i.acked_at {
-                flags.push(format!("acknowledged {}", fmt_time(a)));
+                flags.push(format!("acknowledged {}", format::utc(a)));
             }
             let flags = if flags.is_empty() {
                 String::new()
@@ -240,9 +209,9 @@ mod tests {
 
     #[test]
     fn times_render_in_utc() {
-        assert_eq!(fmt_time(0), "1970-01-01 00:00:00Z");
-        assert_eq!(fmt_time(1_700_000_000_000), "2023-11-14 22:13:20Z");
-        assert_eq!(fmt_time(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(format::utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(format::utc(1_700_000_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(format::utc(951_782_400_000), "2000-02-29 00:00:00Z");
         assert_eq!(fmt_when(1000, 61_000), "1970-01-01 00:00:01Z (1m ago)");
     }
 }
@@ -298,7 +267,7 @@ fn print_live(
         })?;
         return Ok(exit);
     }
-    let now = now_ms();
+    let now = crate::clock::wall_ms();
     writeln!(
         out,
         "state:    {} since {} (live, from the daemon)",

@@ -92,6 +92,7 @@ pub struct RawWorker {
     pub log_stdout: Option<String>,
     pub log_stderr: Option<String>,
     pub log_max_bytes: Option<u64>,
+    /// Files kept per worker log, the live one included.
     pub log_max_files: Option<u32>,
     pub env_file: Option<String>,
     pub env: Option<BTreeMap<String, String>>,
@@ -173,6 +174,7 @@ pub struct RawLog {
     pub level: Option<String>,
     pub file: Option<String>,
     pub max_bytes: Option<u64>,
+    /// Files kept, the live one included.
     pub max_files: Option<u32>,
 }
 

@@ -13,6 +13,13 @@ use super::Millis;
 /// worker health to the core as [`crate::core::ProbeResult`]s with this name.
 pub const WORKER_PROBE: &str = "worker";
 
+/// Default first retry delay of an undelivered notification (`escalation.notify_retry_secs`);
+/// doubles per attempt up to [`NOTIFY_RETRY_MAX`].
+pub const NOTIFY_RETRY_BASE: Millis =
+    crate::config::defaults::escalation::NOTIFY_RETRY.as_millis() as Millis;
+/// The longest wait between two delivery attempts of a notification.
+pub const NOTIFY_RETRY_MAX: Millis = 900_000;
+
 /// A probe's own heal, as far as the core cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,7 +69,7 @@ pub struct CoreConfig {
     pub flap_threshold: u32,
     pub flap_window: Millis,
     /// First retry delay of an undelivered notification; doubles per attempt up to
-    /// [`super::machine::NOTIFY_RETRY_MAX`].
+    /// `NOTIFY_RETRY_MAX`.
     #[serde(default = "default_notify_retry")]
     pub notify_retry: Millis,
     /// `heal_script` is configured.
@@ -80,7 +87,7 @@ pub struct CoreConfig {
 }
 
 fn default_notify_retry() -> Millis {
-    super::machine::NOTIFY_RETRY_BASE
+    NOTIFY_RETRY_BASE
 }
 
 fn ms(d: Duration) -> Millis {
@@ -141,18 +148,20 @@ impl CoreConfig {
 }
 
 impl Default for CoreConfig {
-    /// The config defaults (`[escalation]`), no heals, agents, channels or probes.
+    /// The config defaults (`[escalation]`, from [`crate::config::defaults`]), no heals,
+    /// agents, channels or probes.
     fn default() -> Self {
+        use crate::config::defaults::escalation as d;
         CoreConfig {
-            heal_cooldown: 300_000,
-            max_heals_per_incident: 3,
-            heal_settle: 10_000,
-            agent_cooldown: 600_000,
-            critical_threshold: 900_000,
-            sos_cooldown: 14_400_000,
-            flap_threshold: 6,
-            flap_window: 600_000,
-            notify_retry: super::machine::NOTIFY_RETRY_BASE,
+            heal_cooldown: ms(d::HEAL_COOLDOWN),
+            max_heals_per_incident: d::MAX_HEALS_PER_INCIDENT.get(),
+            heal_settle: ms(d::HEAL_SETTLE),
+            agent_cooldown: ms(d::AGENT_COOLDOWN),
+            critical_threshold: ms(d::CRITICAL_THRESHOLD),
+            sos_cooldown: ms(d::SOS_COOLDOWN),
+            flap_threshold: d::FLAP_THRESHOLD.get(),
+            flap_window: ms(d::FLAP_WINDOW),
+            notify_retry: NOTIFY_RETRY_BASE,
             global_heal: false,
             bridge_heal: false,
             agent_cloud: false,

@@ -607,7 +607,7 @@ fn undelivered_sos_is_retried_with_backoff_and_resolved_needs_a_page() {
     s.probes(0, &[("api", Fail)]);
     let n = notes(&s.tick(61))[0].clone();
     let a = s.notified(1, n.id, false);
-    assert_eq!(wake(&a), Some(s.now + machine::NOTIFY_RETRY_BASE));
+    assert_eq!(wake(&a), Some(s.now + config::NOTIFY_RETRY_BASE));
     assert!(notes(&s.tick(29)).is_empty());
     let again = notes(&s.tick(1));
     assert_eq!(again.len(), 1);

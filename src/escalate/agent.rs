@@ -7,15 +7,16 @@
 //! report, success or not, for the incident record. "Exited 0" is not "fixed": only the
 //! re-probe says so.
 
+use super::ContextFile;
 use super::heal::context_json;
-use super::{ContextFile, now_ms};
+use crate::clock::{self, Instant};
 use crate::config::path::SearchPath;
 use crate::core::outcome::ProbeResult;
 use crate::proc::{Cmd, End};
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes of agent stdout kept (newest), and of stderr.
 pub const TRANSCRIPT_LIMIT: usize = 1024 * 1024;
@@ -183,7 +184,7 @@ async fn run_one(
     let mut a = AgentAttempt {
         tier,
         command: redactor.clean(command),
-        started_at_ms: now_ms(),
+        started_at_ms: clock::wall_ms(),
         duration_ms: 0,
         end: None,
         transcript: String::new(),

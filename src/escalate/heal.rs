@@ -1,4 +1,5 @@
-//! Tier 1: heal. [`choose_heal`] decides which heal commands fit the failing root probes (pure);
+//! Tier 1: heal. The state machine decides which heal steps fit the failing root probes; [`plan`]
+//! turns a step into a command;
 //! [`run_heal`] runs one of them with Talon's env contract and returns a [`HealReport`].
 //!
 //! A heal is never judged by its exit code alone: the report carries how it ended, and the core
@@ -9,15 +10,18 @@
 //! list) and `TALON_CONTEXT_FILE` (a private JSON file with the failing probes and their output,
 //! removed when the heal ends).
 
-use super::{ContextFile, newest_excerpt, now_ms};
+use super::{ContextFile, newest_excerpt};
+use crate::clock::{self, Instant};
+use crate::config::Config;
 use crate::config::path::SearchPath;
 use crate::config::probe::{Heal, ProbeConfig, ProbeKind};
+use crate::core::HealStep;
 use crate::core::outcome::ProbeResult;
 use crate::proc::{Cmd, End, Finished};
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes of heal output kept in the report (newest).
 pub const OUTPUT_EXCERPT: usize = 8 * 1024;
@@ -82,39 +86,56 @@ pub struct PlannedHeal {
     pub for_probes: Vec<String>,
 }
 
-/// What [`choose_heal`] decided.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealChoice {
-    /// Heals to run (identical commands merged), in the order of the failing roots.
-    pub heals: Vec<PlannedHeal>,
-    /// Roots classified as split-brain (target failing, witness passing).
-    pub split_brain: Vec<String>,
-    /// Roots no heal applies to (no own heal, no bridge/global heal configured).
-    pub uncovered: Vec<String>,
+/// What [`plan`] reads of the config: the probes (for their own `heal`), `bridge_heal` and
+/// `heal_script`.
+#[derive(Debug, Clone, Copy)]
+pub struct HealConfig<'a> {
+    pub probes: &'a [ProbeConfig],
+    pub bridge_heal: Option<&'a str>,
+    pub heal_script: Option<&'a str>,
 }
 
-impl HealChoice {
-    /// Nothing to run: the ladder goes straight to the agent tier.
-    pub fn is_empty(&self) -> bool {
-        self.heals.is_empty()
+impl<'a> From<&'a Config> for HealConfig<'a> {
+    fn from(c: &'a Config) -> Self {
+        Self {
+            probes: &c.probes,
+            bridge_heal: c.bridge_heal.as_deref(),
+            heal_script: c.heal_script.as_deref(),
+        }
     }
 }
 
-/// The config's heal commands, as [`choose_heal`] needs them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HealCommands<'a> {
-    /// `heal_script`.
-    pub global: Option<&'a str>,
-    /// `bridge_heal`.
-    pub bridge: Option<&'a str>,
-}
-
-impl<'a> HealCommands<'a> {
-    pub fn from_config(c: &'a crate::config::Config) -> Self {
-        Self {
-            global: c.heal_script.as_deref(),
-            bridge: c.bridge_heal.as_deref(),
+/// The heal a core step ([`HealStep`], decided by the state machine) stands for, if any: the
+/// probe's own heal (a command, or the platform restart), `bridge_heal`, or `heal_script`.
+/// `RestartWorker` is the supervisor's, not a command.
+pub fn plan(cfg: &HealConfig<'_>, step: &HealStep) -> Option<PlannedHeal> {
+    let command = |c: &str| HealAction::Command {
+        command: c.to_string(),
+    };
+    match step {
+        HealStep::Probe { probe } => {
+            let p = cfg.probes.iter().find(|p| &p.name == probe)?;
+            let action = match p.heal.as_ref()? {
+                Heal::Command(c) => command(c),
+                Heal::Restart => restart_action(&p.kind)?,
+            };
+            Some(PlannedHeal {
+                source: HealSource::Probe(probe.clone()),
+                action,
+                for_probes: vec![probe.clone()],
+            })
         }
+        HealStep::Bridge { probes } => Some(PlannedHeal {
+            source: HealSource::Bridge,
+            action: command(cfg.bridge_heal?),
+            for_probes: probes.clone(),
+        }),
+        HealStep::Global { probes } => Some(PlannedHeal {
+            source: HealSource::Global,
+            action: command(cfg.heal_script?),
+            for_probes: probes.clone(),
+        }),
+        HealStep::RestartWorker => None,
     }
 }
 
@@ -130,78 +151,6 @@ pub fn restart_action(kind: &ProbeKind) -> Option<HealAction> {
         }),
         _ => None,
     }
-}
-
-/// Choose the heals for the failing root probes (roots only: blocked dependents are not passed
-/// in). For each root, in order of preference:
-/// 1. its own `heal` (a command, or the platform restart for launchd/systemd probes);
-/// 2. the bridge heal, when it has a `witness` that passes (`is_passing`) — split-brain;
-/// 3. the global `heal_script`.
-///
-/// Identical heals are merged, so a global heal runs once for all the roots it covers.
-pub fn choose_heal(
-    failing_roots: &[String],
-    probes: &[ProbeConfig],
-    is_passing: &dyn Fn(&str) -> bool,
-    cmds: HealCommands<'_>,
-) -> HealChoice {
-    let mut choice = HealChoice::default();
-    let mut add = |source: HealSource, action: HealAction, probe: &str| {
-        if let Some(h) = choice.heals.iter_mut().find(|h| h.action == action) {
-            if !h.for_probes.iter().any(|p| p == probe) {
-                h.for_probes.push(probe.to_string());
-            }
-        } else {
-            choice.heals.push(PlannedHeal {
-                source,
-                action,
-                for_probes: vec![probe.to_string()],
-            });
-        }
-    };
-    let mut split_brain = Vec::new();
-    let mut uncovered = Vec::new();
-    for root in failing_roots {
-        let probe = probes.iter().find(|p| &p.name == root);
-        let own = probe.and_then(|p| match &p.heal {
-            Some(Heal::Command(c)) => Some(HealAction::Command { command: c.clone() }),
-            Some(Heal::Restart) => restart_action(&p.kind),
-            None => None,
-        });
-        if let Some(action) = own {
-            add(HealSource::Probe(root.clone()), action, root);
-            continue;
-        }
-        let witnessed = probe
-            .and_then(|p| p.witness.as_deref())
-            .is_some_and(is_passing);
-        if witnessed {
-            split_brain.push(root.clone());
-            if let Some(b) = cmds.bridge {
-                add(
-                    HealSource::Bridge,
-                    HealAction::Command {
-                        command: b.to_string(),
-                    },
-                    root,
-                );
-                continue;
-            }
-        }
-        match cmds.global {
-            Some(g) => add(
-                HealSource::Global,
-                HealAction::Command {
-                    command: g.to_string(),
-                },
-                root,
-            ),
-            None => uncovered.push(root.clone()),
-        }
-    }
-    choice.split_brain = split_brain;
-    choice.uncovered = uncovered;
-    choice
 }
 
 /// One heal to run.
@@ -297,7 +246,7 @@ pub fn context_json(
 
 /// Run one heal. Never returns an error: a failure to run is recorded in the report.
 pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
-    let started_at_ms = now_ms();
+    let started_at_ms = clock::wall_ms();
     let started = Instant::now();
     let mut report = HealReport {
         source: req.heal.source.clone(),
@@ -323,7 +272,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
         Err(e) => {
             report.error = Some(format!(
                 "cannot write the context file under {}: {e}",
-                req.state_dir.join("tmp").display()
+                req.state_dir.join(crate::store::layout::TMP_DIR).display()
             ));
             return report;
         }
@@ -472,7 +421,6 @@ mod tests {
     use super::*;
     use crate::config::probe::launchd::LaunchdSpec;
     use crate::config::probe::script::ScriptSpec;
-    use std::collections::BTreeSet;
     use std::num::NonZeroU32;
 
     fn probe(name: &str, heal: Option<Heal>, witness: Option<&str>) -> ProbeConfig {
@@ -500,66 +448,67 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    const CMDS: HealCommands<'static> = HealCommands {
-        global: Some("heal-all"),
-        bridge: Some("heal-bridge"),
-    };
-
     fn cmd(c: &str) -> HealAction {
         HealAction::Command { command: c.into() }
     }
 
+    fn cfg(probes: &[ProbeConfig]) -> HealConfig<'_> {
+        HealConfig {
+            probes,
+            bridge_heal: Some("heal-bridge"),
+            heal_script: Some("heal-all"),
+        }
+    }
+
     #[test]
-    fn own_heal_wins_and_identical_heals_merge() {
+    fn each_step_maps_to_its_command() {
         let probes = vec![
-            probe("a", Some(Heal::Command("fix-ab".into())), None),
-            probe("b", Some(Heal::Command("fix-ab".into())), None),
+            probe("a", Some(Heal::Command("fix-a".into())), None),
             probe("c", None, None),
         ];
-        let c = choose_heal(&names(&["a", "b", "c"]), &probes, &|_| false, CMDS);
-        assert_eq!(c.heals.len(), 2);
-        assert_eq!(c.heals[0].source, HealSource::Probe("a".into()));
-        assert_eq!(c.heals[0].action, cmd("fix-ab"));
-        assert_eq!(c.heals[0].for_probes, names(&["a", "b"]));
-        assert_eq!(c.heals[1].source, HealSource::Global);
-        assert_eq!(c.heals[1].for_probes, names(&["c"]));
-        assert!(c.split_brain.is_empty() && c.uncovered.is_empty());
-    }
-
-    #[test]
-    fn split_brain_chooses_the_bridge_and_both_down_chooses_the_full_heal() {
-        let probes = vec![
-            probe("host-svc", None, Some("vm-svc")),
-            probe("vm-svc", None, None),
-        ];
-        // Target down, witness up → bridge.
-        let up: BTreeSet<&str> = ["vm-svc"].into();
-        let c = choose_heal(&names(&["host-svc"]), &probes, &|p| up.contains(p), CMDS);
-        assert_eq!(c.heals.len(), 1);
-        assert_eq!(c.heals[0].source, HealSource::Bridge);
-        assert_eq!(c.heals[0].action, cmd("heal-bridge"));
-        assert_eq!(c.split_brain, names(&["host-svc"]));
-        // Both down → the global (full) heal.
-        let c = choose_heal(&names(&["host-svc", "vm-svc"]), &probes, &|_| false, CMDS);
-        assert_eq!(c.heals.len(), 1);
-        assert_eq!(c.heals[0].source, HealSource::Global);
-        assert_eq!(c.heals[0].for_probes, names(&["host-svc", "vm-svc"]));
-        assert!(c.split_brain.is_empty());
-    }
-
-    #[test]
-    fn split_brain_without_bridge_falls_back_to_global_then_uncovered() {
-        let probes = vec![probe("t", None, Some("w")), probe("w", None, None)];
-        let no_bridge = HealCommands {
-            global: Some("heal-all"),
-            bridge: None,
+        let own = plan(&cfg(&probes), &HealStep::Probe { probe: "a".into() }).unwrap();
+        assert_eq!(own.source, HealSource::Probe("a".into()));
+        assert_eq!(own.action, cmd("fix-a"));
+        assert_eq!(own.for_probes, names(&["a"]));
+        let bridge = HealStep::Bridge {
+            probes: names(&["a", "c"]),
         };
-        let c = choose_heal(&names(&["t"]), &probes, &|p| p == "w", no_bridge);
-        assert_eq!(c.heals[0].source, HealSource::Global);
-        assert_eq!(c.split_brain, names(&["t"]));
-        let c = choose_heal(&names(&["t"]), &probes, &|_| false, HealCommands::default());
-        assert!(c.is_empty());
-        assert_eq!(c.uncovered, names(&["t"]));
+        let b = plan(&cfg(&probes), &bridge).unwrap();
+        assert_eq!(
+            (b.source, b.action),
+            (HealSource::Bridge, cmd("heal-bridge"))
+        );
+        assert_eq!(b.for_probes, names(&["a", "c"]));
+        let global = HealStep::Global {
+            probes: names(&["c"]),
+        };
+        let g = plan(&cfg(&probes), &global).unwrap();
+        assert_eq!((g.source, g.action), (HealSource::Global, cmd("heal-all")));
+    }
+
+    #[test]
+    fn a_step_without_its_command_plans_nothing() {
+        let probes = vec![probe("c", None, None)];
+        let none = HealConfig {
+            probes: &probes,
+            bridge_heal: None,
+            heal_script: None,
+        };
+        assert_eq!(plan(&none, &HealStep::Probe { probe: "c".into() }), None);
+        assert_eq!(
+            plan(
+                &none,
+                &HealStep::Probe {
+                    probe: "gone".into()
+                }
+            ),
+            None
+        );
+        let global = HealStep::Global {
+            probes: names(&["c"]),
+        };
+        assert_eq!(plan(&none, &global), None);
+        assert_eq!(plan(&cfg(&probes), &HealStep::RestartWorker), None);
     }
 
     #[test]
@@ -568,14 +517,28 @@ mod tests {
         p.kind = ProbeKind::Launchd(LaunchdSpec {
             label: "com.example.job".into(),
         });
-        let c = choose_heal(&names(&["job"]), &[p], &|_| false, CMDS);
+        let probes = [p];
+        let h = plan(
+            &cfg(&probes),
+            &HealStep::Probe {
+                probe: "job".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(
-            c.heals[0].action,
+            h.action,
             HealAction::LaunchdRestart {
                 label: "com.example.job".into()
             }
         );
-        assert_eq!(c.heals[0].source, HealSource::Probe("job".into()));
+        assert_eq!(h.source, HealSource::Probe("job".into()));
+        // A script probe has no platform restart.
+        let mut s = probe("s", Some(Heal::Restart), None);
+        s.kind = ProbeKind::Script(script_spec());
+        assert_eq!(
+            plan(&cfg(&[s]), &HealStep::Probe { probe: "s".into() }),
+            None
+        );
     }
 
     #[test]

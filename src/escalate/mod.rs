@@ -1,11 +1,11 @@
 //! The escalation executors: HOW each tier runs. The core state machine decides WHEN; the
 //! runtime calls these and feeds their reports back as events.
 //!
-//! - [`heal`]: Tier 1. [`heal::choose_heal`] (pure) picks the heal commands;
+//! - [`heal`]: Tier 1. [`heal::plan`] turns the core's heal step into a command;
 //!   [`heal::run_heal`] runs one with the env contract and returns a [`heal::HealReport`].
 //! - [`agent`]: Tiers 2/3. [`agent::run_agent`] runs the cloud command, then the local one.
 //! - [`prompt`]: the agent's prompt (documented in `docs/agent.md`), bounded and fenced.
-//! - [`redact`]: the [`redact::Redactor`] applied to everything handed over.
+//! - redaction of everything handed over: [`crate::redact::Redactor`], built by [`crate::config::Config::redactor`].
 //!
 //! Every executor is bounded by a timeout that stops the whole process group (through
 //! [`crate::proc`]) and never returns `Err`: a failure to run is data in the report.
@@ -14,6 +14,7 @@ pub mod agent;
 pub mod heal;
 pub mod prompt;
 
+use crate::store::layout::{DIR_MODE, FILE_MODE, TMP_DIR};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +32,10 @@ impl ContextFile {
     pub fn write(state_dir: &Path, bytes: &[u8]) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let base = state_dir.join("tmp");
+        let base = state_dir.join(TMP_DIR);
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(DIR_MODE)
             .create(&base)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -45,13 +46,13 @@ impl ContextFile {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        std::fs::DirBuilder::new().mode(DIR_MODE).create(&dir)?;
         let path = dir.join("context.json");
         let this = Self { dir, path };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(&this.path)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -68,14 +69,6 @@ impl Drop for ContextFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Unix time in milliseconds (for report timestamps; the core gets time from events).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The newest `max` bytes of `text`, cut at a line start when one is near, marked when cut.
@@ -133,57 +126,5 @@ mod tests {
         // multi-byte text never panics on a boundary
         let e = newest_excerpt(&"é".repeat(100), 7);
         assert!(e.ends_with('é'));
-    }
-}
-
-/// Unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-28T00:12:03.250Z`).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
-/// A duration for people: `45s`, `12m 3s`, `3h 4m`, `2d 5h`.
-pub fn human_duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-#[cfg(test)]
-mod time_tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_825_923_250), "2026-11-28T00:32:03.250Z");
-        assert_eq!(
-            human_duration(std::time::Duration::from_secs(3725)),
-            "1h 2m"
-        );
-        assert_eq!(human_duration(std::time::Duration::from_secs(59)), "59s");
     }
 }

@@ -9,9 +9,10 @@
 //! (keeping their newest part).
 
 use super::heal::HealReport;
-use super::{human_duration, newest_excerpt, rfc3339_ms};
+use super::newest_excerpt;
 use crate::config::probe::ProbeConfig;
 use crate::core::outcome::ProbeResult;
+use crate::format;
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
@@ -77,7 +78,7 @@ fn uptime() -> Option<Duration> {
         return None;
     }
     let boot = Duration::new(tv.tv_sec as u64, (tv.tv_usec as u32) * 1000);
-    std::time::SystemTime::now()
+    crate::clock::wall_time()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .checked_sub(boot)
@@ -286,7 +287,7 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
         os = r(&h.os),
         uptime = h
             .uptime_secs
-            .map(|s| human_duration(Duration::from_secs(s)))
+            .map(|s| format::duration(Duration::from_secs(s)))
             .unwrap_or_else(|| "unknown".into()),
         state = r(input.state),
         guard = input
@@ -297,7 +298,7 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
 
     let mut timeline = String::new();
     for e in input.timeline {
-        timeline.push_str(&format!("- {} {}\n", rfc3339_ms(e.at_ms), r(&e.what)));
+        timeline.push_str(&format!("- {} {}\n", format::rfc3339(e.at_ms), r(&e.what)));
     }
     if timeline.is_empty() {
         timeline.push_str("(no entries)\n");
@@ -340,7 +341,7 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
             "### heal {} `{}` at {} ({} ms)\n",
             r(&hr.source.to_string()),
             r(&hr.command),
-            rfc3339_ms(hr.started_at_ms),
+            format::rfc3339(hr.started_at_ms),
             hr.duration_ms
         );
         let result = match (&hr.end, &hr.error) {

@@ -7,7 +7,7 @@
 
 use super::{DeliveryError, Notice, NoticeKind, NotifyCtx, http_error, transport};
 use crate::config::channel::alertmanager::AlertmanagerSpec;
-use crate::escalate::rfc3339_ms;
+use crate::format::rfc3339;
 
 /// `alertname` of a probe alert.
 pub const ALERTNAME: &str = "TalonProbeFailing";
@@ -26,8 +26,8 @@ pub fn alerts(spec: &AlertmanagerSpec, notice: &Notice) -> serde_json::Value {
         out.push(serde_json::json!({
             "labels": { "alertname": TEST_ALERTNAME, "host": notice.host, "severity": "info" },
             "annotations": { "summary": notice.title(), "description": notice.text() },
-            "startsAt": rfc3339_ms(notice.at_ms),
-            "endsAt": rfc3339_ms(notice.at_ms + 5 * 60 * 1000),
+            "startsAt": rfc3339(notice.at_ms),
+            "endsAt": rfc3339(notice.at_ms + 5 * 60 * 1000),
         }));
     }
     for f in &notice.failing {
@@ -48,8 +48,8 @@ pub fn alerts(spec: &AlertmanagerSpec, notice: &Notice) -> serde_json::Value {
                 "incident_id": notice.incident_id.clone().unwrap_or_default(),
                 "state": notice.state,
             },
-            "startsAt": rfc3339_ms(starts),
-            "endsAt": rfc3339_ms(ends),
+            "startsAt": rfc3339(starts),
+            "endsAt": rfc3339(ends),
         }));
     }
     serde_json::Value::Array(out)

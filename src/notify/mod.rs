@@ -5,7 +5,8 @@
 //!   can persist undelivered notices; rendered per channel.
 //! - [`deliver`]: fan-out to every channel concurrently, each under its own timeout; a notice
 //!   is delivered when at least one channel succeeded ([`delivered`]).
-//! - [`RetryPolicy`] / [`PendingNotice`]: the backoff schedule for notices no channel took.
+//! - Retrying a notice no channel took is the core's job (`core::Pending`, its schedule in
+//!   `docs/state-machine.md`); this module delivers once per call.
 //!
 //! Everything a channel sends is redacted first, and secrets (bot tokens, HMAC keys) are never
 //! put in a child's argv or in a log line.
@@ -18,13 +19,14 @@ pub mod slack;
 pub mod telegram;
 pub mod webhook;
 
+use crate::clock::Instant;
 pub use crate::config::channel::{ChannelConfig, ChannelKind};
 use crate::config::path::SearchPath;
-use crate::escalate::{human_duration, rfc3339_ms};
+use crate::format;
 use crate::redact::Redactor;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default time limit for one channel's delivery (token lookup and 429 waits included).
 pub const DEFAULT_CHANNEL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -145,7 +147,7 @@ impl Notice {
         if self.kind == NoticeKind::Test {
             t.push_str(&format!(
                 "This is a test sent by `talon notify --test` at {}. If you can read it, this channel works.\n",
-                rfc3339_ms(self.at_ms)
+                format::rfc3339(self.at_ms)
             ));
             return t;
         }
@@ -157,14 +159,14 @@ impl Notice {
             let age = Duration::from_millis(self.at_ms.saturating_sub(s).max(0) as u64);
             t.push_str(&format!(
                 "Since: {} ({} ago)\n",
-                rfc3339_ms(s),
-                human_duration(age)
+                format::rfc3339(s),
+                format::duration(age)
             ));
         }
         if let Some(d) = self.duration_secs {
             t.push_str(&format!(
                 "Duration: {}\n",
-                human_duration(Duration::from_secs(d))
+                format::duration(Duration::from_secs(d))
             ));
         }
         if !self.failing.is_empty() {
@@ -307,7 +309,7 @@ pub async fn send(
     ctx: &NotifyCtx,
 ) -> Result<(), DeliveryError> {
     let notice = notice.redacted(&ctx.redactor);
-    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    let deadline = Instant::now() + ctx.timeout;
     let fut = async {
         match &channel.kind {
             ChannelKind::Telegram(s) => telegram::send(s, &notice, ctx, deadline).await,
@@ -443,82 +445,6 @@ pub fn delivered(results: &[Delivery]) -> bool {
     results.iter().any(|d| d.result.is_ok())
 }
 
-// ---------------------------------------------------------------------------------------------
-// Retry.
-
-/// Backoff for notices no channel took: `first`, then ×`factor` per failed attempt, up to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub first: Duration,
-    pub factor: u32,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 30 s, 1 min, 2 min, 4 min, … up to 30 min.
-    fn default() -> Self {
-        Self {
-            first: Duration::from_secs(30),
-            factor: 2,
-            max: Duration::from_secs(30 * 60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after `failed_attempts` failed attempts (≥ 1).
-    pub fn delay(&self, failed_attempts: u32) -> Duration {
-        let n = failed_attempts.saturating_sub(1).min(32);
-        let mult = u64::from(self.factor.max(1)).saturating_pow(n);
-        let ms = (self.first.as_millis() as u64).saturating_mul(mult);
-        Duration::from_millis(ms).min(self.max)
-    }
-}
-
-/// A notice waiting for delivery, as the store persists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingNotice {
-    pub notice: Notice,
-    /// Failed fan-outs so far.
-    pub attempts: u32,
-    /// When to try again (unix ms).
-    pub next_attempt_ms: i64,
-    /// The newest per-channel errors, as (channel, message).
-    pub last_errors: Vec<(String, String)>,
-}
-
-impl PendingNotice {
-    /// A new notice, due now.
-    pub fn new(notice: Notice, now_ms: i64) -> Self {
-        Self {
-            notice,
-            attempts: 0,
-            next_attempt_ms: now_ms,
-            last_errors: Vec::new(),
-        }
-    }
-
-    /// Record a fan-out's results. Returns true when delivered (drop it from the store);
-    /// otherwise the next attempt is scheduled by `policy`.
-    pub fn record(&mut self, results: &[Delivery], now_ms: i64, policy: &RetryPolicy) -> bool {
-        self.last_errors = results
-            .iter()
-            .filter_map(|d| {
-                d.result
-                    .as_ref()
-                    .err()
-                    .map(|e| (d.channel.clone(), e.to_string()))
-            })
-            .collect();
-        if delivered(results) {
-            return true;
-        }
-        self.attempts += 1;
-        self.next_attempt_ms = now_ms + policy.delay(self.attempts).as_millis() as i64;
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,31 +491,5 @@ mod tests {
         assert!(!t.contains("Ack:"));
         let json = serde_json::to_string(&sos()).unwrap();
         assert_eq!(serde_json::from_str::<Notice>(&json).unwrap(), sos());
-    }
-
-    #[test]
-    fn retry_backoff_grows_and_caps() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.delay(1), Duration::from_secs(30));
-        assert_eq!(p.delay(2), Duration::from_secs(60));
-        assert_eq!(p.delay(4), Duration::from_secs(240));
-        assert_eq!(p.delay(50), Duration::from_secs(1800));
-        let mut pending = PendingNotice::new(sos(), 1000);
-        let fail = Delivery {
-            channel: "a".into(),
-            kind: "command",
-            result: Err(DeliveryError::Timeout(Duration::from_secs(1))),
-            duration_ms: 1,
-        };
-        assert!(!pending.record(std::slice::from_ref(&fail), 1000, &p));
-        assert_eq!(pending.attempts, 1);
-        assert_eq!(pending.next_attempt_ms, 31_000);
-        assert_eq!(pending.last_errors[0].0, "a");
-        let ok = Delivery {
-            result: Ok(()),
-            channel: "b".into(),
-            ..fail.clone()
-        };
-        assert!(pending.record(&[fail, ok], 40_000, &p));
     }
 }

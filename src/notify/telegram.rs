@@ -141,10 +141,10 @@ pub fn interpret(status: u16, raw: &str) -> ApiAnswer {
 /// When to retry after a 429 asking for `wait` seconds, or `None` when that is not before
 /// `deadline` (a `retry_after` too large to add to a clock reading counts as past it).
 pub fn retry_at(
-    now: tokio::time::Instant,
+    now: crate::clock::Instant,
     wait: u64,
-    deadline: tokio::time::Instant,
-) -> Option<tokio::time::Instant> {
+    deadline: crate::clock::Instant,
+) -> Option<crate::clock::Instant> {
     now.checked_add(Duration::from_secs(wait))
         .filter(|until| *until < deadline)
 }
@@ -154,7 +154,7 @@ pub async fn send(
     spec: &TelegramSpec,
     notice: &Notice,
     ctx: &NotifyCtx,
-    deadline: tokio::time::Instant,
+    deadline: crate::clock::Instant,
 ) -> Result<(), DeliveryError> {
     let token = spec.token(ctx).await?;
     let base = spec.api_base.as_deref().unwrap_or(DEFAULT_API_BASE);
@@ -181,7 +181,7 @@ pub async fn send(
         match interpret(status, &raw) {
             ApiAnswer::Delivered => return Ok(()),
             ApiAnswer::RetryAfter(wait) => {
-                let Some(until) = retry_at(tokio::time::Instant::now(), wait, deadline) else {
+                let Some(until) = retry_at(crate::clock::Instant::now(), wait, deadline) else {
                     return Err(DeliveryError::RateLimited { retry_after: wait });
                 };
                 tracing::info!(retry_after = wait, "telegram asked to wait (429); retrying");
@@ -235,7 +235,7 @@ mod tests {
     /// adding duration to instant") on a server's absurd `retry_after`.
     #[test]
     fn a_huge_retry_after_is_past_the_deadline_not_a_panic() {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::Instant::now();
         let deadline = now + Duration::from_secs(20);
         assert_eq!(retry_at(now, u64::MAX, deadline), None);
         assert_eq!(retry_at(now, 20, deadline), None);

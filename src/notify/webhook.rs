@@ -5,7 +5,7 @@
 
 use super::{DeliveryError, Notice, NotifyCtx, http_error, transport};
 use crate::config::channel::webhook::WebhookSpec;
-use crate::escalate::rfc3339_ms;
+use crate::format::rfc3339;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "X-Talon-Signature";
@@ -17,9 +17,9 @@ pub fn body(notice: &Notice) -> serde_json::Value {
         o.insert("source".into(), "talon".into());
         o.insert("title".into(), notice.title().into());
         o.insert("text".into(), notice.text().into());
-        o.insert("sent_at".into(), rfc3339_ms(notice.at_ms).into());
+        o.insert("sent_at".into(), rfc3339(notice.at_ms).into());
         if let Some(s) = notice.since_ms {
-            o.insert("since".into(), rfc3339_ms(s).into());
+            o.insert("since".into(), rfc3339(s).into());
         }
     }
     v

@@ -22,14 +22,15 @@
 
 use super::ctx::PROBE_KILL_GRACE;
 pub use super::ctx::ProbeCtx;
+use crate::clock;
 use crate::config::Config;
 use crate::config::path::SearchPath;
 use crate::config::probe::{ProbeConfig, ProbeKind};
 use crate::core::outcome::{Outcome, ProbeResult, Status};
-use crate::format::fmt_duration;
+use crate::format::latency;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 /// Extra time the engine allows a kind that enforces its own timeout (a subprocess kind) before
@@ -109,7 +110,7 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => result_of(
                     probe,
-                    now_ms(),
+                    clock::wall_ms(),
                     Duration::ZERO,
                     Outcome::error(format!("internal error: probe task ended: {e}")),
                 ),
@@ -130,7 +131,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => result_of(
                 probe,
-                now_ms(),
+                clock::wall_ms(),
                 Duration::ZERO,
                 Outcome::error(format!("internal error: probe task ended: {e}")),
             ),
@@ -140,8 +141,8 @@ impl Engine {
     async fn run_here(&self, probe: &ProbeConfig) -> ProbeResult {
         // The semaphore is never closed, so acquiring cannot fail.
         let _slot = self.slots.acquire().await.ok();
-        let started_at = now_ms();
-        let t0 = Instant::now();
+        let started_at = clock::wall_ms();
+        let t0 = clock::now();
         let outcome = self.check(probe).await;
         let duration = t0.elapsed();
         let result = result_of(probe, started_at, duration, outcome);
@@ -174,7 +175,7 @@ impl Engine {
                     .unwrap_or_default();
                 Outcome::timeout(format!(
                     "timed out after {}{target}",
-                    fmt_duration(probe.timeout)
+                    latency(probe.timeout)
                 ))
             }
         }
@@ -201,7 +202,7 @@ async fn first_unhealthy_dependency(
                     status: Status::Error,
                     output: "did not report a result".into(),
                     duration_ms: 0,
-                    started_at: now_ms(),
+                    started_at: clock::wall_ms(),
                 });
             }
         }
@@ -259,7 +260,7 @@ pub fn blocked(probe: &ProbeConfig, dependency: &ProbeResult) -> ProbeResult {
     };
     result_of(
         probe,
-        now_ms(),
+        clock::wall_ms(),
         Duration::ZERO,
         Outcome {
             status: Status::Blocked,
@@ -294,14 +295,6 @@ fn target_of(kind: &ProbeKind) -> Option<String> {
         ProbeKind::Disk(s) => Some(s.path.clone()),
         _ => None,
     }
-}
-
-/// Unix time now, in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The first line of a text, trimmed.

@@ -5,11 +5,11 @@
 //! connection, so a server that stopped accepting cannot hide behind an old keep-alive socket.
 
 use super::ProbeCtx;
+use crate::clock::Instant;
 use crate::config::probe::http::{HttpSpec, expected_text, status_ok};
 use crate::core::outcome::Outcome;
-use crate::format::fmt_duration;
+use crate::format::latency;
 use crate::net::error_chain;
-use std::time::Instant;
 
 /// Most body bytes read for `body_contains` / `body_regex`.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -34,7 +34,7 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
         Err(e) => return Outcome::fail(format!("{} ({})", describe_error(&e), spec.url)),
     };
     let status = resp.status().as_u16();
-    let elapsed = fmt_duration(t0.elapsed());
+    let elapsed = latency(t0.elapsed());
     let head = format!("HTTP {status} from {} in {elapsed}", spec.url);
     if !status_ok(&spec.expect_status, status) {
         let mut msg = format!("{head} (expected {})", expected_text(&spec.expect_status));

@@ -3,15 +3,15 @@
 //!
 //! A minimal RESP client over a tokio `TcpStream`: the probe needs four commands, not a driver.
 //! The password comes from the URL, `password_env` or `password_file`; it is never put in an
-//! output line or a log, and [`KindSpec::secrets`] hands it to redaction.
+//! output line or a log, and [`crate::config::probe::KindSpec::secrets`] hands it to redaction.
 
 use super::ProbeCtx;
 use super::tcp::io_reason;
+use crate::clock::Instant;
 use crate::config::probe::redis::{RedisSpec, parse_url};
 use crate::core::outcome::Outcome;
-use crate::format::fmt_duration;
+use crate::format::latency;
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -180,7 +180,7 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
         }
         Err(e) => return Outcome::fail(format!("{target}: PING: {}", io_reason(&e))),
     }
-    let mut head = format!("PONG from {target} in {}", fmt_duration(t0.elapsed()));
+    let mut head = format!("PONG from {target} in {}", latency(t0.elapsed()));
     if spec.info.is_empty() {
         return Outcome::pass(head);
     }

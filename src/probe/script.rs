@@ -3,7 +3,7 @@
 use super::ProbeCtx;
 use crate::config::probe::script::ScriptSpec;
 use crate::core::outcome::Outcome;
-use crate::format::fmt_duration;
+use crate::format::latency;
 use crate::proc::{Cmd, End};
 
 /// Run the command under the probe's timeout; exit 0 passes.
@@ -29,7 +29,7 @@ pub async fn check(spec: &ScriptSpec, ctx: &ProbeCtx) -> Outcome {
         End::Exited(0) => Outcome::pass(format!("exit 0{tail}")),
         End::TimedOut => Outcome::timeout(format!(
             "timed out after {} (process group stopped){tail}",
-            fmt_duration(ctx.timeout)
+            latency(ctx.timeout)
         )),
         end => Outcome::fail(format!("{end}{tail}")),
     }

@@ -2,10 +2,10 @@
 //! and `expect` a substring in what comes back.
 
 use super::ProbeCtx;
+use crate::clock::Instant;
 use crate::config::probe::tcp::{TcpSpec, split_address};
 use crate::core::outcome::Outcome;
-use crate::format::fmt_duration;
-use std::time::Instant;
+use crate::format::latency;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Most bytes read while waiting for `expect`.
@@ -22,11 +22,7 @@ pub async fn check(spec: &TcpSpec, _ctx: &ProbeCtx) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::fail(format!("{}: {}", spec.address, io_reason(&e))),
     };
-    let connected = format!(
-        "connected to {} in {}",
-        spec.address,
-        fmt_duration(t0.elapsed())
-    );
+    let connected = format!("connected to {} in {}", spec.address, latency(t0.elapsed()));
     if let Some(send) = &spec.send
         && let Err(e) = stream.write_all(send.as_bytes()).await
     {

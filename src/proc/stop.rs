@@ -10,10 +10,10 @@
 //! waits, with "gone" judged from the outside (a zombie counts as gone).
 
 use super::End;
+use crate::clock::Instant;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// How long to wait for a KILL to land before reporting that something survived it.
 const KILL_LANDS: Duration = Duration::from_secs(2);

@@ -1,46 +1,19 @@
-//! Executors for the core's actions: heal steps, agent runs, deliveries. Each runs as a task
-//! off the loop and answers with one event. The work itself is done by [`crate::escalate`]
+//! The real executors behind [`super::effects`]: heal steps, agent runs, deliveries. Each runs
+//! as a task off the loop and answers with one message. The work itself is done by [`crate::escalate`]
 //! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
 //! [`crate::notify`] (every channel kind, fan-out).
 
+use super::effects::{AgentJob, HealJob};
 use crate::config::Config;
-use crate::config::probe::Heal;
 use crate::core::ProbeResult;
-use crate::core::{
-    AgentTier, ChannelResult, HealStep, IncidentId, Notification, NotifyKind, Outlook, RunOutcome,
-};
+use crate::core::{AgentTier, ChannelResult, HealStep, Notification, NotifyKind, RunOutcome};
 use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
-use crate::escalate::heal::{
-    HealAction, HealReport, HealRequest, HealSource, PlannedHeal, restart_action,
-    run_heal as run_one_heal,
-};
+use crate::escalate::heal::{HealReport, HealRequest, run_heal as run_one_heal};
 use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, TimelineEntry};
 use crate::notify::{self, FailingLine, Notice};
 use crate::proc::End;
 use crate::redact::Redactor;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-pub struct HealJob {
-    pub id: u64,
-    pub incident: IncidentId,
-    pub steps: Vec<HealStep>,
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    pub last: BTreeMap<String, ProbeResult>,
-    pub worker: Option<Arc<crate::supervise::SupervisorHandle>>,
-    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
-    pub redactor: Arc<Redactor>,
-}
-
-pub struct AgentJob {
-    pub incident: IncidentId,
-    pub tier: AgentTier,
-    pub probes: Vec<String>,
-    pub cfg: Arc<Config>,
-    pub outlook: Outlook,
-    pub redactor: Arc<Redactor>,
-}
 
 fn end_outcome(end: End) -> RunOutcome {
     match end {
@@ -57,38 +30,6 @@ fn heal_outcome(r: &HealReport) -> RunOutcome {
         (None, None) => RunOutcome::SpawnFailed {
             error: "did not run".into(),
         },
-    }
-}
-
-/// The heal a core step stands for, if any.
-fn planned(cfg: &Config, step: &HealStep) -> Option<PlannedHeal> {
-    let command = |c: &str| HealAction::Command {
-        command: c.to_string(),
-    };
-    match step {
-        HealStep::Probe { probe } => {
-            let p = cfg.probes.iter().find(|p| &p.name == probe)?;
-            let action = match p.heal.as_ref()? {
-                Heal::Command(c) => command(c),
-                Heal::Restart => restart_action(&p.kind)?,
-            };
-            Some(PlannedHeal {
-                source: HealSource::Probe(probe.clone()),
-                action,
-                for_probes: vec![probe.clone()],
-            })
-        }
-        HealStep::Bridge { probes } => Some(PlannedHeal {
-            source: HealSource::Bridge,
-            action: command(cfg.bridge_heal.as_deref()?),
-            for_probes: probes.clone(),
-        }),
-        HealStep::Global { probes } => Some(PlannedHeal {
-            source: HealSource::Global,
-            action: command(cfg.heal_script.as_deref()?),
-            for_probes: probes.clone(),
-        }),
-        HealStep::RestartWorker => None,
     }
 }
 
@@ -113,7 +54,7 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
             }
             continue;
         }
-        let Some(heal) = planned(&job.cfg, step) else {
+        let Some(heal) = crate::escalate::heal::plan(&(&*job.cfg).into(), step) else {
             continue;
         };
         let req = HealRequest::new(&job.cfg, job.incident.to_string(), heal, failing.clone());

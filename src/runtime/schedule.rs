@@ -1,10 +1,10 @@
 //! When each probe runs next. Each probe has its own interval; a probe still running is not
 //! started again (a slow probe never piles up copies of itself).
 
+use crate::clock::Instant;
 use crate::config::probe::ProbeConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Schedule {

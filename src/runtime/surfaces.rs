@@ -1,13 +1,15 @@
 //! The daemon's outward surfaces, fed from the loop: the status board behind `/health`,
-//! `/status` and `/`, metrics, and the control requests (`ack`, `silence`) coming back in.
+//! `/status` and `/`, metrics, the HTTP server, the log, and the operator commands (`ack`,
+//! `silence`) coming back in.
 
 use super::Runtime;
 use crate::core::{Event, IncidentId, Record};
-use crate::probe::engine::now_ms;
 use crate::server::control::{ControlReply, ControlRequest};
 use crate::server::snapshot::{
     IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition, WorkerStatus,
 };
+use std::sync::Arc;
+use std::time::Duration;
 
 fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
@@ -16,7 +18,7 @@ fn secs(ms: i64) -> i64 {
 impl Runtime {
     /// Rebuild the snapshot from the core and the newest results. Cheap; called after each step.
     pub(super) fn publish(&mut self) {
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         let o = self.core.outlook(now);
         let mut snap = StatusSnapshot::new(secs(now));
         snap.state = o.state;
@@ -40,7 +42,7 @@ impl Runtime {
             });
             snap.probes.push(p);
         }
-        if let Some(w) = &self.worker {
+        if let Some(w) = &self.worker.handle {
             let st = w.status();
             snap.worker = Some(WorkerStatus {
                 pid: st.pid,
@@ -59,33 +61,35 @@ impl Runtime {
                 started_unix: secs(i.opened_at),
                 failing_probes: i.probes.iter().cloned().collect(),
                 acknowledged: i.acked_at.is_some(),
-                timeline: self.timeline.clone(),
+                timeline: self.surfaces.timeline.clone(),
             });
         }
-        snap.transitions = self.transitions.clone();
-        snap.config_error = self.config_error_detail.clone();
+        snap.transitions = self.surfaces.transitions.clone();
+        snap.config_error = self.surfaces.config_error_detail.clone();
         snap.next_escalation = o.next.as_ref().map(|n| NextStep {
             text: n.what.clone(),
             due_unix: n.due.map(secs).unwrap_or(0),
         });
-        if let Some(w) = &self.store {
-            let failures = w.failures();
-            self.metrics
-                .store_write_failed(failures.saturating_sub(self.store_failures_seen));
-            self.store_failures_seen = failures;
+        let sf = &mut self.surfaces;
+        if let Some(h) = &self.history {
+            let failures = h.failures();
+            sf.metrics
+                .store_write_failed(failures.saturating_sub(sf.store_failures_seen));
+            sf.store_failures_seen = failures;
             snap.store_write_failures = failures;
-            snap.store_error = w.current_error();
+            snap.store_error = h.current_error();
         }
-        self.metrics
+        sf.metrics
             .set_pending_notifications(o.pending_notifications.len());
         snap.pending_notifications = o.pending_notifications;
-        self.metrics.set_state(snap.state);
-        self.board.replace(snap);
+        sf.metrics.set_state(snap.state);
+        sf.board.replace(snap);
     }
 
     /// Keep the recent transitions and the open incident's timeline for the surfaces.
     pub(super) fn note_record(&mut self, r: &Record) {
         use crate::server::snapshot::TimelineEntry;
+        let sf = &mut self.surfaces;
         let entry = |at: i64, kind: &str, text: String| TimelineEntry {
             at_unix: secs(at),
             kind: kind.to_string(),
@@ -94,16 +98,16 @@ impl Runtime {
         match r {
             Record::Transition(t) if t.subject == "system" => {
                 let state = |s: &str| crate::core::SystemState::parse(s).unwrap_or_default();
-                self.transitions.push(Transition {
+                sf.transitions.push(Transition {
                     at_unix: secs(t.at),
                     from: state(&t.from),
                     to: state(&t.to),
                     reason: t.reason.clone(),
                 });
-                let excess = self.transitions.len().saturating_sub(50);
-                self.transitions.drain(..excess);
+                let excess = sf.transitions.len().saturating_sub(50);
+                sf.transitions.drain(..excess);
                 if t.incident.is_some() {
-                    self.timeline.push(entry(
+                    sf.timeline.push(entry(
                         t.at,
                         "transition",
                         format!("{} → {}: {}", t.from, t.to, t.reason),
@@ -111,8 +115,8 @@ impl Runtime {
                 }
             }
             Record::IncidentOpened { at, probes, .. } => {
-                self.timeline.clear();
-                self.timeline.push(entry(
+                sf.timeline.clear();
+                sf.timeline.push(entry(
                     *at,
                     "opened",
                     format!("failing: {}", probes.join(", ")),
@@ -120,14 +124,14 @@ impl Runtime {
             }
             Record::ActionStarted {
                 at, kind, detail, ..
-            } => self
+            } => sf
                 .timeline
                 .push(entry(*at, kind.as_str(), format!("started: {detail}"))),
             Record::ActionFinished { at, outcome, .. } => {
-                self.timeline.push(entry(*at, "result", outcome.describe()))
+                sf.timeline.push(entry(*at, "result", outcome.describe()))
             }
             Record::ActionVerdict { at, verdict, .. } => {
-                self.timeline.push(entry(*at, "verdict", verdict.clone()))
+                sf.timeline.push(entry(*at, "verdict", verdict.clone()))
             }
             Record::NotificationResult {
                 at,
@@ -136,48 +140,27 @@ impl Runtime {
                 ..
             } => {
                 for c in channels {
-                    self.metrics.notification(&c.channel, c.delivered);
+                    sf.metrics.notification(&c.channel, c.delivered);
                 }
                 let what = if *delivered {
                     "delivered"
                 } else {
                     "not delivered (will retry)"
                 };
-                self.timeline.push(entry(*at, "notify", what.to_string()));
+                sf.timeline.push(entry(*at, "notify", what.to_string()));
             }
-            Record::Acked { at, .. } => {
-                self.timeline.push(entry(*at, "ack", "acknowledged".into()))
-            }
+            Record::Acked { at, .. } => sf.timeline.push(entry(*at, "ack", "acknowledged".into())),
             _ => {}
         }
-        let excess = self.timeline.len().saturating_sub(200);
-        self.timeline.drain(..excess);
+        let excess = sf.timeline.len().saturating_sub(200);
+        sf.timeline.drain(..excess);
     }
 
-    /// An `ack` or `silence` from the HTTP control endpoints.
+    /// An `ack` or `silence` from the HTTP control endpoints (the CLI uses them too).
     pub(super) fn on_control(&mut self, req: ControlRequest) {
         match req {
             ControlRequest::Ack { incident, reply } => {
-                let open = self.core.incident().map(|i| i.id);
-                let wanted: Option<IncidentId> = match incident.as_deref() {
-                    None => open,
-                    Some(s) => s.trim_start_matches('#').parse().ok(),
-                };
-                let answer = match (open, wanted) {
-                    (None, _) => ControlReply::Rejected("no incident is open".into()),
-                    (Some(o), Some(w)) if o == w => {
-                        self.step(Event::Ack {
-                            at: now_ms(),
-                            incident: w,
-                        });
-                        ControlReply::Done(format!("incident {w} acknowledged: no more reminders"))
-                    }
-                    (Some(o), _) => ControlReply::NotFound(format!(
-                        "incident {} is not open (the open one is {o})",
-                        incident.unwrap_or_default()
-                    )),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.ack(incident.as_deref()));
             }
             ControlRequest::Silence {
                 probe,
@@ -185,24 +168,115 @@ impl Runtime {
                 reason,
                 reply,
             } => {
-                let answer = if self.core.config().probes.contains_key(&probe) {
-                    let until = now_ms() + duration.as_millis() as i64;
-                    tracing::info!(probe = %probe, until, reason = ?reason, "probe silenced");
-                    self.step(Event::Silence {
-                        at: now_ms(),
-                        probe: probe.clone(),
-                        until,
-                    });
-                    ControlReply::Done(format!(
-                        "{probe} silenced for {}",
-                        crate::core::fmt_duration(duration.as_millis() as i64)
-                    ))
-                } else {
-                    ControlReply::NotFound(format!("no probe named `{probe}`"))
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(self.silence(&probe, duration, reason.as_deref()));
             }
         }
-        self.publish();
+    }
+
+    /// Acknowledge the open incident (`wanted`: its id, `#` optional; `None`: whichever is open).
+    pub(super) fn ack(&mut self, wanted: Option<&str>) -> ControlReply {
+        let open = self.core.incident().map(|i| i.id);
+        let id: Option<IncidentId> = match wanted {
+            None => open,
+            Some(s) => s.trim_start_matches('#').parse().ok(),
+        };
+        match (open, id) {
+            (None, _) => ControlReply::Rejected("no incident is open".into()),
+            (Some(o), Some(w)) if o == w => {
+                self.step(Event::Ack {
+                    at: self.clock.wall_ms(),
+                    incident: w,
+                });
+                ControlReply::Done(format!("incident {w} acknowledged: no more reminders"))
+            }
+            (Some(o), _) => ControlReply::NotFound(format!(
+                "incident {} is not open (the open one is {o})",
+                wanted.unwrap_or_default()
+            )),
+        }
+    }
+
+    /// Silence a probe's alerts for `duration`.
+    pub(super) fn silence(
+        &mut self,
+        probe: &str,
+        duration: Duration,
+        reason: Option<&str>,
+    ) -> ControlReply {
+        if !self.core.config().probes.contains_key(probe) {
+            return ControlReply::NotFound(format!("no probe named `{probe}`"));
+        }
+        let now = self.clock.wall_ms();
+        let until = now + duration.as_millis() as i64;
+        tracing::info!(probe = %probe, until, reason = ?reason, "probe silenced");
+        self.step(Event::Silence {
+            at: now,
+            probe: probe.to_string(),
+            until,
+        });
+        ControlReply::Done(format!(
+            "{probe} silenced for {}",
+            crate::core::fmt_duration(duration.as_millis() as i64)
+        ))
+    }
+
+    fn server_state(&self) -> crate::server::ServerState {
+        let token = match crate::server::control::ensure_token(&self.cfg.state_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "no API token: ack/silence over HTTP are disabled");
+                None
+            }
+        };
+        crate::server::ServerState::new(self.surfaces.board.clone(), self.surfaces.metrics.clone())
+            .with_control(self.surfaces.control.clone(), token)
+    }
+
+    pub(super) async fn start_server(&mut self) {
+        if !self.cfg.health.enabled {
+            return;
+        }
+        let bind = self.cfg.health.bind;
+        match crate::server::serve(bind, self.server_state(), Default::default()).await {
+            Ok(h) => {
+                tracing::info!(addr = %h.addr(), "serving /health, /status, /metrics and the status page");
+                self.surfaces.server = Some(h);
+            }
+            Err(e) => {
+                tracing::error!(bind = %bind, error = %e, "cannot serve /health; probing and supervision go on")
+            }
+        }
+    }
+
+    /// `[health]` changed: serve on the new address (the old server stays if that fails).
+    pub(super) async fn rebind_server(&mut self) {
+        let enabled = self.cfg.health.enabled;
+        let bind = self.cfg.health.bind;
+        match (self.surfaces.server.take(), enabled) {
+            (Some(h), true) => match h.rebind(bind).await {
+                Ok(h) => {
+                    tracing::info!(addr = %h.addr(), "HTTP server rebound");
+                    self.surfaces.server = Some(h);
+                }
+                Err((old, e)) => {
+                    tracing::error!(bind = %bind, error = %e, "cannot rebind; still serving on the old address");
+                    self.surfaces.server = Some(old);
+                }
+            },
+            (Some(h), false) => h.shutdown().await,
+            (None, true) => self.start_server().await,
+            (None, false) => {}
+        }
+    }
+
+    /// The log follows `[log] level` and redacts every secret Talon knows.
+    pub(super) fn update_log(&self) {
+        if let Some(g) = &self.surfaces.log {
+            let r = self.redactor.clone();
+            g.set_redactor(Some(Arc::new(move |line: &str| r.clean(line))));
+            if let Err(e) = g.set_level(&self.cfg.log.level) {
+                tracing::warn!(error = %e, "log level not changed");
+            }
+        }
     }
 }

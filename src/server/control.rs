@@ -2,6 +2,7 @@
 //! `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
+use crate::store::layout::{FILE_MODE, TOKEN_FILE};
 use serde::Deserialize;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -111,9 +112,6 @@ pub enum TokenError {
     Empty { path: PathBuf },
 }
 
-/// File name of the token inside the state dir.
-pub const TOKEN_FILE: &str = "api.token";
-
 /// Read `<state_dir>/api.token`, creating it (mode 0600, a fresh random token) when missing.
 /// A token file readable by group or others is refused, not silently used.
 pub fn ensure_token(state_dir: &Path) -> Result<String, TokenError> {
@@ -147,7 +145,7 @@ pub fn ensure_token(state_dir: &Path) -> Result<String, TokenError> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o600)
+                .mode(FILE_MODE)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(io_err)?;

@@ -291,7 +291,10 @@ fn authorize<'a>(st: &'a ServerState, headers: &HeaderMap) -> Result<&'a Control
     if !bearer_matches(auth, &control.token) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (see <state_dir>/api.token)",
+            format!(
+                "missing or wrong bearer token (see <state_dir>/{})",
+                crate::store::layout::TOKEN_FILE
+            ),
         ));
     }
     Ok(control)

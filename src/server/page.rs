@@ -24,26 +24,9 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `2026-11-28 01:02:03Z` for a unix second (UTC; no time-zone database needed).
-pub fn utc(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+/// `2026-11-28 01:02:03Z` for a unix second (the snapshot's times are in seconds).
+fn utc(unix: i64) -> String {
+    crate::format::utc(unix.saturating_mul(1000))
 }
 
 fn state_color(s: SystemState) -> &'static str {
@@ -139,10 +122,7 @@ pub fn render(s: &StatusSnapshot) -> String {
             kind = escape(&p.kind),
             streak = p.streak,
             dur = p.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
-            at = p
-                .started_at
-                .map(|ms| utc(ms.div_euclid(1000)))
-                .unwrap_or_default(),
+            at = p.started_at.map(crate::format::utc).unwrap_or_default(),
             out = escape(&p.output),
         );
     }

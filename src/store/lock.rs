@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-pub const LOCK_FILE: &str = "talon.lock";
+use super::layout::{FILE_MODE, LOCK_FILE};
 
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(super::perms::FILE_MODE)
+        .mode(FILE_MODE)
         .open(&path)
         .map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -81,15 +81,6 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
     }
 }
 
-/// The pid written in the lock file, if any (for messages; the lock itself is the flock).
-pub fn holder_pid(state_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(state_dir.join(LOCK_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +95,12 @@ mod tests {
         }
         drop(first);
         let again = acquire(d.path()).unwrap();
-        assert_eq!(holder_pid(d.path()), Some(std::process::id()));
+        let pid = std::fs::read_to_string(d.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(
+            pid.trim().parse(),
+            Ok(std::process::id()),
+            "the new holder wrote its pid"
+        );
         drop(again);
     }
 }

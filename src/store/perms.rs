@@ -1,5 +1,5 @@
 //! Private state: the state dir is `0700`, and the files in it that hold history, state or the
-//! API token are `0600`.
+//! API token are `0600` (names and modes: [`super::layout`]).
 //!
 //! Talon creates them with those modes. At `talon run` start, [`secure_state_dir`] checks what
 //! already exists: a state dir or file that group or others can reach is **tightened** (it is
@@ -8,26 +8,10 @@
 //! must not touch: a state dir with the sticky bit (a shared dir such as `/tmp`), and a
 //! symbolic link where a state file should be.
 
+use super::layout::{DIR_MODE, FILE_MODE, PRIVATE_FILES};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// Mode of the state dir.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of the database, its WAL files, the API token, snapshots and the log.
-pub const FILE_MODE: u32 = 0o600;
-
-/// The files in the state dir that must be private (those present are checked).
-pub const PRIVATE_FILES: &[&str] = &[
-    super::DB_FILE,
-    "talon.db-wal",
-    "talon.db-shm",
-    "talon.db-journal",
-    crate::server::control::TOKEN_FILE,
-    super::snapshot::STATE_FILE,
-    super::snapshot::LAST_PROBE_FILE,
-    super::lock::LOCK_FILE,
-];
 
 /// One mode Talon changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

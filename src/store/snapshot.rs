@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-pub const STATE_FILE: &str = "state.json";
-pub const LAST_PROBE_FILE: &str = "last-probe.json";
+use super::layout::{FILE_MODE, LAST_PROBE_FILE, STATE_FILE};
 
 /// A probe's newest scheduled result, as `state.json` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,19 +141,17 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    // Private like everything in the state dir (see `store::perms`).
+    // Private like everything in the state dir (see `store::layout`).
     let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(super::perms::FILE_MODE)
+            .mode(FILE_MODE)
             .open(&tmp)?
     };
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-        super::perms::FILE_MODE,
-    ))?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE))?;
     serde_json::to_writer_pretty(&mut f, v)?;
     f.write_all(b"\n")?;
     f.sync_all()?;

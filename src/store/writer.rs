@@ -7,7 +7,9 @@
 //! [`MAX_HELD_RESULTS`]. Any other failure drops the batches (the next one carries the full core
 //! state again).
 
-use super::{Batch, Pruned, Store, StoreError};
+use super::batch::{Batch, Pruned};
+use super::layout::DB_FILE;
+use super::{Store, StoreError};
 use crate::core::Millis;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -86,7 +88,7 @@ impl StoreWriter {
         match wait.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Io {
-                path: "talon.db".into(),
+                path: DB_FILE.into(),
                 source: std::io::Error::other(e),
             }),
             Err(_) => Err(StoreError::WriterGone),

@@ -7,16 +7,18 @@ use super::monitor::{self, MonitorMsg};
 use super::owner::{self, Ownership};
 use super::policy::RestartPolicy;
 use super::{
-    Command, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState, WorkerStatus, logs, port,
+    Command, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState, WorkerStatus, port,
 };
+use crate::clock::Instant;
 use crate::config::WorkerConfig;
 use crate::config::path::SearchPath;
 use crate::proc::{Cmd, End, Output, Spawned, Stop};
+use crate::rotate::RotatingFile;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -239,7 +241,7 @@ impl Actor {
 
     /// Wait `d` while serving commands. A restart or reconfigure cuts the wait short.
     async fn idle(&mut self, d: Duration) -> Flow {
-        let deadline = tokio::time::Instant::now() + d;
+        let deadline = Instant::now() + d;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Flow::Next,
@@ -359,7 +361,7 @@ impl Actor {
         self.set(|s| {
             s.state = WorkerState::Starting;
             s.pid = Some(pid);
-            s.started_at = Some(SystemTime::now());
+            s.started_at = Some(crate::clock::wall_time());
             s.restarts += restarts_inc;
             s.consecutive_health_failures = 0;
             s.sync_attempts = None;
@@ -378,10 +380,8 @@ impl Actor {
         let _abort_monitor = AbortOnDrop(mon);
         let mut healthy_since: Option<Instant> = None;
         let owner_checked = owner::configured(&self.cfg);
-        let mut owner_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.cfg.owner_check,
-            self.cfg.owner_check,
-        );
+        let mut owner_tick =
+            tokio::time::interval_at(Instant::now() + self.cfg.owner_check, self.cfg.owner_check);
         loop {
             tokio::select! {
                 end = spawned.wait() => {
@@ -557,12 +557,12 @@ async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath) -> Secrets {
     out
 }
 
-type Sink = Option<Arc<Mutex<logs::RotatingLog>>>;
+type Sink = Option<Arc<Mutex<RotatingFile>>>;
 
 /// The stdout and stderr log files (shared when both name the same file).
 fn open_logs(cfg: &WorkerConfig) -> Result<(Sink, Sink), String> {
     let open = |p: &PathBuf| {
-        logs::RotatingLog::open(p, cfg.log_max_bytes, cfg.log_max_files)
+        RotatingFile::open(p, cfg.log_max_bytes, cfg.log_max_files, 0o666)
             .map(|l| Arc::new(Mutex::new(l)))
             .map_err(|e| format!("cannot open worker log {}: {e}", p.display()))
     };

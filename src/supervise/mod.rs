@@ -1,10 +1,10 @@
 //! The worker supervisor: one actor task that owns the worker process for its whole life.
 //!
 //! It spawns `worker.command` through the one subprocess runner (own process group, compiled
-//! PATH, env file + `[worker.env]` + secrets), appends its output to rotating log files, reclaims
-//! the worker's port from a stale listener first, follows readiness (sync call) and health, and
-//! restarts it by the [`policy`] when it dies — event-driven, with whatever is left in the dead
-//! worker's group stopped first. It never ends on its own: every failure (a missing program, a
+//! PATH, env file + `[worker.env]` + secrets), appends its output to rotating log files
+//! ([`crate::rotate`]), reclaims the worker's port from a stale listener first, follows
+//! readiness (sync call) and health, and restarts it by the [`policy`] when it dies —
+//! event-driven, with whatever is left in the dead worker's group stopped first. It never ends on its own: every failure (a missing program, a
 //! bad directory, a required secret that fails, a port that cannot be freed) is reported as a
 //! [`WorkerEvent`] and retried with backoff. When an external supervisor owns the worker
 //! ([`owner`]), it stands aside and re-checks every `owner_check`.
@@ -18,7 +18,6 @@
 //! goes through the subprocess runner's one stop path, [`crate::proc::Stop`].
 
 mod actor;
-pub mod logs;
 pub mod monitor;
 pub mod owner;
 pub mod policy;

@@ -4,9 +4,10 @@
 //! of healthy uptime; `max_restarts` deaths inside `restart_window` is a crash loop, retried at
 //! the maximum backoff and reported so the escalation ladder takes over.
 
+use crate::clock::Instant;
 use crate::config::WorkerConfig;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The first backoff after a quick death.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);

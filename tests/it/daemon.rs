@@ -304,6 +304,7 @@ fn killed_worker_is_restarted_and_stays_healthy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let port = crate::support::free_port();
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
     let worker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/worker.py");
     let config = write(
         dir,
@@ -321,16 +322,20 @@ startup_sync_delay_secs = 0.1
 [worker.env]
 DEMO_PORT = "{port}"
 DEMO_DIR = "{demo}"
+[health]
+bind = "{addr}"
 "#,
             worker = worker.display(),
             demo = dir.join("demo").display(),
         ),
     );
+    // With the HTTP surfaces on, `talon status` answers from the live daemon (keys `status`,
+    // `output`).
     let mut d = Daemon::start(dir, &config);
     let first = d.wait_status("worker healthy", Duration::from_secs(30), |v| {
         v["probes"].as_array().is_some_and(|a| {
             a.iter()
-                .any(|p| p["name"] == "worker" && p["last_status"] == "pass")
+                .any(|p| p["name"] == "worker" && p["status"] == "pass")
         })
     });
     let out = |v: &serde_json::Value| {
@@ -339,7 +344,7 @@ DEMO_DIR = "{demo}"
             .unwrap()
             .iter()
             .find(|p| p["name"] == "worker")
-            .unwrap()["last_output"]
+            .unwrap()["output"]
             .as_str()
             .unwrap_or("")
             .to_string()
@@ -360,10 +365,26 @@ DEMO_DIR = "{demo}"
         let o = v["probes"]
             .as_array()
             .and_then(|a| a.iter().find(|p| p["name"] == "worker").cloned());
-        o.is_some_and(|p| {
-            p["last_status"] == "pass" && p["last_output"].as_str() != Some(first_out.as_str())
-        })
+        o.is_some_and(|p| p["status"] == "pass" && p["output"].as_str() != Some(first_out.as_str()))
     });
+    // The restart is counted where Prometheus sees it.
+    let restarts = |m: &str| -> Option<f64> {
+        m.lines()
+            .find(|l| l.starts_with("talon_worker_restarts_total "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = http_get(&addr, "/metrics", Duration::from_secs(5)).map(|(_, b)| b);
+        if m.as_deref().and_then(restarts).is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "talon_worker_restarts_total stayed 0: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(d.terminate(), Some(0));
 }
 

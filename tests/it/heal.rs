@@ -2,14 +2,13 @@
 //! timeout (grandchild included), a missing program, the platform restart through a stand-in
 //! `launchctl`, and a split-brain choice run end to end.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use talon::config::path::SearchPath;
 use talon::core::outcome::{ProbeResult, Status};
+use talon::core::{Action, Core, CoreConfig, Event};
 use talon::escalate::heal::{
-    HealAction, HealCommands, HealReport, HealRequest, HealSource, PlannedHeal, choose_heal,
-    run_heal,
+    HealAction, HealConfig, HealReport, HealRequest, HealSource, PlannedHeal, plan, run_heal,
 };
 use talon::proc::End;
 use talon::redact::Redactor;
@@ -270,20 +269,36 @@ async fn split_brain_runs_the_bridge_heal_and_both_down_runs_the_full_heal() {
         .config
         .unwrap_or_else(|| panic!("{:?}", loaded.diags));
     let red = Redactor::default();
-    for (up, expect) in [(vec!["vm-svc"], "bridge"), (vec![], "full")] {
-        let up: BTreeSet<&str> = up.into_iter().collect();
-        let mut roots = vec!["host-svc".to_string()];
-        if up.is_empty() {
-            roots.push("vm-svc".into());
+    // The state machine classifies (witness up: split-brain → bridge; both down: the full heal);
+    // `plan` turns its step into the command, and the heal runs for real.
+    for (witness_up, expect) in [(true, "bridge"), (false, "full")] {
+        let mut core = Core::new(CoreConfig::from_config(&cfg));
+        let mut steps = Vec::new();
+        for n in 0..5 {
+            let at = 1_700_000_000_000 + n * 60_000;
+            let mut vm = result("vm-svc", if witness_up { "up" } else { "down" });
+            vm.passed = witness_up;
+            vm.status = if witness_up {
+                Status::Pass
+            } else {
+                Status::Fail
+            };
+            let results = vec![result("host-svc", "down"), vm];
+            for a in core.step(Event::ProbeResults { at, results }) {
+                if let Action::RunHeal { steps: s, .. } = a {
+                    steps = s;
+                }
+            }
+            if !steps.is_empty() {
+                break;
+            }
         }
-        let choice = choose_heal(
-            &roots,
-            &cfg.probes,
-            &|p| up.contains(p),
-            HealCommands::from_config(&cfg),
+        assert_eq!(
+            steps.len(),
+            1,
+            "one heal step, witness up = {witness_up}: {steps:?}"
         );
-        assert_eq!(choice.heals.len(), 1, "{choice:?}");
-        let heal = choice.heals[0].clone();
+        let heal = plan(&HealConfig::from(&cfg), &steps[0]).expect("a command for the step");
         let req = HealRequest::new(&cfg, "inc-1", heal, vec![result("host-svc", "down")]);
         let r = run_heal(req, &red).await;
         assert_eq!(r.end, Some(End::Exited(0)), "{r:?}");

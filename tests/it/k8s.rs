@@ -371,7 +371,7 @@ async fn a_hung_server_hits_the_probe_timeout() {
     assert_eq!(o.status, Status::Timeout, "{o:?}");
     assert_eq!(
         o.output,
-        format!("timeout: {} did not answer within 700ms", env.api.url)
+        format!("timeout: {} did not answer within 700 ms", env.api.url)
     );
     // Bounded by the probe timeout, not by the client's own (much longer) read timeout.
     assert!(started.elapsed() < Duration::from_secs(9));
@@ -455,7 +455,7 @@ async fn context_selection_picks_the_cluster_and_credentials() {
     )
     .await;
     assert_eq!(named.status, Status::Pass, "{named:?}");
-    assert_eq!(named.output, "node colima Ready for 1m0s");
+    assert_eq!(named.output, "node colima Ready for 1m");
     let missing = check_with(
         &kc,
         "check = \"api\"\ncontext = \"nope\"",
@@ -535,7 +535,7 @@ async fn node_ready_passes_and_fails_with_reason_message_and_duration() {
     assert_eq!(o.status, Status::Fail);
     assert_eq!(
         o.output,
-        "node lima-default NotReady for 3m12s: KubeletNotReady (PLEG is not healthy)"
+        "node lima-default NotReady for 3m 12s: KubeletNotReady (PLEG is not healthy)"
     );
 
     env.api.route(
@@ -578,7 +578,7 @@ async fn node_ready_passes_and_fails_with_reason_message_and_duration() {
     assert_eq!(o.status, Status::Fail);
     assert_eq!(
         o.output,
-        "1/2 nodes not Ready: node b NotReady (Ready=Unknown) for 1h1m: NodeStatusUnknown (Kubelet stopped posting node status.)"
+        "1/2 nodes not Ready: node b NotReady (Ready=Unknown) for 1h 1m: NodeStatusUnknown (Kubelet stopped posting node status.)"
     );
     let last = env.api.requests().pop().unwrap();
     assert!(

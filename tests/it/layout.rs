@@ -12,6 +12,7 @@ const ROOMS: &[&str] = &[
     // Leaves: no imports from the crate.
     "format",
     "redact",
+    "rotate",
     "clock",
     "net",
     "watch",
@@ -23,13 +24,14 @@ const ROOMS: &[&str] = &[
     "proc",
     "logging",
     "metrics",
-    // Effects: probes, the ladder's executors, the worker, channels, HTTP, the store.
+    // History and the state dir's layout (the token, context files and lock are named there).
+    "store",
+    // Effects: probes, the ladder's executors, the worker, channels, HTTP.
     "probe",
     "escalate",
     "supervise",
     "notify",
     "server",
-    "store",
     "heartbeat",
     // The actor that wires them, and the verbs on top.
     "runtime",

@@ -4,10 +4,12 @@
 mod agent;
 mod check;
 mod daemon;
+mod defaults;
 mod effective;
 mod fuzz;
 mod heal;
 mod heartbeat;
+mod helper;
 mod install;
 mod k8s;
 mod layout;

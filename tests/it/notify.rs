@@ -91,8 +91,8 @@ fn sos() -> Notice {
             reason: "HTTP 503 from http://127.0.0.1:3018/health".into(),
         }],
         tried: vec!["heal global `heal.sh`: exit 1, not fixed".into()],
-        since_ms: Some(talon::escalate::now_ms() - 60_000),
-        at_ms: talon::escalate::now_ms(),
+        since_ms: Some(talon::clock::wall_ms() - 60_000),
+        at_ms: talon::clock::wall_ms(),
         duration_secs: None,
         ack_hint: Some("talon ack inc-5".into()),
     }
@@ -517,7 +517,7 @@ async fn alertmanager_fires_and_resolves_a_real_alert() {
     let mut resolved = sos();
     resolved.kind = NoticeKind::Resolved;
     resolved.state = "healthy".into();
-    resolved.at_ms = talon::escalate::now_ms();
+    resolved.at_ms = talon::clock::wall_ms();
     resolved.duration_secs = Some(60);
     notify::send(&resolved, &ch, &c).await.unwrap();
     // Resolved alerts leave the active list.
@@ -771,10 +771,21 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
     assert_eq!(body["chat_id"], "@ops");
 }
 
+/// The live retry path, end to end against a real receiver: the core keeps an SOS that no
+/// channel took in its persisted state and retries it on its own schedule; a restarted core (its
+/// state read back from JSON, as the store saves it) sends the same notification again when it is
+/// due, and once a channel has taken it, never again.
 #[tokio::test]
 async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_channel_is_back() {
+    use talon::core::{
+        Action, ChannelResult, Core, CoreConfig, Event, Notification, NotifyKind, PersistedState,
+        ProbeResult, ProbeRule, Status,
+    };
+
+    const T: i64 = 1_700_000_000_000;
+    const S: i64 = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("pending.json");
+    let saved = dir.path().join("core_state.json");
     let port = free_port(); // nothing listens here yet
     let ch = vec![ChannelConfig {
         name: "hook".into(),
@@ -783,42 +794,131 @@ async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_chann
             hmac_secret_env: None,
         }),
     }];
-    let policy = notify::RetryPolicy::default();
     let c = ctx(Duration::from_secs(5));
-    let mut pending = notify::PendingNotice::new(sos(), 1_000);
-    let r = notify::deliver(&pending.notice, &ch, &c).await;
+    // A critical probe with no heal and no agent: critical at once, and with a zero threshold the
+    // SOS goes out in the same step.
+    let cfg = CoreConfig {
+        critical_threshold: 0,
+        channels: vec!["hook".into()],
+        probes: [(
+            "api".to_string(),
+            ProbeRule {
+                critical: true,
+                fail_after: 1,
+                recover_after: 1,
+                depends_on: Vec::new(),
+                witness: None,
+                heal: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..CoreConfig::default()
+    };
+    let notifications = |a: &[Action]| -> Vec<Notification> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Notify(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // What the runtime does with an Action::Notify: deliver on every channel, answer with the
+    // per-channel results.
+    let send = |n: Notification| {
+        let ch = ch.clone();
+        let notice = Notice {
+            incident_id: Some(n.incident.to_string()),
+            ..sos()
+        };
+        let c = &c;
+        async move {
+            notify::deliver(&notice, &ch, c)
+                .await
+                .into_iter()
+                .map(|d| ChannelResult {
+                    channel: d.channel.clone(),
+                    delivered: d.result.is_ok(),
+                    detail: d.result.err().map(|e| e.to_string()).unwrap_or_default(),
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let mut core = Core::new(cfg.clone());
+    let a = core.step(Event::ProbeResults {
+        at: T,
+        results: vec![ProbeResult {
+            name: "api".into(),
+            kind: "script".into(),
+            passed: false,
+            status: Status::Fail,
+            output: "down".into(),
+            duration_ms: 1,
+            started_at: T,
+        }],
+    });
+    let sent = notifications(&a);
+    assert_eq!(sent.len(), 1, "{a:?}");
+    let (sos_id, incident) = (sent[0].id, sent[0].incident);
+    assert_eq!(sent[0].kind, NotifyKind::Sos);
+    let channels = send(sent[0].clone()).await;
     assert!(
-        !pending.record(&r, 1_000, &policy),
-        "nothing listens: not delivered"
+        !channels[0].delivered && channels[0].channel == "hook",
+        "nothing listens: not delivered: {channels:?}"
     );
-    assert_eq!(pending.attempts, 1);
-    assert_eq!(pending.next_attempt_ms, 31_000);
-    assert_eq!(pending.last_errors[0].0, "hook");
+    core.step(Event::NotifyResult {
+        at: T + S,
+        id: sos_id,
+        channels,
+    });
+    let pending = &core.persisted().pending;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].notification.attempt, 1);
+    assert_eq!(
+        pending[0].next_attempt_at,
+        T + 31 * S,
+        "first retry after 30 s"
+    );
+
     // Persisted as JSON, read back as a restarted daemon would.
-    std::fs::write(&store, serde_json::to_vec(&pending).unwrap()).unwrap();
-    let mut reloaded: notify::PendingNotice =
-        serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
-    assert_eq!(reloaded, pending);
+    std::fs::write(&saved, serde_json::to_vec(core.persisted()).unwrap()).unwrap();
+    let reloaded: PersistedState = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(&reloaded, core.persisted());
+    let mut core = Core::restore(cfg, reloaded);
+    assert!(
+        notifications(&core.step(Event::Tick { at: T + 30 * S })).is_empty(),
+        "not before its retry is due"
+    );
 
     // The receiver comes up on that port; the retry delivers once and the notice is done.
-    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let s = seen.clone();
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(body.to_vec());
-            "ok"
-        }
-    });
     let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    let r = notify::deliver(&reloaded.notice, &ch, &c).await;
-    assert!(reloaded.record(&r, 31_000, &policy));
-    assert_eq!(seen.lock().unwrap().len(), 1);
-    let v: serde_json::Value = serde_json::from_slice(&seen.lock().unwrap()[0]).unwrap();
-    assert_eq!(v["incident_id"], "inc-5");
+    let peer = Peer::serve(l, (200, "ok"), Duration::ZERO);
+    let retry = notifications(&core.step(Event::Tick { at: T + 31 * S }));
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        (retry[0].id, retry[0].attempt),
+        (sos_id, 1),
+        "the same SOS, retried"
+    );
+    let channels = send(retry[0].clone()).await;
+    assert!(channels[0].delivered, "{channels:?}");
+    core.step(Event::NotifyResult {
+        at: T + 32 * S,
+        id: sos_id,
+        channels,
+    });
+    assert!(core.persisted().pending.is_empty());
+    assert!(core.incident().unwrap().paged_at.is_some());
+    // An hour later (reminders are 4 h apart) nothing is sent again.
+    assert!(notifications(&core.step(Event::Tick { at: T + 3600 * S })).is_empty());
+    let seen = peer.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/hook");
+    let v: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(v["incident_id"], incident.to_string());
 }
 
 /// A `tracing` writer into a shared buffer.

@@ -2,7 +2,8 @@
 //! single-instance lock across processes, and the read-only CLI verbs over a store built
 //! through the real core and store API.
 
-use crate::support::{run, stderr, stdout, talon, talon_bin, write};
+use crate::helper;
+use crate::support::{run, stderr, stdout, talon, write};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,15 +18,14 @@ use talon::store::{self, Batch, LastProbeFile, StateFile, Store, StoreError, Sto
 
 const S: Millis = 1000;
 
-/// Spawn `talon ARGS` with stdout piped and a thread forwarding its lines.
-fn spawn_lines(args: &[&str], stdin: Stdio) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(talon_bin())
-        .args(args)
+/// Spawn `c` with stdout piped and a thread forwarding its lines.
+fn spawn_lines(mut c: Command, stdin: Stdio) -> (Child, mpsc::Receiver<String>) {
+    let mut child = c
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn talon");
+        .expect("spawn the helper");
     let so = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -136,7 +136,7 @@ fn writer_killed_mid_burst_twenty_times_leaves_a_consistent_store() {
     let mut cycles = 0;
     for round in 0..20 {
         let (mut child, rx) = spawn_lines(
-            &["__store-burst", dir_s, "--report-every", "5"],
+            helper::command("store_burst", &[dir_s, "--report-every", "5"]),
             Stdio::null(),
         );
         // Let it commit a few reports (a different number each round), then SIGKILL it while it
@@ -155,18 +155,10 @@ fn writer_killed_mid_burst_twenty_times_leaves_a_consistent_store() {
         cycles = n;
     }
     // And it carries on from what it stored.
-    let out = run({
-        let mut c = Command::new(talon_bin());
-        c.args([
-            "__store-burst",
-            dir_s,
-            "--steps",
-            "30",
-            "--report-every",
-            "10",
-        ]);
-        c
-    });
+    let out = run(helper::command(
+        "store_burst",
+        &[dir_s, "--steps", "30", "--report-every", "10"],
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).ends_with("done\n"));
     let (_, n) = check_consistent(&dir);
@@ -303,7 +295,7 @@ fn single_instance_lock_across_processes_names_the_holder() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("state");
     let dir_s = dir.to_str().unwrap();
-    let (mut holder, rx) = spawn_lines(&["__hold-lock", dir_s], Stdio::piped());
+    let (mut holder, rx) = spawn_lines(helper::command("hold_lock", &[dir_s]), Stdio::piped());
     let line = wait_line(&rx, "locked", |l| l.starts_with("locked "));
     let pid: u32 = line["locked ".len()..].parse().unwrap();
     assert_eq!(pid, holder.id());
@@ -312,13 +304,26 @@ fn single_instance_lock_across_processes_names_the_holder() {
         Err(lock::LockError::Held { pid: p, .. }) => assert_eq!(p, Some(pid)),
         other => panic!("expected the lock to be held, got {other:?}"),
     }
-    // A second talon process: exit 2, naming the holder's pid.
+    // A second process, the real daemon with that state dir: exit 2, naming the holder's pid.
+    let home = d.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cfg = write(
+        &home,
+        "talon.toml",
+        &format!("state_dir = \"{}\"\n", dir.display()),
+    );
     let out = run({
-        let mut c = Command::new(talon_bin());
-        c.args(["__hold-lock", dir_s]);
+        let mut c = talon(&home);
+        c.arg("--config").arg(&cfg).arg("run");
         c
     });
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another talon is already running")
+            && stderr(&out).contains(&format!("pid {pid}")),
+        "stderr: {}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains(&format!("pid {pid}")),
         "stderr: {}",
@@ -330,12 +335,45 @@ fn single_instance_lock_across_processes_names_the_holder() {
     let l = lock::acquire(&dir).expect("free after the holder exited");
     drop(l);
     // ...and when it is SIGKILLed (the kernel drops flocks of dead processes).
-    let (mut holder, rx) = spawn_lines(&["__hold-lock", dir_s], Stdio::piped());
+    let (mut holder, rx) = spawn_lines(helper::command("hold_lock", &[dir_s]), Stdio::piped());
     wait_line(&rx, "locked", |l| l.starts_with("locked "));
     assert!(lock::acquire(&dir).is_err());
     holder.kill().unwrap();
     holder.wait().unwrap();
     lock::acquire(&dir).expect("free after SIGKILL");
+}
+
+/// The helpers are not `talon` verbs: the shipped binary neither lists nor accepts them (they
+/// were hidden verbs before they moved into the test binary).
+#[test]
+fn the_shipped_binary_has_no_test_only_verbs() {
+    let d = tempfile::tempdir().unwrap();
+    let help = run({
+        let mut c = talon(d.path());
+        c.arg("--help");
+        c
+    });
+    assert!(help.status.success());
+    let text = stdout(&help);
+    assert!(text.contains("incidents"), "a real help text: {text}");
+    for verb in ["__hold-lock", "__store-burst"] {
+        assert!(!text.contains(verb), "{verb} listed: {text}");
+        let out = run({
+            let mut c = talon(d.path());
+            c.args([verb, d.path().to_str().unwrap()]);
+            c
+        });
+        assert_eq!(out.status.code(), Some(2), "{verb}");
+        assert!(
+            stderr(&out).contains(&format!("unrecognized subcommand '{verb}'")),
+            "{verb}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().next().is_none(),
+        "an unknown verb creates nothing"
+    );
 }
 
 // ---- CLI verbs over a store produced through the real core and store API ----

@@ -70,7 +70,7 @@ impl ChannelConfig {
     }
 
     /// Secret values this channel's config leads to without running anything (token from an
-    /// env var or file, HMAC key, the Slack webhook URL), for the [`Redactor`].
+    /// env var or file, HMAC key, the Slack webhook URL), for the [`crate::redact::Redactor`].
     pub fn known_secrets(&self) -> Vec<String> {
         match &self.kind {
             ChannelKind::Telegram(t) => t.static_token().into_iter().collect(),

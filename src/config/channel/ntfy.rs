@@ -35,7 +35,7 @@ impl Priority {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NtfySpec {
-    /// Default https://ntfy.sh.
+    /// Default <https://ntfy.sh>.
     pub server: Option<String>,
     pub topic: String,
     /// For SOS and reminders (default 5, urgent).

@@ -33,7 +33,7 @@ pub struct TelegramSpec {
     /// Shell command whose first output line is the token.
     pub token_command: Option<String>,
     pub token_command_timeout_secs: Option<f64>,
-    /// Bot API base URL (default https://api.telegram.org).
+    /// Bot API base URL (default <https://api.telegram.org>).
     pub api_base: Option<String>,
 }
 

@@ -187,16 +187,14 @@ impl K8sSpec {
 
     /// The taints `node_schedulable` accepts: `allowed_taints`, else the control-plane ones.
     pub fn taint_rules(&self) -> Vec<TaintRule> {
-        match &self.allowed_taints {
-            Some(list) => list
-                .iter()
-                .filter_map(|s| TaintRule::parse(s).ok())
-                .collect(),
-            None => DEFAULT_ALLOWED_TAINTS
-                .iter()
-                .filter_map(|s| TaintRule::parse(s).ok())
-                .collect(),
-        }
+        let written: Vec<&str> = match &self.allowed_taints {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => DEFAULT_ALLOWED_TAINTS.to_vec(),
+        };
+        written
+            .into_iter()
+            .filter_map(|s| TaintRule::parse(s).ok())
+            .collect()
     }
 }
 

@@ -143,13 +143,13 @@ async fn kmock_api_and_nodes_ready_and_not_ready() {
 
     let o = k.check("check = \"node_ready\"\nnode = \"colima\"").await;
     assert_eq!(o.status, Status::Pass, "{o:?}");
-    assert_eq!(o.output, "node colima Ready for 1m0s");
+    assert_eq!(o.output, "node colima Ready for 1m");
 
     let o = k.check("check = \"node_ready\"\nnode = \"worker-1\"").await;
     assert_eq!(o.status, Status::Fail);
     assert_eq!(
         o.output,
-        "node worker-1 NotReady for 5m0s: KubeletNotReady (container runtime network not ready)"
+        "node worker-1 NotReady for 5m: KubeletNotReady (container runtime network not ready)"
     );
 
     let o = k.check(r#"check = "node_ready""#).await;

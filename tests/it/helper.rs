@@ -1,50 +1,82 @@
-//! Hidden verbs used by the integration tests to exercise the real binary across processes:
-//! `talon __hold-lock DIR` (hold the single-instance lock until stdin closes) and
-//! `talon __store-burst DIR` (drive a real core through the store writer as fast as it can, so a
-//! test can SIGKILL it mid-write).
+//! Helper processes for tests that need a second process: one that holds the single-instance
+//! lock, and a store writer to SIGKILL mid-burst. They were hidden `talon` verbs; they live in
+//! the test binary so the shipped `talon` has no test-only commands.
+//!
+//! [`command`] runs this test binary again (`std::env::current_exe()`) with only the ignored
+//! test named after the helper, its arguments in `TALON_TEST_HELPER_ARGS`. The helper writes
+//! its protocol lines to stdout (after libtest's own `running 1 test`) and ends the process
+//! itself with its exit code. Run without that variable (`--run-ignored`), each is a no-op.
 
-use super::{Exit, Out};
-use crate::core::{
-    Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, ProbeRule, RunOutcome,
-};
-use crate::core::{ProbeResult, Status};
-use crate::store::{Batch, Store, StoreWriter, lock};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::Path;
+use std::process::Command;
+use talon::core::{
+    Action, ChannelResult, Core, CoreConfig, Event, Millis, OwnHeal, ProbeResult, ProbeRule,
+    RunOutcome, Status,
+};
+use talon::store::{Batch, Store, StoreWriter, lock};
 
-#[derive(Debug, clap::Args)]
-pub struct HoldLockArgs {
-    pub dir: PathBuf,
+const ARGS_ENV: &str = "TALON_TEST_HELPER_ARGS";
+
+/// A command that runs the helper `name` (a test in this module) with `args`.
+pub(crate) fn command(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("the test binary's path"));
+    c.args([
+        "--exact",
+        &format!("helper::{name}"),
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        // Quiet: no `test NAME ... ` prefix in front of the helper's first line.
+        "-q",
+    ])
+    .env(ARGS_ENV, serde_json::to_string(args).unwrap());
+    c
 }
 
-#[derive(Debug, clap::Args)]
-pub struct BurstArgs {
-    pub dir: PathBuf,
-    /// Steps to run (each is one probe cycle and the events it causes).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub steps: u64,
-    /// Flush and print `committed N` every this many steps.
-    #[arg(long, default_value_t = 20)]
-    pub report_every: u64,
+/// The helper's arguments; `None` when run as a plain (ignored) test.
+fn args() -> Option<Vec<String>> {
+    let a = std::env::var(ARGS_ENV).ok()?;
+    Some(serde_json::from_str(&a).expect("helper arguments"))
 }
 
-/// Hold the lock, print `locked PID`, wait for stdin to close.
-pub fn hold_lock(args: HoldLockArgs, out: &mut Out) -> anyhow::Result<Exit> {
-    let l = lock::acquire(&args.dir)?;
-    writeln!(out, "locked {}", std::process::id())?;
-    out.flush()?;
+/// End the helper process: flush stdout, exit with `code` (libtest never prints its summary).
+fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+/// `hold_lock DIR`: take the single-instance lock on DIR, print `locked PID`, hold it until stdin
+/// closes. Exit 2 with the error on stderr when it is held.
+#[test]
+#[ignore = "a helper process, started by other tests"]
+fn hold_lock() {
+    let Some(args) = args() else { return };
+    let [dir] = &args[..] else {
+        panic!("usage: hold_lock DIR")
+    };
+    let l = match lock::acquire(Path::new(dir)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hold_lock: {e}");
+            exit(2)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "locked {}", std::process::id()).unwrap();
+    out.flush().unwrap();
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     drop(l);
-    Ok(Exit::Ok)
+    exit(0)
 }
 
 /// Start of the burst's simulated clock.
-pub const BURST_T0: Millis = 1_700_000_000_000;
+const BURST_T0: Millis = 1_700_000_000_000;
 /// Simulated time between two probe cycles of the burst.
-pub const BURST_STEP: Millis = 10_000;
+const BURST_STEP: Millis = 10_000;
 /// Probes of the burst's cycles.
-pub const BURST_PROBES: [&str; 3] = ["api", "db", "disk"];
+const BURST_PROBES: [&str; 3] = ["api", "db", "disk"];
 
 fn burst_config() -> CoreConfig {
     let r = |critical: bool, fail_after: u32, heal: Option<OwnHeal>| ProbeRule {
@@ -104,11 +136,25 @@ fn results(i: u64, at: Millis, names: &[String]) -> Vec<ProbeResult> {
         .collect()
 }
 
-/// Drive a core through the writer; resumes from what the store holds.
-pub fn store_burst(args: BurstArgs, out: &mut Out) -> anyhow::Result<Exit> {
-    let store = Store::open(&args.dir)?;
+/// `store_burst DIR [--steps N] [--report-every N]`: drive a real core through the store writer
+/// as fast as it can (resuming from what the store holds), flushing and printing `committed I`
+/// every `--report-every` steps (default 20) and `done` after `--steps` (default 1 000 000).
+#[test]
+#[ignore = "a helper process, started by other tests"]
+fn store_burst() {
+    let Some(args) = args() else { return };
+    let (dir, mut steps, mut report_every) = (args[0].clone(), 1_000_000u64, 20u64);
+    for pair in args[1..].chunks(2) {
+        let v: u64 = pair[1].parse().expect("a number");
+        match pair[0].as_str() {
+            "--steps" => steps = v,
+            "--report-every" => report_every = v,
+            other => panic!("store_burst: unknown option {other}"),
+        }
+    }
+    let store = Store::open(Path::new(&dir)).unwrap();
     let cfg = burst_config();
-    let saved = store.load_core()?;
+    let saved = store.load_core().unwrap();
     let start = match &saved {
         Some(s) => ((s.at - BURST_T0) / BURST_STEP + 1).max(0) as u64,
         None => 0,
@@ -117,9 +163,10 @@ pub fn store_burst(args: BurstArgs, out: &mut Out) -> anyhow::Result<Exit> {
         Some(s) => Core::restore(cfg, s.state),
         None => Core::new(cfg),
     };
-    let writer = StoreWriter::spawn(store)?;
+    let writer = StoreWriter::spawn(store).unwrap();
     let names: Vec<String> = BURST_PROBES.iter().map(|s| s.to_string()).collect();
-    for i in start..start + args.steps {
+    let mut out = std::io::stdout().lock();
+    for i in start..start + steps {
         let at = BURST_T0 + i as Millis * BURST_STEP;
         let mut queue = std::collections::VecDeque::from([Event::ProbeResults {
             at,
@@ -171,14 +218,14 @@ pub fn store_burst(args: BurstArgs, out: &mut Out) -> anyhow::Result<Exit> {
                 break;
             }
         }
-        if (i + 1) % args.report_every == 0 {
-            writer.flush()?;
-            writeln!(out, "committed {i}")?;
-            out.flush()?;
+        if (i + 1) % report_every == 0 {
+            writer.flush().unwrap();
+            writeln!(out, "committed {i}").unwrap();
+            out.flush().unwrap();
         }
     }
-    writer.close()?;
-    writeln!(out, "done")?;
-    out.flush()?;
-    Ok(Exit::Ok)
+    writer.close().unwrap();
+    writeln!(out, "done").unwrap();
+    drop(out);
+    exit(0)
 }

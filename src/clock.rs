@@ -1,0 +1,134 @@
+//! The one source of "now": wall time (unix milliseconds, for events, records and messages) and
+//! monotonic instants (for timers, deadlines and durations). Nothing else in Talon reads a clock.
+//!
+//! Monotonic time is always tokio's ([`Instant`] is `tokio::time::Instant`), so a test under
+//! `#[tokio::test(start_paused = true)]` moves every timer, backoff and timeout with
+//! `tokio::time::advance` or auto-advance. Wall time comes from a [`Clock`] value, which the
+//! runtime is given by whoever builds it:
+//!
+//! - [`Clock::system`] (the daemon, wired by `cli/run.rs`): the host's clock, read each time.
+//! - [`Clock::follow_tokio`] (paused-time tests): the host's clock read once, then advanced only
+//!   by tokio's clock, so wall time and timers move together when the test's time is paused.
+//!
+//! **Why the daemon does not derive wall time from the monotonic clock.** Anchoring one
+//! `SystemTime`/`Instant` pair at start and adding tokio's elapsed time would make wall time
+//! immune to clock steps, but for a daemon that runs for weeks it drifts away from the host's
+//! clock for good: an NTP step (a host without an RTC boots in the past and is stepped forward
+//! minutes after Talon started), a manual correction, or a suspend (monotonic clocks do not count
+//! sleep on macOS or Linux) would all leave every later record, notification and `/status` time
+//! wrong by that amount until the next restart — and the persisted times (cooldowns, `paged_at`,
+//! `last_page_at`), compared by the next process against a freshly anchored clock, would jump by
+//! the accumulated drift at every restart. Those times are shown to humans, sent to Alertmanager
+//! and chat, and compared across restarts, so they must be the host's time. The price: a step is
+//! seen by the state machine as time passing (forward: a cooldown or threshold ends early) or as
+//! time standing still (backward: the core pulls stored times back to the event's time, so
+//! nothing waits longer than configured, see `docs/state-machine.md` § Time); timers are
+//! recomputed from wall deltas at every loop turn, so they follow a step at their next wake-up.
+//! Durations and deadlines never use wall time, so a step cannot cut a timeout short.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Monotonic time: tokio's, so paused-time tests control it.
+pub use tokio::time::Instant;
+
+/// Monotonic now (for timers, deadlines and measuring durations).
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// The host's wall time now, unix milliseconds (code outside the runtime: probe results, heal
+/// and agent reports, the CLI). The runtime uses its injected [`Clock`].
+pub fn wall_ms() -> i64 {
+    Clock::system().wall_ms()
+}
+
+/// The host's wall time now, as a `SystemTime` (for fields that keep one).
+pub fn wall_time() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Where wall time comes from; see the module docs for the trade between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// `None`: the host's clock. `Some((wall_ms, instant))`: wall time is `wall_ms` plus tokio's
+    /// time elapsed since `instant`.
+    anchor: Option<(i64, Instant)>,
+}
+
+impl Clock {
+    /// The host's clock, read at every call (the daemon).
+    pub fn system() -> Self {
+        Clock { anchor: None }
+    }
+
+    /// The host's clock read once now, then advanced by tokio's clock only (paused-time tests,
+    /// where `tokio::time::advance` must move wall time too). Not for a long-running daemon: it
+    /// never sees a clock step or a suspend.
+    pub fn follow_tokio() -> Self {
+        Clock {
+            anchor: Some((unix_ms(SystemTime::now()), Instant::now())),
+        }
+    }
+
+    /// Wall time now, unix milliseconds.
+    pub fn wall_ms(&self) -> i64 {
+        match self.anchor {
+            None => unix_ms(SystemTime::now()),
+            Some((wall, at)) => {
+                wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX / 4))
+            }
+        }
+    }
+
+    /// Monotonic now.
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The instant at which wall time reaches `at_ms` (now, when it already has).
+    pub fn instant_at(&self, at_ms: i64) -> Instant {
+        self.now() + self.until(at_ms)
+    }
+
+    /// Time from now until wall time reaches `at_ms` (zero when it already has).
+    pub fn until(&self, at_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(at_ms.saturating_sub(self.wall_ms())).unwrap_or(0))
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn follow_tokio_moves_wall_time_with_paused_time() {
+        let c = Clock::follow_tokio();
+        let w0 = c.wall_ms();
+        let t0 = c.now();
+        tokio::time::advance(Duration::from_secs(4 * 3600)).await;
+        assert_eq!(c.now() - t0, Duration::from_secs(4 * 3600));
+        assert_eq!(c.wall_ms() - w0, 4 * 3600 * 1000);
+        assert_eq!(
+            c.until(w0 + 4 * 3600 * 1000 + 1500),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(c.until(w0), Duration::ZERO, "a past time is due now");
+        assert_eq!(c.instant_at(w0), c.now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_ignores_paused_time() {
+        let c = Clock::system();
+        let w0 = c.wall_ms();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        // Real time passed is microseconds, not the hour tokio's clock moved.
+        assert!(c.wall_ms() - w0 < 60_000, "{}", c.wall_ms() - w0);
+        assert!((wall_ms() - c.wall_ms()).abs() < 60_000);
+    }
+}

@@ -1,0 +1,521 @@
+//! The actor: the runtime's state, its loop, and the one `match` over the inbox.
+//!
+//! The loop takes one [`Msg`] at a time — from the inbox, or [`Msg::Timer`] when its own
+//! deadline passes — and [`Runtime::handle`] gives each variant to exactly one method. Decisions
+//! are the core's ([`Core::step`]); this file turns the core's actions into effect tasks whose
+//! answers come back as messages, and stores what each step produced.
+
+use super::boot::{Boot, RunOptions};
+use super::effects::{AgentJob, Delivery, Effects, HealJob, History, Worker};
+use super::inbox::{Inbox, Msg};
+use super::schedule::Schedule;
+use crate::clock::{Clock, Instant};
+use crate::config::Config;
+use crate::core::ProbeResult;
+use crate::core::{Action, Core, Event, Millis};
+use crate::redact::Redactor;
+use crate::server::control::ControlRequest;
+use crate::server::snapshot::{ConfigError, StatusSnapshot, TimelineEntry, Transition};
+use crate::store::Batch;
+use crate::supervise::WorkerEvent;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How often old history is pruned (the first prune runs at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The running daemon: one actor. Build it with [`Runtime::new`], then [`Runtime::run`] (the
+/// daemon, with signals, the config watcher and the HTTP server) or [`Runtime::serve`] (the loop
+/// alone, driven through [`Runtime::inbox`]).
+pub struct Runtime {
+    /// Where the config is re-read from on reload.
+    pub(super) opts: RunOptions,
+    pub(super) cfg: Arc<Config>,
+    pub(super) core: Core,
+    pub(super) clock: Clock,
+    pub(super) effects: Effects,
+    /// Where each step's records and state go (`None`: no store, no history).
+    pub(super) history: Option<Box<dyn History>>,
+    pub(super) inbox: Inbox,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Effect tasks in flight (aborted at shutdown, which kills their process groups).
+    pub(super) tasks: JoinSet<()>,
+    /// Tasks that feed the inbox (signal, control and worker-event pumps), stopped at shutdown.
+    pub(super) pumps: Vec<JoinHandle<()>>,
+    pub(super) timers: Timers,
+    /// Newest scheduled result of each probe (and of the `worker` pseudo-probe).
+    pub(super) last: BTreeMap<String, ProbeResult>,
+    /// Secrets and `redact` patterns: probe output is redacted as it arrives, before the core,
+    /// the store, the log or any executor sees it.
+    pub(super) redactor: Arc<Redactor>,
+    pub(super) worker: WorkerSlot,
+    pub(super) surfaces: Surfaces,
+}
+
+/// The loop's deadlines: probes due, the core's one wake-up, the history prune.
+#[derive(Debug)]
+pub(super) struct Timers {
+    pub(super) schedule: Schedule,
+    /// The core's one timer ([`Action::WakeAt`]), wall time.
+    pub(super) wake: Option<Millis>,
+    pub(super) prune_at: Instant,
+}
+
+impl Timers {
+    /// The earliest deadline (at most [`PRUNE_EVERY`] away).
+    fn next_deadline(&self, clock: &Clock) -> Instant {
+        let mut next = self.prune_at;
+        if let Some(p) = self.schedule.next_deadline() {
+            next = next.min(p);
+        }
+        if let Some(at) = self.wake {
+            next = next.min(clock.instant_at(at));
+        }
+        next
+    }
+}
+
+/// The supervised worker, when `[worker]` is configured.
+pub(super) struct WorkerSlot {
+    pub(super) handle: Option<Arc<dyn Worker>>,
+    /// Its restarts so far (for `state.json`).
+    pub(super) restarts: u32,
+    /// Every supervisor sends its events here; they are passed on to the inbox.
+    pub(super) events: mpsc::Sender<WorkerEvent>,
+    pub(super) events_rx: Option<mpsc::Receiver<WorkerEvent>>,
+}
+
+/// What the outside sees: the status board behind `/health`, `/status` and `/`, metrics, the
+/// HTTP server, the log, systemd.
+pub(super) struct Surfaces {
+    /// Replaced after every message.
+    pub(super) board: crate::server::StatusBoard,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
+    pub(super) server: Option<crate::server::ServerHandle>,
+    /// The HTTP control endpoints send here; passed on to the inbox as [`Msg::Control`].
+    pub(super) control: mpsc::Sender<ControlRequest>,
+    pub(super) control_rx: Option<mpsc::Receiver<ControlRequest>>,
+    /// The newest reload error, until a good config replaces it.
+    pub(super) config_error: Option<String>,
+    /// The same, with its position, for the surfaces.
+    pub(super) config_error_detail: Option<ConfigError>,
+    pub(super) transitions: Vec<Transition>,
+    /// The open incident's timeline.
+    pub(super) timeline: Vec<TimelineEntry>,
+    /// Ticked every loop turn; the systemd watchdog pings only while it moves.
+    pub(super) progress: crate::sdnotify::Progress,
+    pub(super) sd: Option<crate::sdnotify::Notifier>,
+    pub(super) log: Option<crate::logging::LogGuard>,
+    pub(super) watch: Option<crate::watch::WatchHandle>,
+    /// Failed store writes already counted in the metrics.
+    pub(super) store_failures_seen: u64,
+}
+
+impl Runtime {
+    /// The runtime for what [`Boot`] loaded, with these effects and this clock.
+    pub fn new(boot: Boot, effects: Effects, clock: Clock) -> Runtime {
+        let Boot {
+            opts,
+            config: cfg,
+            core,
+            history,
+            log,
+        } = boot;
+        let (inbox, rx) = Inbox::new();
+        let (events, events_rx) = mpsc::channel(256);
+        let (control, control_rx) = mpsc::channel(16);
+        let mut schedule = Schedule::default();
+        schedule.sync(&cfg.probes, clock.now());
+        let board = crate::server::StatusBoard::new(StatusSnapshot::new(clock.wall_ms() / 1000));
+        Runtime {
+            redactor: Arc::new(cfg.redactor()),
+            cfg: Arc::new(cfg),
+            opts,
+            core,
+            history,
+            inbox,
+            rx,
+            tasks: JoinSet::new(),
+            pumps: Vec::new(),
+            timers: Timers {
+                schedule,
+                wake: None,
+                prune_at: clock.now(),
+            },
+            last: BTreeMap::new(),
+            worker: WorkerSlot {
+                handle: None,
+                restarts: 0,
+                events,
+                events_rx: Some(events_rx),
+            },
+            surfaces: Surfaces {
+                board,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+                server: None,
+                control,
+                control_rx: Some(control_rx),
+                config_error: None,
+                config_error_detail: None,
+                transitions: Vec::new(),
+                timeline: Vec::new(),
+                progress: crate::sdnotify::Progress::default(),
+                sd: None,
+                log,
+                watch: None,
+                store_failures_seen: 0,
+            },
+            effects,
+            clock,
+        }
+    }
+
+    /// Where to send messages to this runtime.
+    pub fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The snapshot `/health`, `/status` and `/` serve (updated after every message).
+    pub fn board(&self) -> crate::server::StatusBoard {
+        self.surfaces.board.clone()
+    }
+
+    /// The loop: handle messages until [`Msg::Shutdown`], then stop (kill in-flight heal and
+    /// agent groups, drain the worker, flush the store).
+    pub async fn serve(mut self) {
+        if let Some(rx) = self.worker.events_rx.take() {
+            self.pumps.push(self.inbox.forward_from(rx, Msg::Worker));
+        }
+        if let Some(rx) = self.surfaces.control_rx.take() {
+            self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
+        }
+        self.start_worker();
+        self.update_log();
+        // A tick right away lets the core re-issue what a restore left pending (re-probes,
+        // undelivered notifications) without waiting for the first cycle.
+        self.step(Event::Tick {
+            at: self.clock.wall_ms(),
+        });
+        self.publish();
+        tracing::info!(
+            probes = self.cfg.probes.len(),
+            state = self.core.state().as_str(),
+            "talon running"
+        );
+        if let Some(sd) = &self.surfaces.sd {
+            let _ = sd.ready(&format!(
+                "{} probes, {}",
+                self.cfg.probes.len(),
+                self.core.state().as_str()
+            ));
+        }
+        let signal = loop {
+            self.surfaces.progress.tick();
+            let msg = self.next_msg().await;
+            if let Some(sig) = self.handle(msg).await {
+                break sig;
+            }
+            self.reap();
+        };
+        self.shutdown(signal).await;
+    }
+
+    /// The next message: the inbox first, else [`Msg::Timer`] when the earliest deadline passes.
+    async fn next_msg(&mut self) -> Msg {
+        let deadline = self.timers.next_deadline(&self.clock);
+        tokio::select! {
+            biased;
+            msg = self.rx.recv() => match msg {
+                Some(m) => m,
+                // Unreachable while `self.inbox` is alive; stop cleanly if it ever is.
+                None => Msg::Shutdown(Signal::SIGTERM),
+            },
+            _ = tokio::time::sleep_until(deadline) => Msg::Timer,
+        }
+    }
+
+    /// Every message is handled here, each variant by one method. Returns the signal to stop
+    /// with, for [`Msg::Shutdown`].
+    async fn handle(&mut self, msg: Msg) -> Option<Signal> {
+        let at = self.clock.wall_ms();
+        match msg {
+            Msg::CycleDone(results) => self.on_cycle(results),
+            Msg::ReprobeDone {
+                incident,
+                probes,
+                mut results,
+            } => {
+                tracing::info!(incident, probes = ?probes, "verification re-probe done");
+                for r in &mut results {
+                    r.output = self.redactor.clean(&r.output);
+                }
+                self.step(Event::Reprobe { at, results });
+            }
+            Msg::HealDone {
+                id,
+                outcome,
+                output,
+            } => {
+                let ok = if outcome.succeeded() { "ok" } else { "failed" };
+                self.surfaces.metrics.escalation_action("heal", ok);
+                self.step(Event::HealFinished {
+                    at,
+                    id,
+                    outcome,
+                    output,
+                });
+            }
+            Msg::AgentDone {
+                id,
+                outcome,
+                output,
+            } => {
+                let ok = if outcome.succeeded() { "ok" } else { "failed" };
+                self.surfaces.metrics.escalation_action("agent", ok);
+                self.step(Event::AgentFinished {
+                    at,
+                    id,
+                    outcome,
+                    output,
+                });
+            }
+            Msg::Delivered { id, channels } => self.step(Event::NotifyResult { at, id, channels }),
+            Msg::Worker(ev) => self.on_worker(ev),
+            Msg::Timer => self.on_timer(),
+            Msg::Reload(trigger) => self.reload(trigger).await,
+            Msg::Control(req) => self.on_control(req),
+            Msg::Forward(sig) => self.forward(sig),
+            Msg::Shutdown(sig) => return Some(sig),
+        }
+        self.publish();
+        None
+    }
+
+    /// Probes due, the core's wake-up, the hourly prune.
+    fn on_timer(&mut self) {
+        let now = self.clock.now();
+        self.launch_due(now);
+        if let Some(at) = self.timers.wake
+            && at <= self.clock.wall_ms()
+        {
+            self.timers.wake = None;
+            self.step(Event::Tick {
+                at: self.clock.wall_ms(),
+            });
+        }
+        if self.timers.prune_at <= now {
+            self.timers.prune_at = now + PRUNE_EVERY;
+            if let Some(h) = &self.history {
+                h.prune(self.clock.wall_ms(), self.cfg.store.retention);
+            }
+        }
+    }
+
+    /// One decision: step the core, store what it produced, execute its actions.
+    pub(super) fn step(&mut self, ev: Event) {
+        let actions = self.core.step(ev.clone());
+        for a in &actions {
+            if let Action::Record(r) = a {
+                self.note_record(r);
+            }
+        }
+        if let Some(h) = &self.history {
+            h.write(Batch::from_step(
+                &ev,
+                &actions,
+                &self.core,
+                self.worker.restarts,
+            ));
+        }
+        for a in actions {
+            self.execute(a);
+        }
+    }
+
+    /// Start one of the core's actions. The slow ones run as tasks that answer through the inbox.
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::RunHeal {
+                id,
+                incident,
+                steps,
+                probes,
+            } => {
+                tracing::warn!(incident, action = id, probes = ?probes, "tier 1: running heal");
+                let job = HealJob {
+                    id,
+                    incident,
+                    steps,
+                    probes,
+                    cfg: self.cfg.clone(),
+                    redactor: self.redactor.clone(),
+                    last: self.last.clone(),
+                    worker: self.worker.handle.clone(),
+                };
+                let run = self.effects.heal.run(job);
+                self.spawn_effect(async move {
+                    let (outcome, output) = run.await;
+                    Msg::HealDone {
+                        id,
+                        outcome,
+                        output,
+                    }
+                });
+            }
+            Action::RunAgent {
+                id,
+                incident,
+                tier,
+                probes,
+            } => {
+                tracing::warn!(incident, action = id, tier = tier.as_str(), probes = ?probes, "running agent");
+                let job = AgentJob {
+                    incident,
+                    tier,
+                    probes,
+                    cfg: self.cfg.clone(),
+                    redactor: self.redactor.clone(),
+                    outlook: self.core.outlook(self.clock.wall_ms()),
+                };
+                let run = self.effects.agent.run(job);
+                self.spawn_effect(async move {
+                    let (outcome, output) = run.await;
+                    Msg::AgentDone {
+                        id,
+                        outcome,
+                        output,
+                    }
+                });
+            }
+            Action::Notify(n) => {
+                tracing::warn!(
+                    incident = n.incident,
+                    kind = n.kind.as_str(),
+                    attempt = n.attempt,
+                    "notifying"
+                );
+                let id = n.id;
+                let run = self.effects.notifier.deliver(Delivery {
+                    cfg: self.cfg.clone(),
+                    notification: n,
+                    redactor: self.redactor.clone(),
+                });
+                self.spawn_effect(async move {
+                    Msg::Delivered {
+                        id,
+                        channels: run.await,
+                    }
+                });
+            }
+            Action::Reprobe {
+                incident,
+                probes,
+                at,
+            } => self.launch_reprobe(incident, probes, at),
+            Action::WakeAt { at } => self.timers.wake = Some(at),
+            Action::Record(r) => log_record(&r),
+            Action::Persist => {}
+        }
+    }
+
+    /// Run an effect off the loop; its answer comes back through the inbox.
+    pub(super) fn spawn_effect(
+        &mut self,
+        effect: impl std::future::Future<Output = Msg> + Send + 'static,
+    ) {
+        let inbox = self.inbox.clone();
+        self.tasks.spawn(async move {
+            inbox.send(effect.await);
+        });
+    }
+
+    /// Collect effect tasks that ended (their answers are already in the inbox).
+    fn reap(&mut self) {
+        while let Some(res) = self.tasks.try_join_next() {
+            if let Err(e) = res
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a task panicked");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, sig: Signal) {
+        tracing::info!(signal = sig.as_str(), "shutting down");
+        if let Some(sd) = &self.surfaces.sd {
+            let _ = sd.stopping();
+        }
+        if let Some(srv) = self.surfaces.server.take() {
+            srv.shutdown().await;
+        }
+        for p in self.pumps.drain(..) {
+            p.abort();
+        }
+        self.surfaces.watch = None;
+        // Aborting a task drops its subprocess run, which kills the run's process group.
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.stop_worker(sig).await;
+        if let Some(h) = self.history.take() {
+            let res = tokio::task::spawn_blocking(move || h.close()).await;
+            if let Ok(Err(e)) = res {
+                tracing::error!(error = %e, "store flush at shutdown failed");
+            }
+        }
+    }
+}
+
+/// One log line per notable record.
+fn log_record(r: &crate::core::Record) {
+    use crate::core::Record;
+    match r {
+        Record::Transition(t) => {
+            tracing::info!(subject = %t.subject, from = %t.from, to = %t.to, incident = ?t.incident, "{}", t.reason)
+        }
+        Record::IncidentOpened {
+            incident, probes, ..
+        } => {
+            tracing::warn!(incident, probes = ?probes, "incident opened")
+        }
+        Record::IncidentClosed {
+            incident, reason, ..
+        } => tracing::info!(incident, "incident closed: {reason}"),
+        Record::ActionFinished {
+            action, outcome, ..
+        } => {
+            tracing::info!(action, outcome = %outcome.describe(), "action finished")
+        }
+        Record::ActionVerdict {
+            action, verdict, ..
+        } => tracing::info!(action, "verdict: {verdict}"),
+        Record::NotificationResult {
+            notification,
+            delivered,
+            channels,
+            ..
+        } => {
+            for c in channels {
+                tracing::info!(notification, channel = %c.channel, delivered = c.delivered, "{}", c.detail);
+            }
+            if !delivered {
+                tracing::error!(
+                    notification,
+                    "notification not delivered on any channel; will retry"
+                );
+            }
+        }
+        _ => tracing::debug!(record = ?r, "record"),
+    }
+}

@@ -1,0 +1,142 @@
+//! The effects the runtime starts, each behind a small trait so a test can script it: a probe
+//! cycle, a heal, an agent run, a delivery, a store write, a worker supervisor. The runtime is
+//! given them through its constructor ([`Effects`] and [`super::Boot::history`]); `cli/run.rs`
+//! wires the real ones (`real.rs`), the runtime's tests wire scripted ones. Nothing selects an
+//! implementation by an environment variable or a global.
+//!
+//! Every slow effect returns a future the runtime runs as a task off its loop; the task's answer
+//! comes back through the inbox ([`super::Msg`]).
+
+use crate::config::path::SearchPath;
+use crate::config::probe::ProbeConfig;
+use crate::config::{Config, WorkerConfig};
+use crate::core::{
+    AgentTier, ChannelResult, HealStep, IncidentId, Millis, Notification, Outlook, ProbeResult,
+    RunOutcome,
+};
+use crate::redact::Redactor;
+use crate::store::{Batch, StoreError};
+use crate::supervise::{ForwardError, WorkerEvent, WorkerStatus};
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A boxed, sendable future (what the effect traits return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs probes: the scheduled cycles and the verification re-probes.
+pub trait ProbeRunner: Send + Sync {
+    /// Run `probes` once, concurrently (dependencies inside the set honoured); one result per
+    /// probe, in the same order. The work is bound when this is called: a reload afterwards does
+    /// not change a run already asked for.
+    fn run(&self, probes: Vec<ProbeConfig>) -> BoxFuture<'static, Vec<ProbeResult>>;
+    /// A reloaded config took effect.
+    fn reconfigure(&self, cfg: &Config);
+}
+
+/// Runs one tier-1 heal (its steps in order) and reports the worst outcome and the outputs.
+pub trait HealRunner: Send + Sync {
+    fn run(&self, job: HealJob) -> BoxFuture<'static, (RunOutcome, String)>;
+}
+
+/// Runs one agent tier with the prompt on stdin and reports how it ended and its transcript.
+pub trait AgentRunner: Send + Sync {
+    fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)>;
+}
+
+/// One [`crate::core::Action::RunHeal`], with what the heal runner needs to run it.
+pub struct HealJob {
+    pub id: u64,
+    pub incident: IncidentId,
+    pub steps: Vec<HealStep>,
+    /// The failing roots it is for.
+    pub probes: Vec<String>,
+    pub cfg: Arc<Config>,
+    /// The newest scheduled result of each probe (the failing ones go to the heal's context).
+    pub last: BTreeMap<String, ProbeResult>,
+    /// For a [`HealStep::RestartWorker`] step.
+    pub worker: Option<Arc<dyn Worker>>,
+    /// The daemon's redactor (it keeps secrets learned at run time, e.g. fetched bot tokens).
+    pub redactor: Arc<Redactor>,
+}
+
+/// One [`crate::core::Action::RunAgent`], with what the agent runner needs to run it.
+pub struct AgentJob {
+    pub incident: IncidentId,
+    pub tier: AgentTier,
+    pub probes: Vec<String>,
+    pub cfg: Arc<Config>,
+    /// What the core knows now (failing probes, the incident), for the prompt.
+    pub outlook: Outlook,
+    pub redactor: Arc<Redactor>,
+}
+
+/// One delivery attempt of a notification on every channel.
+pub struct Delivery {
+    pub cfg: Arc<Config>,
+    pub notification: Notification,
+    /// The daemon's redactor (it keeps secrets learned at run time).
+    pub redactor: Arc<Redactor>,
+}
+
+/// Delivers notifications: one result per channel.
+pub trait Notifier: Send + Sync {
+    fn deliver(&self, job: Delivery) -> BoxFuture<'static, Vec<ChannelResult>>;
+}
+
+/// Where each step's history goes. Writes never block the loop.
+pub trait History: Send {
+    /// Queue what one step produced.
+    fn write(&self, batch: Batch);
+    /// Queue a retention prune.
+    fn prune(&self, now: Millis, retention: Duration);
+    /// Writes that failed so far.
+    fn failures(&self) -> u64;
+    /// Why writes are failing now, if they are.
+    fn current_error(&self) -> Option<String>;
+    /// Write what is queued and stop. Blocks (the runtime calls it from `spawn_blocking`).
+    fn close(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Starts worker supervisors (one per `[worker]` config, again after a reload removed and
+/// re-added it).
+pub trait Workers: Send + Sync {
+    /// Start supervising; the supervisor's events go to `events`.
+    fn start(
+        &self,
+        cfg: WorkerConfig,
+        search: SearchPath,
+        events: mpsc::Sender<WorkerEvent>,
+    ) -> Arc<dyn Worker>;
+}
+
+/// The runtime's side of a running worker supervisor.
+pub trait Worker: Send + Sync {
+    /// Restart the worker gracefully, at once (the `worker` pseudo-probe's heal).
+    fn restart(&self) -> BoxFuture<'_, ()>;
+    /// Take a changed `[worker]` config (restarts the worker with it).
+    fn reconfigure(&self, cfg: WorkerConfig, search: SearchPath) -> BoxFuture<'_, ()>;
+    /// Pass a signal on to the worker's group.
+    fn forward(&self, sig: Signal) -> Result<(), ForwardError>;
+    fn status(&self) -> WorkerStatus;
+    /// Values of the worker's resolved secrets (redacted from everything Talon hands over).
+    fn secret_values(&self) -> Vec<String>;
+    /// Stop supervising, first signal `sig`, and wait until nothing is left — when this is the
+    /// last handle. Otherwise (a heal task still holds one) the last holder's drop drains the
+    /// worker in the background.
+    fn shutdown(self: Arc<Self>, sig: Signal) -> BoxFuture<'static, ()>;
+}
+
+/// The effects the runtime is built with.
+#[derive(Clone)]
+pub struct Effects {
+    pub probes: Arc<dyn ProbeRunner>,
+    pub heal: Arc<dyn HealRunner>,
+    pub agent: Arc<dyn AgentRunner>,
+    pub notifier: Arc<dyn Notifier>,
+    pub workers: Arc<dyn Workers>,
+}
