@@ -58,6 +58,7 @@ fn cycle(i: u64, at: Millis) -> Vec<ProbeResult> {
                 passed: !failing,
                 status,
                 output: format!("HTTP {} in 3 ms", if failing { 503 } else { 200 }),
+                detail: String::new(),
                 duration_ms: 3,
                 started_at: at,
             }
@@ -203,6 +204,7 @@ fn bench_growth(interval_secs: i64, days: i64) {
                                 "HTTP 200 from http://127.0.0.1:8080/health in {} ms",
                                 3 + i % 20
                             ),
+                            detail: String::new(),
                             duration_ms: 3 + (i % 20) as u64,
                             started_at: when,
                         }],

@@ -29,6 +29,7 @@ fn result(i: usize, pass: bool) -> ProbeResult {
             if pass { 200 } else { 503 },
             3000 + i
         ),
+        detail: String::new(),
         duration_ms: 3,
         started_at: 1_795_000_000_000,
     }

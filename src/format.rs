@@ -9,6 +9,11 @@
 //!   long, how long until), and [`latency`] for what was measured or bounded to sub-second
 //!   precision (`12 ms`, `2.5 s`: a probe's run time or timeout).
 //!
+//! - Excerpts of long text: [`newest_excerpt`] (the end: output, logs) and [`head_excerpt`] (the
+//!   start: an HTTP body), each cut at a line or word boundary when one is near, so a cut
+//!   rarely leaves half a word (half a secret that redaction could no longer recognise), and
+//!   marked when cut.
+//!
 //! Why two duration formats: a latency is a measurement whose tenths matter (a probe answering in
 //! 0.4 s and one answering in 1.4 s are different facts, and "1s" would hide it), while an age or
 //! a window is read at a glance, where "1h 5m" is the whole story and "3905.2 s" is noise. Each
@@ -118,6 +123,52 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
+/// How far from a cut a line or word boundary is looked for.
+const BOUNDARY_NEAR: usize = 200;
+
+/// The newest `max` bytes of `text` (the end), cut at a line start when one is near, else at a
+/// word start, marked `[… N earlier bytes omitted]` when cut.
+pub fn newest_excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &text[start..];
+    let near = |i: usize| i < BOUNDARY_NEAR && i + 1 < tail.len();
+    let tail = match (tail.find('\n'), tail.find([' ', '\t'])) {
+        (Some(i), _) if near(i) => &tail[i + 1..],
+        (_, Some(i)) if near(i) => &tail[i + 1..],
+        _ => tail,
+    };
+    format!(
+        "[… {} earlier bytes omitted]\n{tail}",
+        text.len() - tail.len()
+    )
+}
+
+/// The first `max` bytes of `text` (the start), cut at a line end when one is near, else at a
+/// word end, marked `[… N more bytes omitted]` when cut.
+pub fn head_excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let near = |i: usize| head.len() - i < BOUNDARY_NEAR && i > 0;
+    let head = match (head.rfind('\n'), head.rfind([' ', '\t'])) {
+        (Some(i), _) if near(i) => &head[..i],
+        (_, Some(i)) if near(i) => &head[..i],
+        _ => head,
+    };
+    format!("{head}\n[… {} more bytes omitted]", text.len() - head.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +248,31 @@ mod tests {
         assert_eq!(duration(s(400 * 86_400)), "400d");
         assert_eq!(duration_ms(-5), "0s");
         assert_eq!(duration_ms(3_900_000), "1h 5m");
+    }
+
+    #[test]
+    fn excerpts_keep_their_end_cut_at_a_boundary_and_say_so() {
+        assert_eq!(newest_excerpt("short", 10), "short");
+        assert_eq!(head_excerpt("short", 10), "short");
+        let text = "line one\nline two\nline three";
+        assert_eq!(
+            newest_excerpt(text, 14),
+            "[… 18 earlier bytes omitted]\nline three"
+        );
+        assert_eq!(
+            head_excerpt(text, 14),
+            "line one\n[… 20 more bytes omitted]"
+        );
+        // No line break near: a word boundary, so no half token is left over.
+        let words = "token ghp_16C7e42F292c6912E7710c838347Ae178B4a end";
+        assert_eq!(
+            newest_excerpt(words, 30),
+            "[… 47 earlier bytes omitted]\nend"
+        );
+        assert_eq!(head_excerpt(words, 30), "token\n[… 45 more bytes omitted]");
+        // Never inside a character.
+        let wide = "é".repeat(10);
+        assert!(newest_excerpt(&wide, 5).ends_with("éé"));
+        assert!(head_excerpt(&wide, 5).starts_with("éé\n"));
     }
 }

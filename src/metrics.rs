@@ -387,6 +387,7 @@ mod tests {
             passed: status.passed(),
             status,
             output: String::new(),
+            detail: String::new(),
             duration_ms: ms,
             started_at: 0,
         }

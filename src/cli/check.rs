@@ -26,6 +26,10 @@ pub struct Args {
     /// Run only probes of this kind.
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// Under each failing probe, its detail: the newest output of the run, or what it was
+    /// judged from (`--json` always includes it).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(Serialize)]
@@ -84,7 +88,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
             results: &results,
         })?;
     } else {
-        table(out, &results, took)?;
+        table(out, &results, took, args.verbose)?;
     }
     Ok(if ok { Exit::Ok } else { Exit::Unhealthy })
 }
@@ -118,7 +122,12 @@ fn select(all: &[ProbeConfig], args: &Args) -> Result<Vec<ProbeConfig>, String> 
         .collect())
 }
 
-fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Result<()> {
+fn table(
+    out: &mut Out,
+    results: &[ProbeResult],
+    took: Duration,
+    verbose: bool,
+) -> std::io::Result<()> {
     let rows: Vec<[String; 5]> = results
         .iter()
         .map(|r| {
@@ -154,8 +163,13 @@ fn table(out: &mut Out, results: &[ProbeResult], took: Duration) -> std::io::Res
         )
     };
     line(out, head)?;
-    for r in &rows {
+    for (r, result) in rows.iter().zip(results) {
         line(out, [&r[0], &r[1], &r[2], &r[3], &r[4]])?;
+        if verbose && !result.detail.trim().is_empty() {
+            for l in result.detail.lines() {
+                writeln!(out, "    | {l}")?;
+            }
+        }
     }
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     let mut parts = Vec::new();

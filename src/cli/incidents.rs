@@ -1,6 +1,6 @@
 //! `talon incidents [--open] [--json]` and `talon incident ID [--json]`: incidents from the
-//! store, and one incident's timeline with every transition, action (and its output) and
-//! notification.
+//! store, and one incident's timeline with every transition, action (and its output),
+//! notification, and what the failing probes said (their result's detail).
 
 use super::status::{load_config, no_state};
 use super::{Exit, Out};
@@ -169,6 +169,14 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
                 format!("{} #{} verdict: {v}", a.kind, a.id),
             );
         }
+    }
+    for f in &d.failures {
+        let mut text = format!("probe {} {}: {}", f.name, f.status, f.output);
+        for l in f.detail.lines() {
+            text.push_str("\n      | ");
+            text.push_str(l);
+        }
+        push(f.at, text);
     }
     for n in &d.notifications {
         let fate = match (n.delivered_at, n.dropped_at) {

@@ -115,6 +115,10 @@ pub mod probes {
     pub const CONSECUTIVE_FAILURES_BEFORE_ESCALATE: NonZeroU32 = count(3);
     pub const K8S_TIMEOUT: Duration = secs(10);
     pub const CONCURRENCY: NonZeroU32 = count(64);
+    /// `detail_bytes`: how much of a failing run's output its result keeps.
+    pub const DETAIL_BYTES: u32 = 4096;
+    /// The most `detail_bytes` may be.
+    pub const MAX_DETAIL_BYTES: u32 = 1024 * 1024;
     /// A probe's `critical`.
     pub const CRITICAL: bool = false;
     /// A probe's `recover_after`.

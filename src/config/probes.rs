@@ -28,6 +28,9 @@ pub struct ProbeDefaults {
     pub k8s_timeout: Duration,
     /// Probes run at once at most.
     pub concurrency: NonZeroU32,
+    /// How much of a failing run's output (or what it was judged from) its result keeps, in
+    /// bytes; 0 keeps none.
+    pub detail_bytes: u32,
 }
 
 /// A probe as parsed, before defaults and cross-probe checks.
@@ -208,6 +211,20 @@ impl Builder<'_, '_> {
                 dp::K8S_TIMEOUT,
             ),
             concurrency: self.count("probes.concurrency", p.concurrency, dp::CONCURRENCY),
+            detail_bytes: match p.detail_bytes {
+                None => dp::DETAIL_BYTES,
+                Some(n) if (0..=i64::from(dp::MAX_DETAIL_BYTES)).contains(&n) => n as u32,
+                Some(n) => {
+                    self.err(
+                        "probes.detail_bytes",
+                        format!(
+                            "must be between 0 (keep no detail) and {} bytes, got {n}",
+                            dp::MAX_DETAIL_BYTES
+                        ),
+                    );
+                    dp::DETAIL_BYTES
+                }
+            },
         }
     }
 

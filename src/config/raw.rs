@@ -158,6 +158,7 @@ pub struct RawProbeDefaults {
     pub k8s_timeout_secs: Option<Secs>,
     pub colima_timeout_secs: Option<Secs>,
     pub concurrency: Option<i64>,
+    pub detail_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,12 +38,15 @@ impl Status {
     }
 }
 
-/// What a kind's check returns: a status and a short, specific line of output
-/// ("HTTP 503 from http://127.0.0.1:3018/health in 12 ms", "connection refused").
+/// What a kind's check returns: a status, a short, specific line of output
+/// ("HTTP 503 from http://127.0.0.1:3018/health in 12 ms", "connection refused") and, for a
+/// failure, the detail it was judged from (see [`ProbeResult::detail`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
     pub output: String,
+    /// Empty when the kind has nothing to add to `output`.
+    pub detail: String,
 }
 
 impl Outcome {
@@ -51,25 +54,34 @@ impl Outcome {
         Self {
             status: Status::Pass,
             output: output.into(),
+            detail: String::new(),
         }
     }
     pub fn fail(output: impl Into<String>) -> Self {
         Self {
             status: Status::Fail,
             output: output.into(),
+            detail: String::new(),
         }
     }
     pub fn error(output: impl Into<String>) -> Self {
         Self {
             status: Status::Error,
             output: output.into(),
+            detail: String::new(),
         }
     }
     pub fn timeout(output: impl Into<String>) -> Self {
         Self {
             status: Status::Timeout,
             output: output.into(),
+            detail: String::new(),
         }
+    }
+    /// The same outcome with this detail.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
     }
 }
 
@@ -81,7 +93,15 @@ pub struct ProbeResult {
     pub kind: String,
     pub passed: bool,
     pub status: Status,
+    /// One line, for tables, messages and the log.
     pub output: String,
+    /// For a failure (`fail`, `timeout`, `error`) only: what the run printed or was judged from,
+    /// newest part, at most about `[probes] detail_bytes` — a script's output (stdout then
+    /// stderr), an HTTP answer's status line, headers and start of body, the properties or
+    /// objects a systemd, Redis or Kubernetes verdict was computed from. Empty for a pass, and
+    /// left out of JSON when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
     pub duration_ms: u64,
     /// Unix time in milliseconds when the run started.
     pub started_at: i64,

@@ -42,6 +42,7 @@ fn res(name: &str, status: Status, at: Millis) -> ProbeResult {
         passed: status == Pass,
         status,
         output: format!("{name} {}", status.as_str()),
+        detail: String::new(),
         duration_ms: 1,
         started_at: at,
     }

@@ -71,25 +71,7 @@ impl Drop for ContextFile {
     }
 }
 
-/// The newest `max` bytes of `text`, cut at a line start when one is near, marked when cut.
-pub fn newest_excerpt(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let tail = &text[start..];
-    let tail = match tail.find('\n') {
-        Some(i) if i < 200 && i + 1 < tail.len() => &tail[i + 1..],
-        _ => tail,
-    };
-    format!(
-        "[… {} earlier bytes omitted]\n{tail}",
-        text.len() - tail.len()
-    )
-}
+pub use crate::format::newest_excerpt;
 
 #[cfg(test)]
 mod tests {

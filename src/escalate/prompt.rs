@@ -1,5 +1,5 @@
 //! The agent's prompt: role, host facts, guardrails, the incident timeline, each failing probe
-//! with its newest output and runbook, heal output, and the newest lines of Talon's log and the
+//! with its newest output, the detail of that run and its runbook, heal output, and the newest lines of Talon's log and the
 //! worker's stderr log. Its exact shape is documented in `docs/agent.md`.
 //!
 //! Text Talon did not write (probe output, command output, log lines) is fenced between markers
@@ -107,6 +107,9 @@ pub struct FailingProbe {
     pub status: String,
     /// Its newest output.
     pub output: String,
+    /// That run's detail (its newest output, or what it was judged from); empty for none.
+    #[serde(default)]
+    pub detail: String,
     pub runbook: Option<String>,
     pub witness: Option<String>,
 }
@@ -119,6 +122,7 @@ impl FailingProbe {
             kind: result.kind.clone(),
             status: result.status.as_str().to_string(),
             output: result.output.clone(),
+            detail: result.detail.clone(),
             runbook: config.and_then(|c| c.runbook.clone()),
             witness: config.and_then(|c| c.witness.clone()),
         }
@@ -329,6 +333,13 @@ pub fn build_prompt(input: &PromptInput<'_>, redactor: &Redactor) -> String {
             format!("output of probe {}", r(&p.name)),
             r(&p.output),
         ));
+        if !p.detail.trim().is_empty() {
+            blocks.push(Block::data(
+                "Detail of that run (its newest output, or what it was judged from):\n".into(),
+                format!("detail of probe {}", r(&p.name)),
+                r(&p.detail),
+            ));
+        }
     }
     blocks.push(Block::fixed("## Heal attempts\n".into()));
     if input.heals.is_empty() {
@@ -501,6 +512,7 @@ mod tests {
             kind: "http".into(),
             status: "fail".into(),
             output: output.into(),
+            detail: String::new(),
             runbook: Some("Restart api with `svc restart api`.".into()),
             witness: None,
         }

@@ -15,6 +15,8 @@ pub struct ProbeCtx {
     shared: Arc<Shared>,
     /// This probe's timeout. Subprocess kinds pass it to [`crate::proc::Cmd::timeout`].
     pub timeout: Duration,
+    /// How much detail a failing outcome may carry (`[probes] detail_bytes`).
+    pub detail_bytes: usize,
 }
 
 struct Shared {
@@ -44,13 +46,21 @@ impl ProbeCtx {
                 k8s: super::k8s::K8sCtx::new(),
             }),
             timeout,
+            detail_bytes: crate::config::defaults::probes::DETAIL_BYTES as usize,
         }
+    }
+
+    /// The same context keeping at most `n` bytes of detail.
+    pub fn with_detail_bytes(mut self, n: usize) -> Self {
+        self.detail_bytes = n;
+        self
     }
 
     pub(super) fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
             shared: self.shared.clone(),
             timeout,
+            detail_bytes: self.detail_bytes,
         }
     }
 

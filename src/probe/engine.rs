@@ -44,6 +44,8 @@ pub struct EngineOptions {
     pub search_path: SearchPath,
     /// Probes running at once, at most.
     pub concurrency: usize,
+    /// How much detail a failing result keeps (`[probes] detail_bytes`).
+    pub detail_bytes: usize,
 }
 
 /// Runs probes. Clone it freely: clones share the clients and the concurrency bound.
@@ -59,13 +61,15 @@ impl Engine {
         Self::with_options(EngineOptions {
             search_path: config.search_path.clone(),
             concurrency: config.probe_defaults.concurrency.get() as usize,
+            detail_bytes: config.probe_defaults.detail_bytes as usize,
         })
     }
 
     pub fn with_options(opts: EngineOptions) -> Self {
         crate::net::install_tls_provider();
         Self {
-            ctx: ProbeCtx::new(opts.search_path, Duration::from_secs(5)),
+            ctx: ProbeCtx::new(opts.search_path, Duration::from_secs(5))
+                .with_detail_bytes(opts.detail_bytes),
             slots: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         }
     }
@@ -145,7 +149,10 @@ impl Engine {
         let t0 = clock::now();
         let outcome = self.check(probe).await;
         let duration = t0.elapsed();
-        let result = result_of(probe, started_at, duration, outcome);
+        let result = with_detail(
+            result_of(probe, started_at, duration, outcome),
+            self.ctx.detail_bytes,
+        );
         tracing::debug!(
             probe = %result.name,
             kind = %result.kind,
@@ -201,6 +208,7 @@ async fn first_unhealthy_dependency(
                     passed: false,
                     status: Status::Error,
                     output: "did not report a result".into(),
+                    detail: String::new(),
                     duration_ms: 0,
                     started_at: clock::wall_ms(),
                 });
@@ -265,6 +273,7 @@ pub fn blocked(probe: &ProbeConfig, dependency: &ProbeResult) -> ProbeResult {
         Outcome {
             status: Status::Blocked,
             output,
+            detail: String::new(),
         },
     )
 }
@@ -281,9 +290,23 @@ fn result_of(
         passed: outcome.status.passed(),
         status: outcome.status,
         output: outcome.output,
+        detail: outcome.detail,
         duration_ms: duration.as_millis() as u64,
         started_at,
     }
+}
+
+/// A result's detail as it is kept: only for a failure, at most about `max` bytes. A kind
+/// shapes its own detail within the bound (plus the few bytes of a "… omitted" marker); this
+/// is the backstop, keeping the newest part.
+fn with_detail(mut r: ProbeResult, max: usize) -> ProbeResult {
+    const MARKERS: usize = 128;
+    if !r.status.is_failure() || max == 0 {
+        r.detail.clear();
+    } else if r.detail.len() > max + MARKERS {
+        r.detail = crate::format::newest_excerpt(&r.detail, max);
+    }
+    r
 }
 
 /// What a kind talks to, for messages that have nothing better (a timeout).
@@ -335,6 +358,7 @@ mod tests {
                 dirs: vec!["/usr/bin".into(), "/bin".into()],
             },
             concurrency: 4,
+            detail_bytes: 4096,
         })
     }
 

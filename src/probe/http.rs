@@ -1,5 +1,9 @@
 //! `http` probe: a request whose status (and optionally body) is checked.
 //!
+//! A failure's detail is what the answer was judged from: the status line, the headers that
+//! explain an answer (type, length, location, retry-after, server, …; never cookies) and the
+//! start of the body — or, when there was no answer, the whole error chain.
+//!
 //! Clients are built once per engine and shared (one per TLS-verify / redirect combination,
 //! each on first use). Connections are not pooled between probes: every run opens a fresh
 //! connection, so a server that stopped accepting cannot hide behind an old keep-alive socket.
@@ -8,11 +12,69 @@ use super::ProbeCtx;
 use crate::clock::Instant;
 use crate::config::probe::http::{HttpSpec, expected_text, status_ok};
 use crate::core::outcome::Outcome;
-use crate::format::latency;
+use crate::format::{head_excerpt, latency};
 use crate::net::error_chain;
+use std::time::Duration;
 
 /// Most body bytes read for `body_contains` / `body_regex`.
 pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Response headers a failure's detail shows (the rest are noise or, like cookies, secrets).
+const DETAIL_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "location",
+    "retry-after",
+    "server",
+    "via",
+    "www-authenticate",
+    "x-request-id",
+];
+
+/// Longest a failing answer's body is read for its detail: an answer already judged must not
+/// turn into a timeout because its body trickles.
+const DETAIL_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// The status line and [`DETAIL_HEADERS`] of an answer.
+fn head_of(resp: &reqwest::Response) -> String {
+    let mut s = format!("{:?} {}\n", resp.version(), resp.status());
+    for name in DETAIL_HEADERS {
+        for v in resp.headers().get_all(*name) {
+            s.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+    }
+    s
+}
+
+/// The detail of a judged answer: its head, a blank line, the start of `body`, in `max` bytes.
+fn answer_detail(head: &str, body: &[u8], max: usize) -> String {
+    let body = String::from_utf8_lossy(body);
+    let room = max.saturating_sub(head.len() + 1);
+    if body.is_empty() || room == 0 {
+        return head_excerpt(head.trim_end(), max);
+    }
+    format!("{head}\n{}", head_excerpt(body.trim_end(), room))
+}
+
+/// Up to `max` bytes of the body, waiting at most `wait` (what arrived by then is kept).
+async fn body_start(resp: &mut reqwest::Response, max: usize, wait: Duration) -> Vec<u8> {
+    let mut body = Vec::new();
+    let read = async {
+        while body.len() < max {
+            match resp.chunk().await {
+                Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(max - body.len())]),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    body
+}
 
 /// Run the request and judge the answer.
 pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
@@ -31,7 +93,10 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
     let t0 = Instant::now();
     let mut resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::fail(format!("{} ({})", describe_error(&e), spec.url)),
+        Err(e) => {
+            return Outcome::fail(format!("{} ({})", describe_error(&e), spec.url))
+                .with_detail(head_excerpt(&error_chain(&e), ctx.detail_bytes));
+        }
     };
     let status = resp.status().as_u16();
     let elapsed = latency(t0.elapsed());
@@ -46,11 +111,15 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
                 String::from_utf8_lossy(loc.as_bytes())
             ));
         }
-        return Outcome::fail(msg);
+        let head = head_of(&resp);
+        let wait = DETAIL_BODY_WAIT.min(ctx.timeout.saturating_sub(t0.elapsed()) / 2);
+        let body = body_start(&mut resp, ctx.detail_bytes, wait).await;
+        return Outcome::fail(msg).with_detail(answer_detail(&head, &body, ctx.detail_bytes));
     }
     if spec.body_contains.is_none() && spec.body_regex.is_none() {
         return Outcome::pass(head);
     }
+    let answer = head_of(&resp);
     let mut body: Vec<u8> = Vec::new();
     loop {
         match resp.chunk().await {
@@ -66,7 +135,8 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
                 return Outcome::fail(format!(
                     "{head}, but reading the body failed: {}",
                     describe_error(&e)
-                ));
+                ))
+                .with_detail(answer_detail(&answer, &body, ctx.detail_bytes));
             }
         }
     }
@@ -74,13 +144,15 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
     if let Some(needle) = &spec.body_contains
         && !text.contains(needle.as_str())
     {
-        return Outcome::fail(format!("{head}, but the body does not contain `{needle}`"));
+        return Outcome::fail(format!("{head}, but the body does not contain `{needle}`"))
+            .with_detail(answer_detail(&answer, &body, ctx.detail_bytes));
     }
     if let Some(pattern) = &spec.body_regex {
         match regex::Regex::new(pattern) {
             Ok(re) if re.is_match(&text) => {}
             Ok(_) => {
-                return Outcome::fail(format!("{head}, but the body does not match /{pattern}/"));
+                return Outcome::fail(format!("{head}, but the body does not match /{pattern}/"))
+                    .with_detail(answer_detail(&answer, &body, ctx.detail_bytes));
             }
             Err(e) => return Outcome::error(format!("invalid body_regex: {e}")),
         }

@@ -2,6 +2,9 @@
 //! optional expectations on `INFO` fields (`info = { role = "master" }`).
 //!
 //! A minimal RESP client over a tokio `TcpStream`: the probe needs four commands, not a driver.
+//! A failure's detail is the exchange the verdict was computed from: each command sent (`AUTH`
+//! without its password) and what came back, and for an `INFO` mismatch every expected field
+//! with the value found.
 //! The password comes from the URL, `password_env` or `password_file`; it is never put in an
 //! output line or a log, and [`crate::config::probe::KindSpec::secrets`] hands it to redaction.
 
@@ -129,8 +132,54 @@ pub fn info_mismatch(
     None
 }
 
+/// The commands sent and the replies read, for a failure's detail.
+#[derive(Default)]
+struct Transcript {
+    lines: Vec<String>,
+    /// Replaced by `***` wherever it appears.
+    password: Option<String>,
+}
+
+impl Transcript {
+    /// Send `args` (shown as `shown`), read the reply, and write both down.
+    async fn call(
+        &mut self,
+        conn: &mut BufReader<TcpStream>,
+        shown: &str,
+        args: &[&[u8]],
+    ) -> std::io::Result<Reply> {
+        self.lines.push(format!("> {shown}"));
+        let r = call(conn, args).await;
+        self.lines.push(match &r {
+            Ok(Reply::Bulk(Some(b))) if shown == "INFO" => format!("< ({} bytes)", b.len()),
+            Ok(Reply::Error(e)) => format!("< -{e}"),
+            Ok(reply) => format!("< {}", reply.text()),
+            Err(e) => format!("! {e}"),
+        });
+        r
+    }
+
+    fn text(&self) -> String {
+        let t = self.lines.join("\n");
+        match &self.password {
+            Some(p) if !p.is_empty() => t.replace(p.as_str(), "***"),
+            _ => t,
+        }
+    }
+}
+
 /// Connect, authenticate, PING, and check INFO expectations.
-pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
+pub async fn check(spec: &RedisSpec, ctx: &ProbeCtx) -> Outcome {
+    let mut log = Transcript::default();
+    let o = exchange(spec, &mut log).await;
+    if o.status.is_failure() {
+        let detail = crate::format::newest_excerpt(&log.text(), ctx.detail_bytes);
+        return o.with_detail(detail);
+    }
+    o
+}
+
+async fn exchange(spec: &RedisSpec, log: &mut Transcript) -> Outcome {
     let t = match parse_url(&spec.url) {
         Ok(t) => t,
         Err(e) => return Outcome::error(format!("url: {e}")),
@@ -139,7 +188,9 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::error(e),
     };
+    log.password = password.clone();
     let target = spec.display_target();
+    log.lines.push(format!("connect {target}"));
     let scrub = |s: String| match &password {
         Some(p) if !p.is_empty() => s.replace(p.as_str(), "***"),
         _ => s,
@@ -147,7 +198,10 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
     let t0 = Instant::now();
     let stream = match TcpStream::connect((t.host.as_str(), t.port)).await {
         Ok(s) => s,
-        Err(e) => return Outcome::fail(format!("{target}: {}", io_reason(&e))),
+        Err(e) => {
+            log.lines.push(format!("! {e}"));
+            return Outcome::fail(format!("{target}: {}", io_reason(&e)));
+        }
     };
     let mut conn = BufReader::new(stream);
     let user = spec.username.clone().or(t.username.clone());
@@ -157,7 +211,11 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
             args.push(u.as_bytes());
         }
         args.push(p.as_bytes());
-        match call(&mut conn, &args).await {
+        let shown = match &user {
+            Some(u) => format!("AUTH {u} ***"),
+            None => "AUTH ***".to_string(),
+        };
+        match log.call(&mut conn, &shown, &args).await {
             Ok(Reply::Simple(ok)) if ok == "OK" => {}
             Ok(r) => {
                 return Outcome::fail(scrub(format!("{target}: AUTH failed: {}", r.text())));
@@ -167,13 +225,20 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
     }
     if t.db != 0 {
         let db = t.db.to_string();
-        match call(&mut conn, &[b"SELECT", db.as_bytes()]).await {
+        match log
+            .call(
+                &mut conn,
+                &format!("SELECT {db}"),
+                &[b"SELECT", db.as_bytes()],
+            )
+            .await
+        {
             Ok(Reply::Simple(ok)) if ok == "OK" => {}
             Ok(r) => return Outcome::fail(scrub(format!("{target}: SELECT {db}: {}", r.text()))),
             Err(e) => return Outcome::fail(format!("{target}: SELECT: {}", io_reason(&e))),
         }
     }
-    match call(&mut conn, &[b"PING"]).await {
+    match log.call(&mut conn, "PING", &[b"PING"]).await {
         Ok(Reply::Simple(p)) if p == "PONG" => {}
         Ok(r) => {
             return Outcome::fail(scrub(format!("{target}: PONG expected, got {}", r.text())));
@@ -184,12 +249,22 @@ pub async fn check(spec: &RedisSpec, _ctx: &ProbeCtx) -> Outcome {
     if spec.info.is_empty() {
         return Outcome::pass(head);
     }
-    let info = match call(&mut conn, &[b"INFO"]).await {
+    let info = match log.call(&mut conn, "INFO", &[b"INFO"]).await {
         Ok(Reply::Bulk(Some(b))) => parse_info(&String::from_utf8_lossy(&b)),
         Ok(r) => return Outcome::fail(scrub(format!("{target}: INFO: got {}", r.text()))),
         Err(e) => return Outcome::fail(format!("{target}: INFO: {}", io_reason(&e))),
     };
     if let Some(m) = info_mismatch(&info, &spec.info) {
+        log.lines.push("INFO fields checked:".into());
+        for (k, want) in &spec.info {
+            let got = info.get(k).map(String::as_str).unwrap_or("(absent)");
+            let verdict = if got == want {
+                "as expected".to_string()
+            } else {
+                format!("expected {want}")
+            };
+            log.lines.push(format!("  {k}: {got} ({verdict})"));
+        }
         return Outcome::fail(scrub(format!("{head}, but {m}")));
     }
     let shown: Vec<String> = spec.info.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -1,7 +1,9 @@
 //! `systemd` probe (Linux): a unit that must be active, system-wide or in the user's manager
 //! (`user = true` → `systemctl --user`). Asks
 //! `systemctl show -p Id,LoadState,ActiveState,SubState,Result,MainPID,ExecMainStatus <unit>`;
-//! passes when `ActiveState=active`, and reports SubState/Result either way.
+//! passes when `ActiveState=active`, and reports SubState/Result either way. A failure's detail
+//! is the `systemctl show` answer the verdict was computed from (or, when `systemctl` itself
+//! failed, what it printed).
 
 use super::ProbeCtx;
 use crate::config::probe::systemd::SystemdSpec;
@@ -68,9 +70,17 @@ pub async fn check(spec: &SystemdSpec, ctx: &ProbeCtx) -> Outcome {
         Ok(f) => f,
         Err(e) => return Outcome::error(e.to_string()),
     };
+    let printed = || {
+        let mut t = f.stdout.text();
+        t.push_str(&f.stderr.text());
+        crate::format::newest_excerpt(t.trim_end(), ctx.detail_bytes)
+    };
     match f.end {
-        End::Exited(0) => judge(spec.unit.trim(), &parse_show(&f.stdout.text())),
-        End::TimedOut => Outcome::timeout(format!("systemctl show {} timed out", spec.unit)),
+        End::Exited(0) => {
+            judge(spec.unit.trim(), &parse_show(&f.stdout.text())).with_detail(printed())
+        }
+        End::TimedOut => Outcome::timeout(format!("systemctl show {} timed out", spec.unit))
+            .with_detail(printed()),
         end => {
             let why = f.last_line();
             Outcome::error(format!(
@@ -82,6 +92,7 @@ pub async fn check(spec: &SystemdSpec, ctx: &ProbeCtx) -> Outcome {
                     format!(": {why}")
                 }
             ))
+            .with_detail(printed())
         }
     }
 }

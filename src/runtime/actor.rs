@@ -260,6 +260,7 @@ impl Runtime {
                 tracing::info!(incident, probes = ?probes, "verification re-probe done");
                 for r in &mut results {
                     r.output = self.redactor.clean(&r.output);
+                    r.detail = self.redactor.clean(&r.detail);
                 }
                 self.step(Event::Reprobe { at, results });
             }
@@ -388,6 +389,7 @@ impl Runtime {
                     cfg: self.cfg.clone(),
                     redactor: self.redactor.clone(),
                     outlook: self.core.outlook(self.clock.wall_ms()),
+                    last: self.last.clone(),
                 };
                 let run = self.effects.agent.run(job);
                 self.spawn_effect(async move {

@@ -72,6 +72,9 @@ pub struct AgentJob {
     pub cfg: Arc<Config>,
     /// What the core knows now (failing probes, the incident), for the prompt.
     pub outlook: Outlook,
+    /// The newest scheduled result of each probe (a failing one's `detail` goes to the prompt
+    /// and the agent's context).
+    pub last: BTreeMap<String, ProbeResult>,
     pub redactor: Arc<Redactor>,
 }
 

@@ -72,6 +72,15 @@ pub async fn run_heal(job: HealJob) -> (RunOutcome, String) {
     (worst, output)
 }
 
+/// The detail of a probe's newest result while it fails (a pass keeps none).
+fn failing_detail(job: &AgentJob, probe: &str) -> String {
+    job.last
+        .get(probe)
+        .filter(|r| r.status.is_failure())
+        .map(|r| r.detail.clone())
+        .unwrap_or_default()
+}
+
 /// Build the agent's prompt from what the core knows now.
 fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
     let cfg = &job.cfg;
@@ -86,6 +95,7 @@ fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
                 kind: pc.map(|p| p.kind.name().to_string()).unwrap_or_default(),
                 status: f.status.map(|s| s.as_str().to_string()).unwrap_or_default(),
                 output: f.output.clone(),
+                detail: failing_detail(job, &f.name),
                 runbook: pc.and_then(|p| p.runbook.clone()),
                 witness: pc.and_then(|p| p.witness.clone()),
             }
@@ -153,6 +163,7 @@ pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
             passed: false,
             status: f.status.unwrap_or(crate::core::Status::Fail),
             output: f.output.clone(),
+            detail: failing_detail(&job, &f.name),
             duration_ms: 0,
             started_at: f.since.unwrap_or(0),
         })

@@ -49,6 +49,7 @@ impl Runtime {
     pub(super) fn on_cycle(&mut self, mut results: Vec<ProbeResult>) {
         for r in &mut results {
             r.output = self.redactor.clean(&r.output);
+            r.detail = self.redactor.clean(&r.detail);
         }
         for r in &results {
             let critical = self

@@ -80,6 +80,7 @@ impl Runtime {
             passed: outcome.status.passed(),
             status: outcome.status,
             output: outcome.output,
+            detail: String::new(),
             duration_ms: 0,
             started_at: now,
         };

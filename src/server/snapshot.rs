@@ -290,6 +290,7 @@ mod tests {
             passed: status.passed(),
             status,
             output: format!("{} output", status.as_str()),
+            detail: String::new(),
             duration_ms: 7,
             started_at: 1_700_000_000_000,
         }

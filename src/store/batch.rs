@@ -163,8 +163,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
         return Ok(());
     }
     let mut ins = tx.prepare_cached(
-        "INSERT INTO probe_results (at, name, kind, status, output, duration_ms, started_at, reprobe)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO probe_results (at, name, kind, status, output, duration_ms, started_at, reprobe, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for (r, reprobe) in b
         .results
@@ -180,7 +180,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
             r.output,
             r.duration_ms as i64,
             r.started_at,
-            reprobe
+            reprobe,
+            r.detail
         ])?;
     }
     for rec in &b.records {

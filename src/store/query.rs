@@ -25,6 +25,9 @@ pub struct ResultRow {
     pub kind: String,
     pub status: String,
     pub output: String,
+    /// A failing result's detail (empty otherwise; left out of JSON when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
     pub duration_ms: i64,
     /// A verification re-probe (never counted in streaks).
     pub reprobe: bool,
@@ -93,6 +96,9 @@ pub struct IncidentDetail {
     pub transitions: Vec<TransitionRow>,
     pub actions: Vec<ActionRow>,
     pub notifications: Vec<NotificationRow>,
+    /// For each of the incident's probes, the first failing result with a detail while it was
+    /// open, and the newest one when its detail differs: what the probe said went wrong.
+    pub failures: Vec<ResultRow>,
 }
 
 impl Store {
@@ -145,22 +151,12 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT at, name, kind, status, output, duration_ms, reprobe FROM probe_results
+                "SELECT at, name, kind, status, output, duration_ms, reprobe, detail FROM probe_results
                  WHERE at >= ?1 AND (?2 IS NULL OR name = ?2) ORDER BY at, id",
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![since.unwrap_or(i64::MIN), name], |r| {
-                Ok(ResultRow {
-                    at: r.get(0)?,
-                    name: r.get(1)?,
-                    kind: r.get(2)?,
-                    status: r.get(3)?,
-                    output: r.get(4)?,
-                    duration_ms: r.get(5)?,
-                    reprobe: r.get::<_, i64>(6)? != 0,
-                })
-            })
+            .query_map(params![since.unwrap_or(i64::MIN), name], result_row)
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
@@ -264,13 +260,63 @@ impl Store {
             .map_err(self.err())?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())?;
+        let failures = self.incident_failures(&incident)?;
         Ok(Some(IncidentDetail {
             incident,
             transitions,
             actions,
             notifications,
+            failures,
         }))
     }
+
+    /// See [`IncidentDetail::failures`].
+    fn incident_failures(&self, i: &IncidentRow) -> Result<Vec<ResultRow>> {
+        let mut out = Vec::new();
+        for order in ["ASC", "DESC"] {
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT at, name, kind, status, output, duration_ms, reprobe, detail
+                     FROM probe_results
+                     WHERE name = ?1 AND at >= ?2 AND at <= ?3 AND detail != ''
+                       AND status IN ('fail', 'timeout', 'error')
+                     ORDER BY at {order}, id {order} LIMIT 1"
+                ))
+                .map_err(self.err())?;
+            for name in &i.probes {
+                let row = st
+                    .query_row(
+                        params![name, i.opened_at, i.closed_at.unwrap_or(Millis::MAX)],
+                        result_row,
+                    )
+                    .optional()
+                    .map_err(self.err())?;
+                if let Some(r) = row
+                    && !out
+                        .iter()
+                        .any(|o: &ResultRow| o.name == r.name && o.detail == r.detail)
+                {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.at);
+        Ok(out)
+    }
+}
+
+fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+    Ok(ResultRow {
+        at: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        status: r.get(3)?,
+        output: r.get(4)?,
+        detail: r.get(7)?,
+        duration_ms: r.get(5)?,
+        reprobe: r.get::<_, i64>(6)? != 0,
+    })
 }
 
 fn transition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransitionRow> {

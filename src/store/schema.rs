@@ -2,7 +2,7 @@
 //! inside one transaction, so a crash mid-migration leaves the previous version intact.
 
 /// The version this binary writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// Version 1: the first schema (probe results, transitions, incidents, actions).
 const V1: &str = "
@@ -79,5 +79,11 @@ CREATE TABLE core_state (
 );
 ";
 
+/// Version 3: a failing result's detail beside its one-line output (empty for the results
+/// stored before: they had none).
+const V2_TO_V3: &str = "
+ALTER TABLE probe_results ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+";
+
 /// `MIGRATIONS[v]` moves version `v` to `v + 1` (version 0 = empty database).
-pub const MIGRATIONS: &[&str] = &[V1, V1_TO_V2];
+pub const MIGRATIONS: &[&str] = &[V1, V1_TO_V2, V2_TO_V3];

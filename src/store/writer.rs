@@ -304,6 +304,7 @@ mod tests {
             passed: true,
             status: Status::Pass,
             output: String::new(),
+            detail: String::new(),
             duration_ms: 1,
             started_at: at,
         };

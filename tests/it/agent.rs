@@ -190,6 +190,7 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
         kind: "http".into(),
         status: "fail".into(),
         output: format!("HTTP 401 for https://api.telegram.org/bot{TOKEN}/getMe"),
+        detail: format!("HTTP/1.1 401 Unauthorized\n\n{{\"ok\":false,\"token\":\"{TOKEN}\"}}"),
         runbook: None,
         witness: None,
     }];
@@ -218,6 +219,11 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
         "{prompt}"
     );
     assert!(prompt.contains("panic: lost"));
+    // The probe's detail is fenced and redacted like its output.
+    assert!(
+        prompt.contains("(detail of probe bot;") && prompt.contains("\"token\":\"[REDACTED]\""),
+        "{prompt}"
+    );
     assert!(!prompt.contains(TOKEN));
 
     // The agent sees the prompt on stdin and in its context file; capture both.

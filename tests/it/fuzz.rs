@@ -922,6 +922,7 @@ proptest! {
                 kind: "http".into(),
                 status: "fail".into(),
                 output: o.clone(),
+                detail: o.clone(),
                 runbook: Some("restart it".into()),
                 witness: None,
             })

@@ -20,6 +20,7 @@ pub fn result(name: &str, output: &str) -> ProbeResult {
         passed: false,
         status: Status::Fail,
         output: output.into(),
+        detail: String::new(),
         duration_ms: 3,
         started_at: 1_700_000_000_000,
     }

@@ -129,6 +129,7 @@ fn results(i: u64, at: Millis, names: &[String]) -> Vec<ProbeResult> {
                 passed: status.passed(),
                 status,
                 output: format!("{n} step {i}: {}", status.as_str()),
+                detail: String::new(),
                 duration_ms: 3,
                 started_at: at,
             }

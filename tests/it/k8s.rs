@@ -407,6 +407,7 @@ async fn forbidden_is_reported_with_the_servers_message() {
     let o = env.check(r#"check = "node_ready""#).await;
     assert_eq!(o.status, Status::Fail);
     assert_eq!(o.output, format!("forbidden (403) reading nodes: {msg}"));
+    assert!(o.detail.contains("403"), "the whole error: {}", o.detail);
 }
 
 #[tokio::test]
@@ -579,6 +580,17 @@ async fn node_ready_passes_and_fails_with_reason_message_and_duration() {
     assert_eq!(
         o.output,
         "1/2 nodes not Ready: node b NotReady (Ready=Unknown) for 1h 1m: NodeStatusUnknown (Kubelet stopped posting node status.)"
+    );
+    // The detail is what the verdict was computed from: the node that is not Ready first,
+    // with its conditions.
+    assert!(o.detail.starts_with("node b:\n"), "{}", o.detail);
+    assert!(
+        o.detail.contains("\"reason\": \"NodeStatusUnknown\"")
+            && o.detail
+                .contains("\"message\": \"Kubelet stopped posting node status.\"")
+            && o.detail.contains("node a:"),
+        "{}",
+        o.detail
     );
     let last = env.api.requests().pop().unwrap();
     assert!(

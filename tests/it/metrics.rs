@@ -24,6 +24,7 @@ fn busy_metrics() -> Metrics {
                 passed: status.passed(),
                 status,
                 output: String::new(),
+                detail: String::new(),
                 duration_ms: ms,
                 started_at: 0,
             },

@@ -854,6 +854,7 @@ async fn undelivered_notice_is_persisted_and_delivered_exactly_once_when_a_chann
             passed: false,
             status: Status::Fail,
             output: "down".into(),
+            detail: String::new(),
             duration_ms: 1,
             started_at: T,
         }],

@@ -57,7 +57,12 @@ impl Setup {
 
     /// Diagnostics (as text) for a config expected to be invalid.
     fn errors(&self, probes: &str) -> String {
-        let l = self.load_with("", probes);
+        self.errors_with("", probes)
+    }
+
+    /// The same with `main_extra` added to the main config.
+    fn errors_with(&self, main_extra: &str, probes: &str) -> String {
+        let l = self.load_with(main_extra, probes);
         assert!(l.config.is_none(), "expected an invalid config:\n{probes}");
         l.diags
             .items
@@ -132,6 +137,21 @@ async fn http_server() -> SocketAddr {
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 "late"
+            }),
+        )
+        .route(
+            "/broken",
+            get(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [
+                        ("set-cookie", "session=s3cr3t-cookie"),
+                        ("retry-after", "30"),
+                        ("x-internal-debug", "noise"),
+                    ],
+                    "upstream db: connection refused\ntrace id 42\n",
+                )
+                    .into_response()
             }),
         )
         .route(
@@ -580,6 +600,23 @@ url = "redis://127.0.0.1:{p}/99"
             .output
             .contains("INFO has no field `no_such_field`")
     );
+    // The detail is the exchange the verdict came from.
+    assert_eq!(
+        rep.detail,
+        format!(
+            "connect 127.0.0.1:{p}\n> PING\n< PONG\n> INFO\n< ({} bytes)\nINFO fields checked:\n  role: master (expected slave)",
+            rep.detail
+                .split("< (")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .unwrap_or("?")
+        )
+    );
+    assert!(
+        by_name(&rs, "nofield")
+            .detail
+            .ends_with("  no_such_field: (absent) (expected x)")
+    );
 
     r.stop();
     let rs = run_all(&c).await;
@@ -627,8 +664,15 @@ url = "redis://127.0.0.1:{p}"
         "{}",
         none.output
     );
+    assert!(
+        wrong.detail.contains("> AUTH ***\n< -WRONGPASS"),
+        "{}",
+        wrong.detail
+    );
+    assert!(none.detail.contains("> PING\n< -NOAUTH"), "{}", none.detail);
     for r in &rs {
         assert!(!r.output.contains(secret), "password leaked: {}", r.output);
+        assert!(!r.detail.contains(secret), "password leaked: {}", r.detail);
     }
     // Redaction learns every way the password is configured.
     let secrets: Vec<String> = c.probes.iter().flat_map(|p| p.kind.secrets()).collect();
@@ -636,6 +680,120 @@ url = "redis://127.0.0.1:{p}"
         secrets.iter().filter(|s| *s == secret).count() >= 2,
         "{secrets:?}"
     );
+}
+
+// ---------------------------------------------------------------- detail
+
+#[tokio::test]
+async fn a_failing_script_keeps_its_output_as_detail_a_passing_one_none() {
+    let s = Setup::new();
+    let c = s.config(
+        r#"
+[script.explains_early]
+command = "echo 'loading /etc/app.toml'; echo 'ERROR: /etc/app.toml: missing key port'; echo 'shutting down'; exit 1"
+[script.both_streams]
+command = "echo 'on stdout'; echo 'on stderr' >&2; exit 2"
+[script.slow]
+command = "echo 'waiting for the lock'; sleep 30"
+timeout_secs = 1
+[script.ok]
+command = "echo 'several'; echo 'lines'"
+"#,
+    );
+    let rs = run_all(&c).await;
+    let e = by_name(&rs, "explains_early");
+    assert_eq!(
+        e.output, "exit 1: shutting down",
+        "the output line stays one line"
+    );
+    assert_eq!(
+        e.detail,
+        "loading /etc/app.toml\nERROR: /etc/app.toml: missing key port\nshutting down"
+    );
+    assert_eq!(by_name(&rs, "both_streams").detail, "on stdout\non stderr");
+    let slow = by_name(&rs, "slow");
+    assert_eq!(slow.status, Status::Timeout);
+    assert_eq!(slow.detail, "waiting for the lock");
+    let ok = by_name(&rs, "ok");
+    assert_eq!(ok.status, Status::Pass);
+    assert_eq!(ok.detail, "", "a pass keeps no detail");
+    let json = serde_json::to_value(ok).unwrap();
+    assert!(json.get("detail").is_none(), "{json}");
+    assert_eq!(
+        serde_json::to_value(e).unwrap()["detail"],
+        e.detail.as_str()
+    );
+}
+
+#[tokio::test]
+async fn detail_keeps_the_newest_bytes_up_to_detail_bytes_and_zero_keeps_none() {
+    let s = Setup::new();
+    let probes = r#"
+[script.chatty]
+command = 'for i in $(seq 1 500); do echo "line $i of the log"; done; exit 1'
+"#;
+    let c = s.config_with("[probes]\ndetail_bytes = 100", probes);
+    let r = run_one(&c).await;
+    assert!(r.detail.ends_with("line 500 of the log"), "{}", r.detail);
+    assert!(r.detail.starts_with("[… "), "marked as cut: {}", r.detail);
+    let kept = r.detail.split_once('\n').unwrap().1;
+    assert!(kept.len() <= 100, "{} bytes: {kept}", kept.len());
+    assert!(kept.starts_with("line "), "cut at a line start: {kept}");
+    let c = s.config_with("[probes]\ndetail_bytes = 0", probes);
+    assert_eq!(run_one(&c).await.detail, "");
+    let e = s.errors_with("[probes]\ndetail_bytes = -1", probes);
+    assert!(e.contains("probes.detail_bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn a_failing_http_answer_keeps_status_line_headers_and_body_start() {
+    let addr = http_server().await;
+    let s = Setup::new();
+    let closed = closed_port();
+    let c = s.config(&format!(
+        r#"
+[http.down]
+url = "http://{addr}/down"
+[http.broken]
+url = "http://{addr}/broken"
+[http.wrong_body]
+url = "http://{addr}/ok"
+body_contains = "ready"
+[http.refused]
+url = "http://127.0.0.1:{closed}/"
+[http.ok]
+url = "http://{addr}/ok"
+"#
+    ));
+    let rs = run_all(&c).await;
+    assert_eq!(
+        by_name(&rs, "down").detail,
+        "HTTP/1.1 503 Service Unavailable\ncontent-type: text/plain; charset=utf-8\ncontent-length: 11\n\nmaintenance"
+    );
+    let b = &by_name(&rs, "broken").detail;
+    assert!(b.starts_with("HTTP/1.1 500 Internal Server Error\n"), "{b}");
+    assert!(b.contains("\nretry-after: 30\n"), "{b}");
+    assert!(
+        b.ends_with("\n\nupstream db: connection refused\ntrace id 42"),
+        "{b}"
+    );
+    assert!(
+        !b.contains("cookie") && !b.contains("x-internal-debug"),
+        "{b}"
+    );
+    let w = &by_name(&rs, "wrong_body").detail;
+    assert!(
+        w.starts_with("HTTP/1.1 200 OK\n") && w.ends_with("\n\nall good"),
+        "{w}"
+    );
+    let refused = by_name(&rs, "refused");
+    assert_eq!(refused.status, Status::Fail);
+    assert!(
+        refused.detail.contains("127.0.0.1"),
+        "the whole chain: {}",
+        refused.detail
+    );
+    assert_eq!(by_name(&rs, "ok").detail, "");
 }
 
 // ---------------------------------------------------------------- systemd, launchd
@@ -716,6 +874,21 @@ unit = "nobus.service"
         )
     );
     assert_eq!(out("hang").0, Status::Timeout, "{:?}", out("hang"));
+    // A failure's detail is the answer the verdict was computed from.
+    let worker = &by_name(&rs, "worker").detail;
+    assert!(
+        worker.contains("ActiveState=failed\nSubState=failed\nResult=exit-code")
+            && worker.contains("ExecMainStatus=1"),
+        "{worker}"
+    );
+    assert_eq!(by_name(&rs, "nginx").detail, "");
+    assert!(
+        by_name(&rs, "nobus")
+            .detail
+            .contains("Can't operate.\nFailed to connect to bus"),
+        "{}",
+        by_name(&rs, "nobus").detail
+    );
     let (st, o) = out("nobus");
     assert_eq!(st, Status::Error);
     assert!(o.ends_with("Failed to connect to bus: Host is down"), "{o}");

@@ -26,6 +26,7 @@ fn result(name: &str, status: Status) -> ProbeResult {
         passed: status.passed(),
         status,
         output: format!("{name} said {}", status.as_str()),
+        detail: String::new(),
         duration_ms: 12,
         started_at: 1_790_000_000_000,
     }

@@ -374,6 +374,7 @@ fn result(name: &str, status: Status, at: Millis) -> ProbeResult {
         passed: status == Status::Pass,
         status,
         output: format!("{name} {}", status.as_str()),
+        detail: String::new(),
         duration_ms: 1,
         started_at: at,
     }

@@ -37,6 +37,7 @@ fn snapshot() -> StatusSnapshot {
                 passed: status.passed(),
                 status,
                 output: out.into(),
+                detail: String::new(),
                 duration_ms: 12,
                 started_at: 1_795_000_000_000,
             },

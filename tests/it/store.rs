@@ -172,6 +172,7 @@ fn result(name: &str, status: Status, at: Millis) -> ProbeResult {
         passed: status == Status::Pass,
         status,
         output: format!("{name} said {}", status.as_str()),
+        detail: String::new(),
         duration_ms: 4,
         started_at: at,
     }
@@ -259,7 +260,10 @@ fn migrates_a_version_one_database_and_refuses_a_newer_one() {
         );
     }
     let mut store = Store::open(d.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        talon::store::SCHEMA_VERSION
+    );
     let r = store.results(None, None).unwrap();
     assert_eq!(r.len(), 1);
     assert!(!r[0].reprobe, "new column defaults for old rows");
@@ -278,7 +282,10 @@ fn migrates_a_version_one_database_and_refuses_a_newer_one() {
     assert!(store.results(None, None).unwrap()[1].reprobe);
     drop(store);
     // Opening twice is a no-op.
-    assert_eq!(Store::open(d.path()).unwrap().schema_version().unwrap(), 2);
+    assert_eq!(
+        Store::open(d.path()).unwrap().schema_version().unwrap(),
+        talon::store::SCHEMA_VERSION
+    );
 
     let n = tempfile::tempdir().unwrap();
     Store::open(n.path())
@@ -288,6 +295,47 @@ fn migrates_a_version_one_database_and_refuses_a_newer_one() {
     let e = Store::open(n.path()).unwrap_err();
     assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
     assert!(e.to_string().contains("talon.db"), "names the file: {e}");
+}
+
+#[test]
+fn migrates_a_version_two_database_keeping_its_results_readable() {
+    let d = tempfile::tempdir().unwrap();
+    let v2 = Store::create_at_version(d.path(), 2).unwrap();
+    // A failing result as version 2 wrote it: no detail column yet.
+    v2.execute_batch(
+        "INSERT INTO probe_results (at, name, kind, status, output, duration_ms, started_at, reprobe)
+             VALUES (1, 'api', 'script', 'fail', 'exit 1: done', 3, 1, 0);",
+    )
+    .unwrap();
+    drop(v2);
+    let mut store = Store::open(d.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 3);
+    let old = store.results(None, None).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].output, "exit 1: done");
+    assert_eq!(old[0].detail, "", "a row stored before has no detail");
+    // New rows keep theirs, and JSON shows it only where there is one.
+    let mut failing = result("api", Status::Fail, 5);
+    failing.detail = "config file /etc/api.toml: missing key `port`\ndone".into();
+    store
+        .apply(&Batch {
+            at: 5,
+            results: vec![failing],
+            ..Batch::default()
+        })
+        .unwrap();
+    let rows = store.results(None, None).unwrap();
+    assert_eq!(
+        rows[1].detail,
+        "config file /etc/api.toml: missing key `port`\ndone"
+    );
+    let json = serde_json::to_value(&rows).unwrap();
+    assert!(json[0].get("detail").is_none(), "{json}");
+    assert_eq!(json[1]["detail"], rows[1].detail.as_str());
+    drop(store);
+    // The read-only side (the CLI) reads the migrated database.
+    let ro = Store::open_existing(d.path()).unwrap().unwrap();
+    assert_eq!(ro.results(None, Some("api")).unwrap().len(), 2);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! a SubjectAccessReview) may do each verb on a resource, and when not, the authorizer's reason.
 
 use super::client::Conn;
-use super::text::clip;
+use super::text::{clip, objects_detail};
 use crate::config::probe::k8s::{K8sSpec, Verbs};
 use crate::core::outcome::Outcome;
 use k8s_openapi::api::authorization::v1::{
@@ -31,6 +31,8 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
         .clone()
         .unwrap_or_else(|| "Talon's credentials".to_string());
     let mut denied: Vec<(String, String)> = Vec::new();
+    // Each review's answer, for a failure's detail.
+    let mut answers: Vec<(bool, String, serde_json::Value)> = Vec::new();
     for verb in &verbs {
         let attrs = ResourceAttributes {
             verb: Some(verb.to_string()),
@@ -48,8 +50,16 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
                     "the access review for {verb} {target} came back without a status"
                 ));
             }
-            Ok(Some(s)) if s.allowed => {}
-            Ok(Some(s)) => denied.push((verb.to_string(), denial(s))),
+            Ok(Some(s)) => {
+                answers.push((
+                    !s.allowed,
+                    format!("{verb} {target}"),
+                    serde_json::to_value(&s).unwrap_or_default(),
+                ));
+                if !s.allowed {
+                    denied.push((verb.to_string(), denial(s)));
+                }
+            }
         }
     }
     if denied.is_empty() {
@@ -69,6 +79,7 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
         "{who} may not {} {target}: {why}",
         names.join(", ")
     ))
+    .with_detail(objects_detail(answers))
 }
 
 /// Ask whether `user` — or, without one, Talon's own credentials — may do `attrs`.

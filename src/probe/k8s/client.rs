@@ -45,8 +45,9 @@ pub(super) struct Conn {
 
 impl Conn {
     /// The outcome for a failed request about `what` (`node x`, `deployment a/b`).
+    /// Its detail is the whole error chain.
     pub(super) fn fail(&self, what: &str, e: kube::Error) -> Outcome {
-        classify(&e, &self.url, what)
+        classify(&e, &self.url, what).with_detail(crate::net::error_chain(&e))
     }
 }
 

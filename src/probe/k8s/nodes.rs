@@ -2,7 +2,7 @@
 //! environment), else every node matching `selector`; readiness, cordons, taints and pressure.
 
 use super::client::Conn;
-use super::text::{age, human, list_clipped, name_of, reason_message};
+use super::text::{age, human, list_clipped, name_of, objects_detail, reason_message};
 use crate::config::probe::k8s::{K8sCheck, K8sSpec, TaintRule, env_ref};
 use crate::core::outcome::Outcome;
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -36,12 +36,43 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn, now: SystemTime) -> Outco
     match nodes {
         Err(o) => o,
         Ok(nodes) if spec.check == K8sCheck::NodeReady => {
-            node_ready_outcome(&nodes, spec.selector.as_deref(), now)
+            node_ready_outcome(&nodes, spec.selector.as_deref(), now).with_detail(detail(&nodes))
         }
         Ok(nodes) => {
             node_schedulable_outcome(&nodes, spec.selector.as_deref(), &spec.taint_rules())
+                .with_detail(detail(&nodes))
         }
     }
+}
+
+/// What a node verdict is computed from: each node's conditions, cordon and taints; nodes that
+/// are not Ready, cordoned or tainted first.
+fn detail(nodes: &[Node]) -> String {
+    objects_detail(
+        nodes
+            .iter()
+            .map(|n| {
+                let spec = n.spec.as_ref();
+                let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+                let ready = conditions
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let cordoned = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+                let taints = spec.and_then(|s| s.taints.as_ref());
+                let problem = !ready || cordoned || taints.is_some_and(|t| !t.is_empty());
+                (
+                    problem,
+                    format!("node {}", name_of(&n.metadata)),
+                    serde_json::json!({
+                        "unschedulable": cordoned,
+                        "taints": taints,
+                        "conditions": conditions,
+                    }),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The node name to ask for: as written, or read from the environment for `"${VAR}"`.

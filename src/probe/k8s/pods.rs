@@ -2,7 +2,7 @@
 //! (eviction, scheduling, waiting or failing containers, termination).
 
 use super::client::Conn;
-use super::text::{age, human, list_clipped, name_of, reason_message};
+use super::text::{age, human, list_clipped, name_of, objects_detail, pick, reason_message};
 use crate::core::outcome::Outcome;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -19,14 +19,45 @@ pub(super) async fn check(
     let api: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
     match selector {
         None => match api.get(name).await {
-            Ok(p) => pods_outcome(&[p], None, ns, now),
+            Ok(p) => {
+                pods_outcome(std::slice::from_ref(&p), None, ns, now).with_detail(detail(&[p]))
+            }
             Err(e) => conn.fail(&format!("pod {ns}/{name}"), e),
         },
         Some(sel) => match api.list(&ListParams::default().labels(sel)).await {
-            Ok(l) => pods_outcome(&l.items, Some(sel), ns, now),
+            Ok(l) => pods_outcome(&l.items, Some(sel), ns, now).with_detail(detail(&l.items)),
             Err(e) => conn.fail(&format!("pods {sel} in {ns}"), e),
         },
     }
+}
+
+/// What a pod verdict is computed from: each pod's phase, conditions and container states;
+/// pods that are not Ready first.
+fn detail(pods: &[Pod]) -> String {
+    objects_detail(
+        pods.iter()
+            .map(|p| {
+                let status = p.status.as_ref();
+                let ready = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let v = pick(
+                    serde_json::to_value(status).unwrap_or_default(),
+                    &[
+                        "phase",
+                        "reason",
+                        "message",
+                        "conditions",
+                        "initContainerStatuses",
+                        "containerStatuses",
+                    ],
+                );
+                (!ready, format!("pod {}", name_of(&p.metadata)), v)
+            })
+            .collect(),
+    )
 }
 
 /// `pod_ready` over the pods found (by name: one; by selector: every match).

@@ -59,6 +59,43 @@ pub(super) fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// Most objects a failure's detail shows.
+const DETAIL_OBJECTS: usize = 10;
+
+/// A failure's detail: what the verdict was computed from, one `name:` line and indented JSON
+/// per object, the objects with a problem first, at most [`DETAIL_OBJECTS`] of them.
+pub(super) fn objects_detail(mut items: Vec<(bool, String, serde_json::Value)>) -> String {
+    // Stable: problem objects first, each group in the API's order.
+    items.sort_by_key(|(problem, _, _)| !problem);
+    let n = items.len();
+    let mut out = String::new();
+    for (_, name, v) in items.into_iter().take(DETAIL_OBJECTS) {
+        let json = serde_json::to_string_pretty(&v).unwrap_or_default();
+        out.push_str(&format!("{name}:\n"));
+        for l in json.lines() {
+            out.push_str("  ");
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if n > DETAIL_OBJECTS {
+        out.push_str(&format!("(and {} more)\n", n - DETAIL_OBJECTS));
+    }
+    out.trim_end().to_string()
+}
+
+/// The members of `v` named in `keys`, the others dropped (noise for a diagnosis).
+pub(super) fn pick(v: serde_json::Value, keys: &[&str]) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(mut m) => serde_json::Value::Object(
+            keys.iter()
+                .filter_map(|k| m.remove(*k).map(|x| (k.to_string(), x)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +107,26 @@ mod tests {
         assert_eq!(human(Duration::from_secs(7500)), "2h 5m");
         assert_eq!(human(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d 4h");
         assert_eq!(human(Duration::from_millis(850)), "850ms");
+    }
+
+    #[test]
+    fn details_show_problem_objects_first_and_at_most_ten() {
+        let items: Vec<_> = (0..12)
+            .map(|i| (i == 11, format!("node n{i}"), serde_json::json!({"i": i})))
+            .collect();
+        let d = objects_detail(items);
+        assert!(
+            d.starts_with("node n11:\n  {\n    \"i\": 11\n  }\nnode n0:"),
+            "{d}"
+        );
+        assert!(!d.contains("node n9:"), "{d}");
+        assert!(d.ends_with("(and 2 more)"), "{d}");
+        assert_eq!(
+            pick(
+                serde_json::json!({"a": 1, "b": 2, "c": 3}),
+                &["c", "a", "z"]
+            ),
+            serde_json::json!({"a": 1, "c": 3})
+        );
     }
 }

@@ -3,18 +3,23 @@
 //! with each kind saying only what differs ([`Workload`]).
 
 use super::client::Conn;
-use super::text::reason_message;
+use super::text::{objects_detail, pick, reason_message};
 use crate::core::outcome::Outcome;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::Resource;
 use kube::api::Api;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 /// What the workload rule needs from a DaemonSet, Deployment or StatefulSet.
 pub(super) trait Workload:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
 {
     /// The kind as messages name it (`daemonset`).
     const KIND: &'static str;
@@ -46,9 +51,22 @@ pub(super) async fn check<W: Workload>(conn: &Conn, ns: &str, name: &str) -> Out
         .get(name)
         .await
     {
-        Ok(w) => workload_outcome(&what, &w),
+        Ok(w) => workload_outcome(&what, &w).with_detail(detail(&what, &w)),
         Err(e) => conn.fail(&what, e),
     }
+}
+
+/// What a workload verdict is computed from: its generation, wanted replicas and status.
+fn detail<W: Workload>(what: &str, w: &W) -> String {
+    let v = serde_json::to_value(w).unwrap_or_default();
+    let mut shown = serde_json::Map::new();
+    shown.insert("generation".into(), v["metadata"]["generation"].clone());
+    shown.insert(
+        "spec".into(),
+        pick(v["spec"].clone(), &["replicas", "minReadySeconds"]),
+    );
+    shown.insert("status".into(), v["status"].clone());
+    objects_detail(vec![(true, what.to_string(), shown.into())])
 }
 
 /// `daemonset_ready` for one DaemonSet.

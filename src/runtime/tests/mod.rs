@@ -203,6 +203,7 @@ impl ProbeRunner for Scripted {
                         passed: !fail,
                         status: if fail { Status::Fail } else { Status::Pass },
                         output: if fail { "connection refused" } else { "ok" }.to_string(),
+                        detail: String::new(),
                         duration_ms: 1,
                         started_at: s.clock.wall_ms(),
                     }
