@@ -299,7 +299,7 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
 }
 
 /// Every file under `dir`, recursively, as lossy text (SQLite files included).
-fn all_files_text(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+pub(crate) fn all_files_text(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -18,6 +18,7 @@ mod notify;
 mod probes;
 mod scenario;
 mod sdnotify;
+mod secrets;
 mod security;
 mod server;
 mod state;
