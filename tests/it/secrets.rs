@@ -366,7 +366,10 @@ url = "{hook}"
     assert!(heal_ctx_text.contains("[REDACTED:jwt]"), "{heal_ctx_text}");
     // Both context files carry the probe's detail (its output is only the last line).
     let agent_ctx_text = std::fs::read_to_string(&agent_ctx).unwrap();
-    assert!(agent_ctx_text.contains("[REDACTED:jwt]"), "{agent_ctx_text}");
+    assert!(
+        agent_ctx_text.contains("[REDACTED:jwt]"),
+        "{agent_ctx_text}"
+    );
 
     // Every place Talon wrote: the state dir (store, WAL, snapshots, log), the daemon's stderr,
     // the prompt, both context files, every notification body, /status, `talon incident`.
