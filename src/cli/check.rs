@@ -71,10 +71,16 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         .enable_all()
         .build()?;
     let t0 = Instant::now();
-    let results = runtime.block_on(async {
+    let mut results = runtime.block_on(async {
         let engine = Engine::new(&config);
         engine.run(&selected).await
     });
+    // What a probe printed is masked here as in the daemon: `check` output is pasted into
+    // tickets and chats.
+    let redactor = config.redactor();
+    for r in &mut results {
+        r.redact(&redactor);
+    }
     let took = t0.elapsed();
     // Subprocess groups are already reaped; don't wait on leftover blocking tasks (a hung
     // network mount in a disk probe).

@@ -106,3 +106,12 @@ pub struct ProbeResult {
     /// Unix time in milliseconds when the run started.
     pub started_at: i64,
 }
+
+impl ProbeResult {
+    /// Mask secrets in what the probe printed (`output` and `detail`) — done once, as a result
+    /// arrives, before anything stores, shows or hands it on.
+    pub fn redact(&mut self, r: &crate::redact::Redactor) {
+        self.output = r.clean(&self.output);
+        self.detail = r.clean(&self.detail);
+    }
+}

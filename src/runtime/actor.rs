@@ -259,8 +259,7 @@ impl Runtime {
             } => {
                 tracing::info!(incident, probes = ?probes, "verification re-probe done");
                 for r in &mut results {
-                    r.output = self.redactor.clean(&r.output);
-                    r.detail = self.redactor.clean(&r.detail);
+                    r.redact(&self.redactor);
                 }
                 self.step(Event::Reprobe { at, results });
             }

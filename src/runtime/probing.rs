@@ -48,8 +48,7 @@ impl Runtime {
     /// probes still configured (a reload may have removed some mid-run).
     pub(super) fn on_cycle(&mut self, mut results: Vec<ProbeResult>) {
         for r in &mut results {
-            r.output = self.redactor.clean(&r.output);
-            r.detail = self.redactor.clean(&r.detail);
+            r.redact(&self.redactor);
         }
         for r in &results {
             let critical = self

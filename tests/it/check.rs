@@ -264,3 +264,28 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+#[test]
+fn check_masks_secrets_a_probe_prints_in_the_table_verbose_detail_and_json() {
+    let token = "123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let h = Home::new(&format!(
+        "[script.leaky]\ncommand = \"echo 'why: quota exceeded'; echo token={token}; exit 1\"\n"
+    ));
+    for args in [
+        &["check"][..],
+        &["check", "--verbose"],
+        &["check", "--json"],
+    ] {
+        let o = h.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o.stderr));
+        let out = text(&o.stdout);
+        assert!(!out.contains(token), "{args:?} printed the token:\n{out}");
+        assert!(
+            out.contains("[REDACTED:telegram-bot-token]"),
+            "{args:?}:\n{out}"
+        );
+    }
+    // The line that explains the failure is still there, unmasked.
+    let o = h.run(&["check", "--verbose"]);
+    assert!(text(&o.stdout).contains("why: quota exceeded"));
+}
