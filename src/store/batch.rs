@@ -22,6 +22,8 @@ pub struct Batch {
     pub at: Millis,
     /// Also write `state.json` (and `last-probe.json` when there are scheduled results).
     pub snapshot: Option<Snapshot>,
+    /// Key-value writes (the `kv` table): `Some(json)` sets the key, `None` deletes it.
+    pub kv: Vec<(String, Option<String>)>,
 }
 
 impl Batch {
@@ -60,6 +62,16 @@ impl Batch {
             && self.reprobe_results.is_empty()
             && self.records.is_empty()
             && self.core.is_none()
+            && self.kv.is_empty()
+    }
+
+    /// A batch that only sets (`Some`) or deletes (`None`) one key of the `kv` table.
+    pub fn kv(at: Millis, key: impl Into<String>, value: Option<String>) -> Batch {
+        Batch {
+            at,
+            kv: vec![(key.into(), value)],
+            ..Batch::default()
+        }
     }
 }
 
@@ -96,6 +108,29 @@ impl Store {
             apply_one(&tx, b).map_err(sq)?;
         }
         tx.commit().map_err(sq)
+    }
+
+    /// One value of the `kv` table (JSON text), if the key is set.
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Every `(key, value)` of the `kv` table whose key starts with `prefix`, in key order.
+    pub fn kv_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
     }
 
     /// The core's saved state (None on a fresh database).
@@ -183,6 +218,16 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
             reprobe,
             r.detail
         ])?;
+    }
+    for (key, value) in &b.kv {
+        match value {
+            Some(v) => tx.execute(
+                "INSERT INTO kv (key, value, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, at = excluded.at",
+                params![key, v, b.at],
+            )?,
+            None => tx.execute("DELETE FROM kv WHERE key = ?1", [key])?,
+        };
     }
     for rec in &b.records {
         match rec {

@@ -2,7 +2,7 @@
 //! inside one transaction, so a crash mid-migration leaves the previous version intact.
 
 /// The version this binary writes.
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 4;
 
 /// Version 1: the first schema (probe results, transitions, incidents, actions).
 const V1: &str = "
@@ -85,5 +85,16 @@ const V2_TO_V3: &str = "
 ALTER TABLE probe_results ADD COLUMN detail TEXT NOT NULL DEFAULT '';
 ";
 
+/// Version 4: a small key-value table for the runtime's own durable bits that are not the core's
+/// state (a chat channel's update offset, when a digest last went out, a push check's last ping,
+/// a worker stopped on purpose, …). Keys are namespaced `"<room>.<what>"`; values are JSON text.
+const V3_TO_V4: &str = "
+CREATE TABLE kv (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    at    INTEGER NOT NULL
+);
+";
+
 /// `MIGRATIONS[v]` moves version `v` to `v + 1` (version 0 = empty database).
-pub const MIGRATIONS: &[&str] = &[V1, V1_TO_V2, V2_TO_V3];
+pub const MIGRATIONS: &[&str] = &[V1, V1_TO_V2, V2_TO_V3, V3_TO_V4];

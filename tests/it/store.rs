@@ -309,7 +309,10 @@ fn migrates_a_version_two_database_keeping_its_results_readable() {
     .unwrap();
     drop(v2);
     let mut store = Store::open(d.path()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(
+        store.schema_version().unwrap(),
+        talon::store::SCHEMA_VERSION
+    );
     let old = store.results(None, None).unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].output, "exit 1: done");
@@ -961,4 +964,54 @@ fn restart_through_the_store_never_repages_and_never_forgets() {
         "sent twice: before and after the crash"
     );
     assert!(inc.notifications[0].delivered_at.is_some());
+}
+
+#[test]
+fn kv_sets_overwrites_deletes_and_survives_a_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(d.path()).unwrap();
+        assert_eq!(store.kv_get("telegram.offset").unwrap(), None);
+        store
+            .apply(&Batch::kv(1, "telegram.offset", Some("41".into())))
+            .unwrap();
+        store
+            .apply(&Batch::kv(2, "telegram.offset", Some("42".into())))
+            .unwrap();
+        store
+            .apply(&Batch::kv(3, "push.backup", Some(r#"{"at":3}"#.into())))
+            .unwrap();
+        store
+            .apply(&Batch::kv(4, "push.cron", Some(r#"{"at":4}"#.into())))
+            .unwrap();
+        store.apply(&Batch::kv(5, "push.cron", None)).unwrap();
+    }
+    let store = Store::open(d.path()).unwrap();
+    assert_eq!(
+        store.kv_get("telegram.offset").unwrap().as_deref(),
+        Some("42")
+    );
+    assert_eq!(store.kv_get("push.cron").unwrap(), None, "deleted");
+    assert_eq!(
+        store.kv_prefix("push.").unwrap(),
+        vec![("push.backup".to_string(), r#"{"at":3}"#.to_string())]
+    );
+    // A prefix is literal: `_` and `%` are not wildcards.
+    assert!(store.kv_prefix("push_").unwrap().is_empty());
+}
+
+#[test]
+fn migrates_a_version_three_database_to_one_with_an_empty_kv_table() {
+    let d = tempfile::tempdir().unwrap();
+    let v3 = Store::create_at_version(d.path(), 3).unwrap();
+    v3.execute_batch(
+        "INSERT INTO probe_results (at, name, kind, status, output, duration_ms, started_at, reprobe, detail)
+             VALUES (1, 'api', 'script', 'pass', 'ok', 3, 1, 0, '');",
+    )
+    .unwrap();
+    drop(v3);
+    let store = Store::open(d.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.results(None, None).unwrap().len(), 1);
+    assert!(store.kv_prefix("").unwrap().is_empty());
 }
