@@ -15,7 +15,7 @@ use super::ProbeCtx;
 use crate::clock;
 use crate::config::probe::logfile::LogfileSpec;
 use crate::core::outcome::Outcome;
-use crate::format::{duration, head_excerpt};
+use crate::format::duration;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -280,11 +280,20 @@ fn judge(
         return Outcome::fail(format!(
             "{line}, more than max_matches = {}; last: {}",
             spec.max_matches,
-            head_excerpt(&last, 200)
+            one_line(&last, 160)
         ))
         .with_detail(detail);
     }
     Outcome::pass(line)
+}
+
+/// At most `max` characters, with `…` when cut.
+fn one_line(s: &str, max: usize) -> String {
+    if s.chars().count() > max {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 fn reason(e: &std::io::Error) -> String {

@@ -13,6 +13,7 @@ mod helper;
 mod install;
 mod k8s;
 mod layout;
+mod logfile;
 mod metrics;
 mod notify;
 mod probes;
