@@ -17,6 +17,7 @@ mod layout;
 mod logfile;
 mod metrics;
 mod notify;
+mod ping;
 mod probes;
 mod scenario;
 mod sdnotify;
