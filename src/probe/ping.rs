@@ -285,7 +285,7 @@ pub async fn check(spec: &PingSpec, ctx: &ProbeCtx) -> Outcome {
         } else {
             deadline
         };
-        match tokio::time::timeout_at(wake.into(), sock.recv(&mut buf)).await {
+        match tokio::time::timeout_at(wake, sock.recv(&mut buf)).await {
             Err(_) => {}
             Ok(Err(_)) => {} // an ICMP error queued on the socket: that echo is lost
             Ok(Ok(n)) => {
