@@ -107,7 +107,9 @@ fn reply_seq(
     ident: u16,
     token: &[u8; TOKEN_LEN],
 ) -> Option<u16> {
-    let icmp = if mode == Mode::Raw && !v6 {
+    // IPv4 raw sockets deliver the IP header; so do macOS's unprivileged ones.
+    let with_ip_header = !v6 && (mode == Mode::Raw || cfg!(target_os = "macos"));
+    let icmp = if with_ip_header {
         let ihl = ((*packet.first()? & 0x0f) as usize) * 4;
         packet.get(ihl..)?
     } else {
