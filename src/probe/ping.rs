@@ -11,7 +11,7 @@ use super::ProbeCtx;
 use crate::clock::Instant;
 use crate::config::probe::ping::{ECHO_INTERVAL_MS, PingSpec, icmp_refusal};
 use crate::core::outcome::Outcome;
-use crate::format::latency;
+use crate::format::rtt;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -321,7 +321,7 @@ fn judge(
     let max = got.iter().max().copied();
     if let Some(max) = max {
         let avg = got.iter().sum::<Duration>() / got.len() as u32;
-        line.push_str(&format!(", rtt avg {} max {}", latency(avg), latency(max)));
+        line.push_str(&format!(", rtt avg {} max {}", rtt(avg), rtt(max)));
     }
     if let Some(e) = &send_error {
         line.push_str(&format!(" (sending failed: {e})"));
