@@ -9,7 +9,7 @@
 //! [`FIRST_READ`] bytes; in window mode those lines count as written at the file's mtime.
 //!
 //! The followers live for the process (keyed by path, pattern and window), so a config reload
-//! that rebuilds the probe engine does not re-read anything.
+//! that rebuilds the probe engine does not re-read anything; one unused for a day is dropped.
 
 use super::ProbeCtx;
 use crate::clock;
@@ -37,8 +37,14 @@ const MAX_TIMES: usize = 100_000;
 
 type Key = (String, String, Option<i64>, Option<i64>);
 
-static FOLLOWERS: LazyLock<Mutex<HashMap<Key, Arc<Mutex<Follower>>>>> =
-    LazyLock::new(Default::default);
+/// A follower no run asked for in this long is dropped (its probe was removed or changed by a
+/// reload), closing its file.
+const IDLE_DROP: Duration = Duration::from_secs(24 * 3600);
+
+/// A follower and when a run last asked for it.
+type Entry = (Arc<Mutex<Follower>>, clock::Instant);
+
+static FOLLOWERS: LazyLock<Mutex<HashMap<Key, Entry>>> = LazyLock::new(Default::default);
 
 /// What is known about one followed file.
 #[derive(Default)]
@@ -163,7 +169,11 @@ pub async fn check(spec: &LogfileSpec, _ctx: &ProbeCtx) -> Outcome {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        all.entry(key).or_default().clone()
+        let now = clock::now();
+        all.retain(|_, (_, used)| now.duration_since(*used) < IDLE_DROP);
+        let entry = all.entry(key).or_insert_with(|| (Default::default(), now));
+        entry.1 = now;
+        entry.0.clone()
     };
     let spec = spec.clone();
     match tokio::task::spawn_blocking(move || {
