@@ -308,6 +308,16 @@ fn talon_check_line_and_validation() {
         "{text}"
     );
 
+    // `talon config` keeps the probe's name and shows the name asked for as `query`.
+    let mut c = support::talon(dir);
+    c.arg("--config").arg(dir.join("config.toml")).arg("config");
+    let out = support::run(c);
+    let text = support::stdout(&out);
+    assert!(
+        text.contains("name = \"db\"\n") && text.contains("query = \"db.talon.test\"\n"),
+        "{text}"
+    );
+
     for (body, key, msg) in [
         (
             "name = \"x.test\"\ntyp = \"A\"",

@@ -25,7 +25,9 @@ pub const TYPES: &[(&str, u16)] = &[
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSpec {
-    /// The name to resolve (`example.com`, `_imap._tcp.example.com` for SRV).
+    /// The name to resolve (`example.com`, `_imap._tcp.example.com` for SRV). Also written
+    /// `query`, which is how `talon config` shows it: there `name` is the probe's own.
+    #[serde(rename(serialize = "query"), alias = "query")]
     pub name: String,
     /// A, AAAA, CNAME, MX, TXT or SRV.
     #[serde(rename = "type", default = "default_type")]
