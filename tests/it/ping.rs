@@ -107,8 +107,11 @@ fn home(probes: &str) -> tempfile::TempDir {
 }
 
 #[tokio::test]
-async fn loopback_answers_in_this_namespace() {
-    let dir = home("[ping.lo]\nhost = \"127.0.0.1\"\ncount = 3\nmax_rtt_ms = 1000\n");
+async fn loopback_v4_and_v6_answer_in_this_namespace() {
+    let dir = home(
+        "[ping.lo]\nhost = \"127.0.0.1\"\ncount = 3\nmax_rtt_ms = 1000\n\n\
+         [ping.lo6]\nhost = \"::1\"\ncount = 2\n",
+    );
     let l = config::load(&LoadOptions {
         config: Some(dir.path().join("config.toml")),
         resolve: false,
@@ -116,11 +119,20 @@ async fn loopback_answers_in_this_namespace() {
         ..Default::default()
     });
     let c = l.config.expect("valid config");
-    let r = Engine::new(&c).run_one(&c.probes[0]).await;
+    let rs = Engine::new(&c).run(&c.probes).await;
+    let r = &rs[0];
     assert_eq!(r.status, Status::Pass, "{}", r.output);
     assert!(
         r.output
             .starts_with("127.0.0.1: 3/3 replies, 0% loss, rtt avg"),
+        "{}",
+        r.output
+    );
+    // ICMPv6 (the kernel fills in its checksum) to the IPv6 loopback.
+    let r = &rs[1];
+    assert_eq!(r.status, Status::Pass, "{}", r.output);
+    assert!(
+        r.output.starts_with("::1: 2/2 replies, 0% loss"),
         "{}",
         r.output
     );
@@ -133,6 +145,10 @@ fn a_namespace_with_unprivileged_icmp_a_silent_address_and_no_icmp_at_all() {
         r#"
 [ping.lo]
 host = "127.0.0.1"
+count = 2
+
+[ping.lo6]
+host = "::1"
 count = 2
 
 [ping.void]
@@ -180,6 +196,8 @@ timeout_secs = 3
             .contains("2/2 replies, 0% loss"),
         "{lo:#}"
     );
+    let lo6 = find("lo6");
+    assert_eq!(lo6["status"], "pass", "{v:#}");
     let void = find("void");
     assert_eq!(void["status"], "fail", "{v:#}");
     assert_eq!(
