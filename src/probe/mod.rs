@@ -10,6 +10,7 @@ pub mod http;
 pub mod k8s;
 pub mod launchd;
 pub mod process;
+pub mod push;
 pub mod redis;
 pub mod script;
 pub mod systemd;

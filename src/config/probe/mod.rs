@@ -46,6 +46,7 @@ pub mod http;
 pub mod k8s;
 pub mod launchd;
 pub mod process;
+pub mod push;
 pub mod redis;
 pub mod script;
 pub mod systemd;
@@ -54,7 +55,7 @@ pub mod tcp;
 /// Every probe kind the config format knows, by its section name (built into this binary or
 /// not: see [`REGISTRY`]).
 pub const KINDS: &[&str] = &[
-    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s",
+    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s", "push",
 ];
 
 /// A probe's kind and its kind-specific settings.
@@ -69,6 +70,7 @@ pub enum ProbeKind {
     Systemd(systemd::SystemdSpec),
     Disk(disk::DiskSpec),
     Process(process::ProcessSpec),
+    Push(push::PushSpec),
     #[cfg(feature = "k8s")]
     K8s(k8s::K8sSpec),
 }
@@ -84,6 +86,7 @@ impl ProbeKind {
             ProbeKind::Systemd(_) => "systemd",
             ProbeKind::Disk(_) => "disk",
             ProbeKind::Process(_) => "process",
+            ProbeKind::Push(_) => "push",
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(_) => "k8s",
         }
@@ -99,6 +102,7 @@ impl ProbeKind {
             ProbeKind::Systemd(s) => s,
             ProbeKind::Disk(s) => s,
             ProbeKind::Process(s) => s,
+            ProbeKind::Push(s) => s,
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(s) => s,
         }
@@ -139,6 +143,7 @@ pub const REGISTRY: &[Kind] = &[
     systemd::KIND,
     disk::KIND,
     process::KIND,
+    push::KIND,
     #[cfg(feature = "k8s")]
     k8s::KIND,
 ];
