@@ -73,8 +73,8 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
     let t0 = Instant::now();
     let mut results = runtime.block_on(async {
         // `push` probes judge the pings the daemon recorded in the store.
-        let engine = Engine::new(&config)
-            .with_pushes(crate::probe::push::Pushes::load(&config.state_dir));
+        let engine =
+            Engine::new(&config).with_pushes(crate::probe::push::Pushes::load(&config.state_dir));
         engine.run(&selected).await
     });
     // What a probe printed is masked here as in the daemon: `check` output is pasted into

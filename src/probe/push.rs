@@ -106,7 +106,9 @@ impl Pushes {
             .into_iter()
             .filter_map(|(k, v)| {
                 let name = k.strip_prefix(KV_PREFIX)?.to_string();
-                serde_json::from_str::<PushRecord>(&v).ok().map(|r| (name, r))
+                serde_json::from_str::<PushRecord>(&v)
+                    .ok()
+                    .map(|r| (name, r))
             })
             .collect();
         Pushes(Arc::new(Mutex::new(map)))
@@ -201,8 +203,13 @@ fn ago(now: i64, at: i64) -> String {
 }
 
 fn took(ms: Option<i64>) -> String {
-    ms.map(|d| format!(", ran {}", format::duration(Duration::from_millis(d as u64))))
-        .unwrap_or_default()
+    ms.map(|d| {
+        format!(
+            ", ran {}",
+            format::duration(Duration::from_millis(d as u64))
+        )
+    })
+    .unwrap_or_default()
 }
 
 /// The verdict for `rec` at `now` (pure; `check` reads the clock).
@@ -360,7 +367,11 @@ mod tests {
         rec.apply(PushEvent::Success, "", MIN);
         rec.apply(PushEvent::Start, "", 5 * MIN);
         let o = judge(&spec, Some(&rec), 6 * MIN);
-        assert!(o.output.contains("started 1m ago and not finished"), "{}", o.output);
+        assert!(
+            o.output.contains("started 1m ago and not finished"),
+            "{}",
+            o.output
+        );
     }
 
     #[test]

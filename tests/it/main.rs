@@ -16,6 +16,7 @@ mod layout;
 mod metrics;
 mod notify;
 mod probes;
+mod push;
 mod scenario;
 mod sdnotify;
 mod secrets;

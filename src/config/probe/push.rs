@@ -91,10 +91,7 @@ impl KindSpec for PushSpec {
                 "period_secs",
                 "a push probe needs `period_secs` (how often the job pings) or a cron `schedule`",
             ),
-            (Some(_), Some(_)) => c.error(
-                "schedule",
-                "give `period_secs` or `schedule`, not both",
-            ),
+            (Some(_), Some(_)) => c.error("schedule", "give `period_secs` or `schedule`, not both"),
             (Some(p), None) => {
                 if !(p.0.is_finite() && p.0 >= 1.0 && p.0 <= MAX_SECS) {
                     c.error(
