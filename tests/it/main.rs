@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod defaults;
 mod effective;
+mod email;
 mod fuzz;
 mod heal;
 mod heartbeat;
