@@ -135,6 +135,13 @@ grace_secs = 600
         404
     );
 
+    // A valid token for a name that is not a push probe: the runtime answers 404.
+    let api = std::fs::read_to_string(dir.join("state/api.token")).unwrap();
+    let not_push = talon::probe::push::token(&api, "nope");
+    let (code, body) = post(&addr, &format!("/ping/nope?token={not_push}"), None, "");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no push probe named `nope`"), "{body}");
+
     // A start, then a failure with the job's output as the body (raw HTTP, bearer token).
     let (code, body) = post(&addr, "/ping/backup/start", Some(&token), "");
     assert_eq!(code, 200, "{body}");

@@ -32,8 +32,8 @@ pub struct PushSpec {
     /// Or: the job runs on this 5-field cron schedule (UTC), and pings after each run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    /// How late a ping may be (default 60 s).
-    #[serde(default, serialize_with = "ser_opt_secs")]
+    /// How late a ping may be (default 60 s; `talon config` shows the default when unset).
+    #[serde(default, serialize_with = "ser_grace")]
     pub grace_secs: Option<SecsValue>,
 }
 
@@ -52,6 +52,13 @@ fn ser_opt_secs<S: serde::Serializer>(v: &Option<SecsValue>, s: S) -> Result<S::
         Some(x) => s.serialize_f64(x.0),
         None => s.serialize_none(),
     }
+}
+
+fn ser_grace<S: serde::Serializer>(v: &Option<SecsValue>, s: S) -> Result<S::Ok, S::Error> {
+    ser_opt_secs(
+        &Some(v.unwrap_or(SecsValue(DEFAULT_GRACE.as_secs_f64()))),
+        s,
+    )
 }
 
 /// When the next ping is due after one that arrived (or after Talon started waiting).
