@@ -37,7 +37,9 @@ impl Runtime {
             return ControlReply::NotFound(format!("no push probe named `{probe}`"));
         }
         let now = self.clock.wall_ms();
-        let batch = self.pushes.record(probe, event, body, now);
+        // A job's output may quote secrets Talon knows: masked before it is kept or stored.
+        let body = self.redactor.clean(body);
+        let batch = self.pushes.record(probe, event, &body, now);
         if let Some(h) = &self.history {
             h.write(batch);
         }

@@ -68,6 +68,7 @@ fn pings_fail_and_recover_a_push_probe_and_a_restart_keeps_the_deadline() {
         &format!(
             r#"state_dir = "state"
 check_interval_secs = 0.3
+redact = ["hunter2-[0-9]+"]
 [health]
 bind = "{addr}"
 [push.backup]
@@ -145,13 +146,31 @@ grace_secs = 600
     // A start, then a failure with the job's output as the body (raw HTTP, bearer token).
     let (code, body) = post(&addr, "/ping/backup/start", Some(&token), "");
     assert_eq!(code, 200, "{body}");
-    let job_output = "copying 42 files\nrsync: write failed: No space left on device (28)\n";
+    let job_output = "copying 42 files with key=hunter2-991\nrsync: write failed: No space left on device (28)\n";
     let (code, body) = post(&addr, "/ping/backup/fail", Some(&token), job_output);
     assert_eq!(code, 200, "{body}");
     let v = d.wait_status("the failure report", limit, |v| {
         output(v, "backup").contains("No space left on device")
     });
     assert_eq!(probe_of(&v, "backup")["passed"], false, "{v:#}");
+    // Kept in the store (so a restart remembers it), masked like any probe output.
+    let deadline = Instant::now() + limit;
+    let kept = loop {
+        let kept = talon::store::Store::open_existing(&dir.join("state"))
+            .ok()
+            .flatten()
+            .and_then(|s| s.kv_get("push.backup").ok().flatten())
+            .unwrap_or_default();
+        if kept.contains("No space left") || Instant::now() > deadline {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(kept.contains("No space left on device"), "{kept}");
+    assert!(
+        !kept.contains("hunter2-991"),
+        "the secret was stored: {kept}"
+    );
     // The incident carries the failing probe's output.
     let v = d.wait_status("an incident", limit, |v| !v["incident"]["id"].is_null());
     let id = match &v["incident"]["id"] {

@@ -449,7 +449,7 @@ impl Rig {
             core,
             history: Some(history.expect("the store opens")),
             log: None,
-            pushes: Default::default(),
+            pushes: crate::probe::push::Pushes::load(&config.state_dir),
         };
         let rt = Runtime::new(boot, effects, self.clock);
         self.running = Some(Running {
