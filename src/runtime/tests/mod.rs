@@ -443,13 +443,14 @@ impl Rig {
             notifier: Arc::new(s.clone()),
             workers: Arc::new(s),
         };
+        let pushes = crate::probe::push::Pushes::load(&config.state_dir);
         let boot = Boot {
             opts,
             config,
             core,
             history: Some(history.expect("the store opens")),
             log: None,
-            pushes: crate::probe::push::Pushes::load(&config.state_dir),
+            pushes,
         };
         let rt = Runtime::new(boot, effects, self.clock);
         self.running = Some(Running {
