@@ -21,6 +21,7 @@ pub mod diag;
 pub mod envfile;
 mod escalation;
 mod load;
+pub mod policy;
 pub mod path;
 pub mod probe;
 mod probes;
@@ -97,6 +98,9 @@ pub struct Config {
     pub notify: Vec<ChannelConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+    /// `[policy.*]`, probes' `policy`/`severity`, `[[maintenance]]` (`docs/notify.md`).
+    #[serde(flatten)]
+    pub policy: policy::PolicyConfig,
 }
 
 impl Config {
