@@ -228,7 +228,9 @@ impl MaintenanceWindow {
     /// The occurrence `[start, end)` that contains `at`, if any.
     pub fn active_at(&self, at: Millis, zone: &jiff::tz::TimeZone) -> Option<(Millis, Millis)> {
         match &self.when {
-            WindowTime::Once { start, end } => (*start <= at && at < *end).then_some((*start, *end)),
+            WindowTime::Once { start, end } => {
+                (*start <= at && at < *end).then_some((*start, *end))
+            }
             WindowTime::Recurring { schedule } => schedule
                 .iter()
                 .flat_map(|s| s.occurrences(at, zone))
@@ -241,9 +243,10 @@ impl MaintenanceWindow {
     pub fn next_change(&self, at: Millis, zone: &jiff::tz::TimeZone) -> Option<Millis> {
         let spans: Vec<(Millis, Millis)> = match &self.when {
             WindowTime::Once { start, end } => vec![(*start, *end)],
-            WindowTime::Recurring { schedule } => {
-                schedule.iter().flat_map(|s| s.occurrences(at, zone)).collect()
-            }
+            WindowTime::Recurring { schedule } => schedule
+                .iter()
+                .flat_map(|s| s.occurrences(at, zone))
+                .collect(),
         };
         spans
             .into_iter()
@@ -368,8 +371,7 @@ impl Builder<'_, '_> {
                         );
                     }
                 }
-                if let Some((j, prev)) = steps.iter().enumerate().find(|(_, p)| p.after == after)
-                {
+                if let Some((j, prev)) = steps.iter().enumerate().find(|(_, p)| p.after == after) {
                     self.err(
                         &format!("{key}.after_secs"),
                         format!(
@@ -425,7 +427,12 @@ impl Builder<'_, '_> {
                         &r.key,
                         "severity = \"ticket\" needs a [policy.ticket] route (its steps' channels get the tickets)",
                     );
-                } else if r.route.policy.as_deref().is_some_and(|p| p != TICKET_POLICY) {
+                } else if r
+                    .route
+                    .policy
+                    .as_deref()
+                    .is_some_and(|p| p != TICKET_POLICY)
+                {
                     self.diags.error(
                         &r.src,
                         r.span.clone(),
@@ -440,9 +447,15 @@ impl Builder<'_, '_> {
         let mut names = BTreeSet::new();
         for (i, m) in maintenance.unwrap_or_default().into_iter().enumerate() {
             let key = format!("maintenance[{i}]");
-            let name = m.name.clone().unwrap_or_else(|| format!("maintenance-{}", i + 1));
+            let name = m
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("maintenance-{}", i + 1));
             if !names.insert(name.clone()) {
-                self.err(&format!("{key}.name"), format!("duplicate window name `{name}`"));
+                self.err(
+                    &format!("{key}.name"),
+                    format!("duplicate window name `{name}`"),
+                );
             }
             let pats = m.probes.unwrap_or_default();
             if pats.is_empty() {
@@ -453,10 +466,7 @@ impl Builder<'_, '_> {
             }
             for p in &pats {
                 if !probes.iter().any(|n| glob_match(p, n)) {
-                    self.warn(
-                        &format!("{key}.probes"),
-                        format!("`{p}` matches no probe"),
-                    );
+                    self.warn(&format!("{key}.probes"), format!("`{p}` matches no probe"));
                 }
             }
             let when = match (m.start, m.end, m.schedule) {
@@ -502,7 +512,10 @@ impl Builder<'_, '_> {
                         OneOrMany::Many(v) => v,
                     };
                     if list.is_empty() {
-                        self.err(&format!("{key}.schedule"), "an empty schedule never matches");
+                        self.err(
+                            &format!("{key}.schedule"),
+                            "an empty schedule never matches",
+                        );
                     }
                     let mut out = Vec::new();
                     for s in list {
@@ -576,8 +589,14 @@ mod tests {
     fn schedules_parse_and_reject() {
         let s = Schedule::parse("sun 02:00-04:00").unwrap();
         assert_eq!((s.days, s.start_min, s.end_min), (1 << 6, 120, 240));
-        assert_eq!(Schedule::parse("mon-fri 12:00-12:30").unwrap().days, 0b11111);
-        assert_eq!(Schedule::parse("sat-mon 23:00-01:00").unwrap().days, 0b1100001);
+        assert_eq!(
+            Schedule::parse("mon-fri 12:00-12:30").unwrap().days,
+            0b11111
+        );
+        assert_eq!(
+            Schedule::parse("sat-mon 23:00-01:00").unwrap().days,
+            0b1100001
+        );
         assert_eq!(Schedule::parse("daily 00:00-24:00").unwrap().end_min, 1440);
         for bad in [
             "sun",
@@ -616,7 +635,10 @@ mod tests {
         let start = ms("2026-12-06T01:00:00Z");
         assert_eq!(w.active_at(start - 1, &z), None);
         assert_eq!(w.active_at(start, &z), Some((start, start + 2 * H)));
-        assert_eq!(w.active_at(start + 2 * H - 1, &z), Some((start, start + 2 * H)));
+        assert_eq!(
+            w.active_at(start + 2 * H - 1, &z),
+            Some((start, start + 2 * H))
+        );
         assert_eq!(w.active_at(start + 2 * H, &z), None);
         assert_eq!(w.next_change(start - H, &z), Some(start));
         assert_eq!(w.next_change(start, &z), Some(start + 2 * H));
@@ -657,7 +679,10 @@ mod tests {
         let z = berlin();
         // Saturday 2026-12-05 23:00 CET = 22:00 UTC, to Sunday 00:00 UTC.
         let start = ms("2026-12-05T22:00:00Z");
-        assert_eq!(w.active_at(start + H + 30 * 60_000, &z), Some((start, start + 2 * H)));
+        assert_eq!(
+            w.active_at(start + H + 30 * 60_000, &z),
+            Some((start, start + 2 * H))
+        );
         assert_eq!(w.active_at(start + 2 * H, &z), None);
     }
 }

@@ -6,9 +6,9 @@
 use super::builder::Builder;
 use super::defaults;
 use super::diag::{Diagnostics, Source, suggest};
+use super::policy::{ProbeRoute, RouteDraft, Severity};
 use super::probe::{COMMON_KEYS, Check, Heal, ProbeConfig, ProbeKind, RawCommon, parse_kind};
 use super::raw::{RawProbeDefaults, Secs};
-use super::policy::{ProbeRoute, RouteDraft, Severity};
 use super::ser_secs;
 use super::tomlx::{self, Value};
 use serde::Serialize;
@@ -283,7 +283,11 @@ impl Builder<'_, '_> {
                 Severity::Page
             }
         };
-        let key = if policy.is_some() { "policy" } else { "severity" };
+        let key = if policy.is_some() {
+            "policy"
+        } else {
+            "severity"
+        };
         Some(RouteDraft {
             probe: names.canonical(p),
             route: ProbeRoute {

@@ -21,6 +21,8 @@ mod config;
 mod machine;
 pub mod outcome;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{CoreConfig, OwnHeal, ProbeRule, Routing, Step, WORKER_PROBE};
@@ -626,7 +628,9 @@ pub struct ManualWindow {
 pub enum MaintenanceChange {
     Start(ManualWindow),
     /// End the named run-time window (`None`: every run-time window).
-    End { name: Option<String> },
+    End {
+        name: Option<String>,
+    },
 }
 
 impl Default for PersistedState {

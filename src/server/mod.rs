@@ -34,7 +34,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use control::{AckBody, ControlReply, ControlRequest, SilenceBody, bearer_matches};
+use control::{
+    AckBody, ControlReply, ControlRequest, MaintenanceBody, SilenceBody, bearer_matches,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use snapshot::StatusSnapshot;
@@ -175,6 +177,7 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ack", post(ack))
         .route("/silence", post(silence))
+        .route("/maintenance", post(maintenance))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         .layer(
@@ -378,6 +381,23 @@ async fn silence(
         probe: b.probe,
         duration,
         reason: b.reason,
+        reply,
+    })
+    .await
+}
+
+async fn maintenance(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: MaintenanceBody = parse_required(&body)?;
+    let op = b
+        .op()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    forward(&st, control, |reply| ControlRequest::Maintenance {
+        op,
         reply,
     })
     .await

@@ -273,6 +273,10 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     ));
                     let _ = reply.send(ControlReply::Done(format!("{probe} silenced")));
                 }
+                ControlRequest::Maintenance { op, reply } => {
+                    seen.push(format!("maintenance {op:?}"));
+                    let _ = reply.send(ControlReply::Done("ok".into()));
+                }
             }
         }
         seen

@@ -7,15 +7,15 @@
 //! failed; one that recovered inside the window never pages. Resolutions are never held back.
 
 use super::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A maintenance window as `talon maintenance list` and `/status` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowView {
     pub name: String,
     pub probes: Vec<String>,
     /// `config` (`[[maintenance]]`) or `runtime` (`talon maintenance start`).
-    pub source: &'static str,
+    pub source: String,
     pub heal: bool,
     /// Open now: until when.
     pub active_until: Option<Millis>,
@@ -27,10 +27,14 @@ impl Core {
     /// The window covering `probe` at `at`: (name, heal, end). A window without `heal` wins.
     pub(super) fn window_of(&self, probe: &str, at: Millis) -> Option<(String, bool, Millis)> {
         let r = &self.cfg.routing;
-        let configured = r.maintenance.iter().filter(|w| w.covers(probe)).filter_map(|w| {
-            w.active_at(at, &r.zone)
-                .map(|(_, end)| (w.name.clone(), w.heal, end))
-        });
+        let configured = r
+            .maintenance
+            .iter()
+            .filter(|w| w.covers(probe))
+            .filter_map(|w| {
+                w.active_at(at, &r.zone)
+                    .map(|(_, end)| (w.name.clone(), w.heal, end))
+            });
         let manual = self
             .s
             .maintenance
@@ -132,7 +136,7 @@ impl Core {
                 WindowView {
                     name: w.name.clone(),
                     probes: w.probes.clone(),
-                    source: "config",
+                    source: "config".into(),
                     heal: w.heal,
                     active_until: active,
                     next_start: if active.is_some() {
@@ -146,7 +150,7 @@ impl Core {
         out.extend(self.s.maintenance.iter().map(|m| WindowView {
             name: m.name.clone(),
             probes: m.probes.clone(),
-            source: "runtime",
+            source: "runtime".into(),
             heal: m.heal,
             active_until: (m.start <= at && at < m.end).then_some(m.end),
             next_start: (m.start > at).then_some(m.start),
