@@ -266,7 +266,7 @@ pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
             let DeValue::Array(a) = cur.get_ref() else {
                 return None;
             };
-            cur = a.iter().nth(i)?;
+            cur = a.get(i)?;
         }
     }
     Some(cur.span())
