@@ -15,6 +15,7 @@ mod k8s;
 mod layout;
 mod metrics;
 mod notify;
+mod policy;
 mod probes;
 mod scenario;
 mod sdnotify;
