@@ -550,11 +550,20 @@ impl Builder<'_, '_> {
                 });
             }
         }
+        // The local zone is read only when a recurring window needs it.
+        let zone = if windows
+            .iter()
+            .any(|w| matches!(w.when, WindowTime::Recurring { .. }))
+        {
+            jiff::tz::TimeZone::system()
+        } else {
+            jiff::tz::TimeZone::UTC
+        };
         PolicyConfig {
             policies,
             routes: out_routes,
             maintenance: windows,
-            zone: jiff::tz::TimeZone::system(),
+            zone,
         }
     }
 }
