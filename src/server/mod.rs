@@ -1,5 +1,5 @@
 //! The HTTP surfaces: `GET /health`, `GET /status`, `GET /metrics`, the status page at `GET /`,
-//! and the token-protected write endpoints `POST /ack` and `POST /silence`.
+//! and the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /maintenance`.
 //!
 //! Handlers read a [`StatusBoard`] that the runtime updates whenever anything changes; they clone
 //! the snapshot and let go at once, so nothing the runtime is doing (a 5-minute heal) can make
