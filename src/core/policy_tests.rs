@@ -482,3 +482,27 @@ fn without_policies_every_page_goes_to_every_channel() {
     assert_eq!(n.channels, None);
     assert!(!n.text.contains("escalation"));
 }
+
+/// A probe inside a window adds no route: its policy's channels are not paged for the incident.
+#[test]
+fn a_probe_in_maintenance_does_not_page_its_policy() {
+    let mut c = chained();
+    c.probes.insert("db".into(), rule(true, &[]));
+    c.routing
+        .policies
+        .insert("db".into(), vec![step(0, &["c"])]);
+    c.routing.probe_policy.insert("db".into(), "db".into());
+    let mut sim = Sim::new(c);
+    sim.ev(0, |at| Event::Maintenance {
+        at,
+        change: manual("db-work", &["db"], 0, 36_000, false),
+    });
+    sim.probes(1, &[("api", Fail), ("db", Fail)]);
+    let n = notes(&sim.tick(SOS + 1));
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        chans(&n[0]),
+        Some(vec!["a"]),
+        "db's policy (c) is in maintenance"
+    );
+}

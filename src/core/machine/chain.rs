@@ -20,10 +20,12 @@ impl Core {
         !self.cfg.routing.policies.is_empty()
     }
 
-    /// The routes (policy names, or [`ALL_CHANNELS`]) of the incident's probes.
-    pub(super) fn routes_of(&self, inc: &Incident) -> BTreeSet<String> {
+    /// The routes (policy names, or [`ALL_CHANNELS`]) of the incident's probes, leaving out
+    /// probes inside a maintenance window at `at` (nobody is paged for them).
+    pub(super) fn routes_of(&self, inc: &Incident, at: Millis) -> BTreeSet<String> {
         inc.probes
             .iter()
+            .filter(|p| self.window_of(p, at).is_none())
             .map(|p| {
                 self.cfg
                     .routing
@@ -68,7 +70,7 @@ impl Core {
         let sos_at = *inc.sos_at.get_or_insert(at);
         let mut due: Vec<(String, Step)> = Vec::new();
         let mut labels = Vec::new();
-        for route in self.routes_of(inc) {
+        for route in self.routes_of(inc, at) {
             let steps = self.steps_of(&route);
             let reached = inc.steps.entry(route.clone()).or_insert(0);
             while let Some(s) = steps.get(*reached as usize) {
@@ -147,7 +149,7 @@ impl Core {
         let sos_at = inc.sos_at.unwrap_or(at);
         let mut reached = Vec::new();
         let mut next: Option<(String, Millis)> = None;
-        for route in self.routes_of(inc) {
+        for route in self.routes_of(inc, at) {
             let steps = self.steps_of(&route);
             let n = inc.steps.get(&route).copied().unwrap_or(0) as usize;
             if route != ALL_CHANNELS && n > 0 {
