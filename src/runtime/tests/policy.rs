@@ -179,3 +179,16 @@ async fn a_window_started_during_an_incident_stops_paging_but_not_the_resolution
     rig.run(table).await;
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_policy_on_reload_keeps_the_last_good_chain() {
+    let mut rig = Rig::new(&config(CHAIN));
+    let mut table = to_sos();
+    table.extend([
+        Reload(config(&CHAIN.replace("[\"boss\"]", "[\"nobody\"]"))),
+        ConfigError(true),
+        At(secs(SOS_AT + 600), NotifyTo(Sos, Some(vec!["boss"]))),
+    ]);
+    rig.run(table).await;
+    rig.stop().await;
+}
