@@ -201,9 +201,19 @@ fn civil_ms(date: jiff::civil::Date, min: u16, zone: &jiff::tz::TimeZone) -> Opt
 #[serde(untagged)]
 pub enum WindowTime {
     /// `start`/`end` (RFC 3339), as unix ms.
-    Once { start: Millis, end: Millis },
+    Once {
+        #[serde(serialize_with = "ser_rfc3339")]
+        start: Millis,
+        #[serde(serialize_with = "ser_rfc3339")]
+        end: Millis,
+    },
     /// `schedule`: one or more recurring spans in local time.
     Recurring { schedule: Vec<Schedule> },
+}
+
+/// A time in `talon config` as it is written in the file.
+fn ser_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::format::rfc3339(*ms))
 }
 
 /// `[[maintenance]]`, or one started at run time with `talon maintenance start`.
