@@ -192,3 +192,24 @@ async fn a_bad_policy_on_reload_keeps_the_last_good_chain() {
     rig.run(table).await;
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn resolving_between_two_steps_stops_the_chain_and_tells_the_paged_channel() {
+    let mut rig = Rig::new(&config(CHAIN));
+    let mut table = to_sos();
+    table.extend([
+        Until(secs(SOS_AT + 100)),
+        Pass("target"),
+        At(secs(SOS_AT + 120), Closed),
+        At(secs(SOS_AT + 120), NotifyTo(Resolved, Some(vec!["ops"]))),
+        Quiet(secs(SOS_AT + 1), secs(SOS_AT + 3 * 3600), AnyNotify(Sos)),
+        Quiet(
+            secs(SOS_AT + 1),
+            secs(SOS_AT + 3 * 3600),
+            AnyNotify(Reminder),
+        ),
+        StateIs(Healthy),
+    ]);
+    rig.run(table).await;
+    rig.stop().await;
+}
