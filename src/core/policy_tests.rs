@@ -282,6 +282,10 @@ fn ticket_probes_go_only_to_the_ticket_route_and_others_to_every_channel() {
     sim.probes(0, &[("disk", Fail), ("api", Pass)]);
     let n = notes(&sim.tick(SOS));
     assert_eq!(chans(&n[0]), Some(vec!["jira"]));
+    // A ticket is filed once, never re-sent as a reminder.
+    sim.delivered(SOS + 1, n[0].id);
+    assert!(notes(&sim.tick(SOS + 5 * 3600)).is_empty());
+    assert!(notes(&sim.tick(SOS + 9 * 3600)).is_empty());
     // A probe without a policy (and no policy.default) pages every channel, as always.
     let mut sim = Sim::new(c);
     sim.probes(0, &[("disk", Pass), ("api", Fail)]);

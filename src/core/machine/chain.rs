@@ -10,6 +10,7 @@
 //! last step reached of each policy; the resolved notice goes to every channel that was paged.
 
 use super::*;
+use crate::config::policy::TICKET_POLICY;
 
 /// The route of probes without a policy: every channel at once.
 pub const ALL_CHANNELS: &str = "*";
@@ -104,16 +105,20 @@ impl Core {
             cx.wake(due_at);
             return;
         }
+        // A ticket is filed once per step, never re-sent as a reminder.
         let last: Vec<(String, Step)> = inc
             .steps
             .iter()
-            .filter(|(_, n)| **n > 0)
+            .filter(|(r, n)| **n > 0 && r.as_str() != TICKET_POLICY)
             .filter_map(|(r, n)| {
                 self.steps_of(r)
                     .get(*n as usize - 1)
                     .map(|s| (r.clone(), s.clone()))
             })
             .collect();
+        if last.is_empty() {
+            return;
+        }
         let channels = self.channels_of(&last);
         self.page_to(inc, NotifyKind::Reminder, channels, None, cx);
     }
