@@ -19,6 +19,7 @@ impl Builder<'_, '_> {
         sources: Sources,
         inherited_path: Option<&str>,
     ) -> Config {
+        let host = raw.host.and_then(|h| self.host(h));
         let check_interval = self.secs(
             "check_interval_secs",
             raw.check_interval_secs,
@@ -61,6 +62,7 @@ impl Builder<'_, '_> {
 
         Config {
             sources,
+            host,
             check_interval,
             heal_script: raw.heal_script,
             heal_timeout,
@@ -79,6 +81,28 @@ impl Builder<'_, '_> {
             heartbeat,
             notify,
             probes,
+        }
+    }
+
+    /// `host = "name"`: 1–253 letters, digits, `.`, `_`, `-` (it becomes an Alertmanager label
+    /// value and a line of `talon status --remote`).
+    fn host(&mut self, h: String) -> Option<String> {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Some(h)
+        } else {
+            self.err(
+                "host",
+                format!(
+                    "`{}` is not a host name: use 1 to 253 letters, digits, `.`, `_` or `-` (leave the key out to use the system's host name)",
+                    h.escape_debug()
+                ),
+            );
+            None
         }
     }
 

@@ -72,6 +72,11 @@ pub struct Sources {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub sources: Sources,
+    /// `host = "name"`: the name Talon shows for this host everywhere (notices, Alertmanager's
+    /// `host` label, `/status`, the agent's prompt); `None` = the system's host name
+    /// ([`Config::host_name`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(serialize_with = "ser_secs", rename = "check_interval_secs")]
     pub check_interval: Duration,
     pub heal_script: Option<String>,
@@ -99,7 +104,21 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
 }
 
+/// The system's host name (`gethostname`), `unknown-host` when it cannot be read.
+pub fn system_host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
 impl Config {
+    /// The name Talon shows for this host: `host` when set, else the system's host name.
+    pub fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(system_host_name)
+    }
+
     /// The [`Redactor`] for everything the config itself knows: the `redact` patterns (and the
     /// built-in secret patterns unless `redact_builtin = false`), every probe's secrets
     /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets

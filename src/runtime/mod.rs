@@ -35,6 +35,7 @@
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
 
 mod actor;
+mod alerts;
 mod boot;
 pub mod effects;
 mod exec;
