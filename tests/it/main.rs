@@ -5,6 +5,7 @@ mod agent;
 mod check;
 mod daemon;
 mod defaults;
+mod fleet;
 mod effective;
 mod fuzz;
 mod heal;

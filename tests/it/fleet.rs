@@ -1,0 +1,291 @@
+//! A fleet on the engines that already exist: two real `talon` daemons (separate state dirs,
+//! `host` names) posting to a real two-member Alertmanager cluster (gossip on loopback) with a
+//! webhook receiver; a real Prometheus scraping two Talons with the rules of
+//! `deploy/prometheus/` (and `promtool test rules` on their unit tests); `talon status --remote`
+//! over both.
+
+use crate::daemon::Daemon;
+use crate::metrics::Killed;
+use crate::notify::Peer;
+use crate::scenario::wait_for;
+use crate::support::{free_port, write};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A multi-threaded runtime for the loopback peers (they serve from its worker threads while
+/// the test thread drives the daemons).
+fn runtime() -> tokio::runtime::Runtime {
+    talon::net::install_tls_provider();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A loopback port free for both TCP and UDP a moment ago (Alertmanager's gossip uses both).
+fn free_tcp_udp_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One member of an Alertmanager cluster.
+struct AmNode {
+    child: Option<Killed>,
+    url: String,
+    log: PathBuf,
+}
+
+impl AmNode {
+    fn kill(&mut self) {
+        self.child.take();
+    }
+}
+
+/// Two Alertmanagers gossiping with each other; member `i` sends its notifications to
+/// `{hook}/hook/{i}` (one receiver named `hook`, so the cluster deduplicates them), grouped by
+/// `alertname`.
+fn am_cluster(dir: &Path, hook: &str) -> [AmNode; 2] {
+    let gossip = [free_tcp_udp_port(), free_tcp_udp_port()];
+    let web = [free_port(), free_port()];
+    let nodes = [0usize, 1].map(|i| {
+        let d = dir.join(format!("am{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = write(
+            &d,
+            "am.yml",
+            &format!(
+                "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 5s\n  group_interval: 10s\n  repeat_interval: 4h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: '{hook}/hook/{i}'\n        send_resolved: true\n"
+            ),
+        );
+        let log = d.join("am.log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", d.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", web[i]))
+            .arg(format!("--cluster.listen-address=127.0.0.1:{}", gossip[i]))
+            .arg(format!("--cluster.peer=127.0.0.1:{}", gossip[1 - i]))
+            .arg("--cluster.peer-timeout=3s")
+            .arg("--cluster.settle-timeout=10s")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("prometheus-alertmanager must be installed: scripts/test installs it");
+        AmNode {
+            child: Some(Killed(child)),
+            url: format!("http://127.0.0.1:{}", web[i]),
+            log,
+        }
+    });
+    // Both answer and each sees the other.
+    for n in &nodes {
+        wait_for("the Alertmanager cluster to form", Duration::from_secs(60), || {
+            let (code, body) =
+                crate::support::http_get(n.url.trim_start_matches("http://"), "/api/v2/status", Duration::from_secs(2))?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["cluster"]["peers"].as_array()?.len() == 2).then_some(())
+        });
+    }
+    nodes
+}
+
+/// The alerts Alertmanager holds as active for Talon.
+fn active(url: &str) -> Vec<Value> {
+    crate::support::http_get(
+        url.trim_start_matches("http://"),
+        "/api/v2/alerts?filter=alertname%3D%22TalonProbeFailing%22&active=true&silenced=false&inhibited=false",
+        Duration::from_secs(5),
+    )
+    .and_then(|(_, b)| serde_json::from_str::<Vec<Value>>(&b).ok())
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|a| a["status"]["state"] == "active")
+    .collect()
+}
+
+/// The webhook notifications the receiver got: (member index, payload).
+fn notifications(hook: &Peer) -> Vec<(usize, Value)> {
+    hook.seen()
+        .iter()
+        .filter_map(|s| {
+            let i = s.path.strip_prefix("/hook/")?.parse().ok()?;
+            Some((i, serde_json::from_slice(&s.body).ok()?))
+        })
+        .collect()
+}
+
+fn hosts(n: &Value) -> Vec<String> {
+    let mut h: Vec<String> = n["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["labels"]["host"].as_str().map(str::to_string))
+        .collect();
+    h.sort();
+    h
+}
+
+/// A Talon on `host` whose critical script probe fails while `fault` exists; the heal does not
+/// fix it and there is no agent, so it reaches `sos` in a few seconds.
+fn talon_config(dir: &Path, host: &str, fault: &Path, health: u16, channels: &str) -> PathBuf {
+    write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"host = "{host}"
+state_dir = "state"
+check_interval_secs = 0.3
+[health]
+bind = "127.0.0.1:{health}"
+[escalation]
+heal_settle_secs = 0.2
+critical_threshold_secs = 0.5
+sos_cooldown_secs = 3600
+[script.target]
+command = "test ! -e {fault}"
+critical = true
+critical_after_consecutive_failures = 2
+heal = "echo 'restarting target'; exit 1"
+{channels}
+"#,
+            fault = fault.display(),
+        ),
+    )
+}
+
+#[test]
+fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = rt.block_on(Peer::start((200, "{}"), Duration::ZERO));
+    let mut ams = am_cluster(tmp.path(), &hook.url);
+    let fault = tmp.path().join("network-down");
+    std::fs::write(&fault, "").unwrap();
+    let channels = format!(
+        "[notify.am]\nkind = \"alertmanager\"\nurls = [\"{}\", \"{}\"]\nrepost_secs = 2\n",
+        ams[0].url, ams[1].url
+    );
+    let daemons: Vec<Daemon> = ["web-1", "web-2"]
+        .iter()
+        .map(|host| {
+            let d = tmp.path().join(host);
+            std::fs::create_dir_all(&d).unwrap();
+            let cfg = talon_config(&d, host, &fault, free_port(), &channels);
+            Daemon::start(&d, &cfg)
+        })
+        .collect();
+    let am_logs = [ams[0].log.clone(), ams[1].log.clone()];
+    let logs = || {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "notifications: {:#?}\n{}\nam0:\n{}\nam1:\n{}",
+            notifications(&hook),
+            daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n"),
+            read(&am_logs[0]),
+            read(&am_logs[1])
+        )
+    };
+
+    // Both Talons page; each member of the cluster holds both hosts' alerts (posted to both).
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = [active(&ams[0].url), active(&ams[1].url)];
+        if all.iter().all(|a| a.len() == 2) {
+            for a in all.iter().flatten() {
+                let l = &a["labels"];
+                assert_eq!(l["probe"], "target", "{a:#}");
+                assert_eq!(l["severity"], "critical", "{a:#}");
+                assert_eq!(l["alertname"], "TalonProbeFailing", "{a:#}");
+                assert!(l["incident"].as_str().is_some_and(|i| !i.is_empty()), "{a:#}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "alerts never reached both members\n{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Exactly one grouped notification, holding both hosts.
+    let (sender, first) = wait_for("a firing notification", limit, || {
+        notifications(&hook)
+            .into_iter()
+            .find(|(_, n)| n["status"] == "firing")
+    });
+    assert_eq!(hosts(&first), ["web-1", "web-2"], "{first:#}\n{}", logs());
+    let fired_at = Instant::now();
+    // Re-posts keep pushing `endsAt` forward (repost_secs = 2, endsAt = now + 8 s) …
+    let ends = |url: &str| -> Vec<String> {
+        let mut e: Vec<String> = active(url)
+            .iter()
+            .filter_map(|a| a["endsAt"].as_str().map(str::to_string))
+            .collect();
+        e.sort();
+        e
+    };
+    let before = ends(&ams[0].url);
+    wait_for("re-posts to move endsAt", Duration::from_secs(30), || {
+        let now = ends(&ams[0].url);
+        (now.len() == 2 && now.iter().zip(&before).all(|(n, b)| n > b)).then_some(())
+    });
+    // … and change nothing a receiver sees: still one notification after a group_interval
+    // (10 s) has passed.
+    wait_for("a group interval to pass", Duration::from_secs(30), || {
+        (fired_at.elapsed() > Duration::from_secs(12)).then_some(())
+    });
+    let fired: Vec<_> = notifications(&hook);
+    assert_eq!(fired.len(), 1, "one grouped page for two hosts\n{}", logs());
+
+    // The member that sent it dies; then the fault clears. The other one resolves.
+    ams[sender].kill();
+    std::fs::remove_file(&fault).unwrap();
+    for d in &daemons {
+        d.wait_status("healthy again", limit, |v| v["state"] == "healthy");
+    }
+    let (by, resolved) = wait_for("the resolution", Duration::from_secs(90), || {
+        notifications(&hook)
+            .into_iter()
+            .find(|(_, n)| n["status"] == "resolved")
+    });
+    assert_eq!(by, 1 - sender, "sent by the surviving member");
+    assert_eq!(hosts(&resolved), ["web-1", "web-2"], "{resolved:#}\n{}", logs());
+    assert!(
+        resolved["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "resolved" && a["endsAt"].as_str().is_some()),
+        "{resolved:#}"
+    );
+    assert!(active(&ams[1 - sender].url).is_empty(), "nothing left firing");
+    let all = notifications(&hook);
+    let firing: Vec<_> = all.iter().filter(|(_, n)| n["status"] == "firing").collect();
+    let resolutions: Vec<_> = all.iter().filter(|(_, n)| n["status"] == "resolved").collect();
+    assert_eq!(resolutions.len(), 1, "one resolution\n{}", logs());
+    // Both Talons recover in the same probe cycle; a group tick between them would show one
+    // partial notification (one alert resolved, one firing) — never a second page of the same.
+    assert!(
+        firing.len() == 1
+            || (firing.len() == 2
+                && firing[1].1["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["status"] == "resolved")),
+        "{all:#?}"
+    );
+    // Each Talon's own record: the SOS and the resolution delivered on `am`.
+    for d in &daemons {
+        let inc = d.json(&["incidents"]);
+        assert_eq!(inc.as_array().map(Vec::len), Some(1), "{inc:#}");
+    }
+}
