@@ -89,8 +89,7 @@ impl Builder<'_, '_> {
     fn host(&mut self, h: String) -> Option<String> {
         let ok = !h.is_empty()
             && h.len() <= 253
-            && h
-                .chars()
+            && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok {
             Some(h)

@@ -30,7 +30,10 @@ struct Firing {
 /// The alerts that should be firing for this snapshot: the open incident's failing probes while
 /// the system is in `sos`.
 fn firing(s: &StatusSnapshot) -> Option<Firing> {
-    let inc = s.incident.as_ref().filter(|_| s.state == SystemState::Sos)?;
+    let inc = s
+        .incident
+        .as_ref()
+        .filter(|_| s.state == SystemState::Sos)?;
     let probes: BTreeMap<String, String> = inc
         .failing_probes
         .iter()
@@ -162,7 +165,9 @@ pub(super) fn spawn(
             }
             match want {
                 Some(w) => {
-                    let changed = posted.as_ref().map(|p| (&p.incident, p.probes.keys().collect::<Vec<_>>()))
+                    let changed = posted
+                        .as_ref()
+                        .map(|p| (&p.incident, p.probes.keys().collect::<Vec<_>>()))
                         != Some((&w.incident, w.probes.keys().collect()));
                     if changed || crate::clock::now() >= due {
                         channels

@@ -90,12 +90,19 @@ fn am_cluster(dir: &Path, hook: &str) -> [AmNode; 2] {
     });
     // Both answer and each sees the other.
     for n in &nodes {
-        wait_for("the Alertmanager cluster to form", Duration::from_secs(60), || {
-            let (code, body) =
-                crate::support::http_get(n.url.trim_start_matches("http://"), "/api/v2/status", Duration::from_secs(2))?;
-            let v: Value = serde_json::from_str(&body).ok()?;
-            (code == 200 && v["cluster"]["peers"].as_array()?.len() == 2).then_some(())
-        });
+        wait_for(
+            "the Alertmanager cluster to form",
+            Duration::from_secs(60),
+            || {
+                let (code, body) = crate::support::http_get(
+                    n.url.trim_start_matches("http://"),
+                    "/api/v2/status",
+                    Duration::from_secs(2),
+                )?;
+                let v: Value = serde_json::from_str(&body).ok()?;
+                (code == 200 && v["cluster"]["peers"].as_array()?.len() == 2).then_some(())
+            },
+        );
     }
     nodes
 }
@@ -191,7 +198,11 @@ fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
         format!(
             "notifications: {:#?}\n{}\nam0:\n{}\nam1:\n{}",
             notifications(&hook),
-            daemons.iter().map(Daemon::log).collect::<Vec<_>>().join("\n"),
+            daemons
+                .iter()
+                .map(Daemon::log)
+                .collect::<Vec<_>>()
+                .join("\n"),
             read(&am_logs[0]),
             read(&am_logs[1])
         )
@@ -208,11 +219,18 @@ fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
                 assert_eq!(l["probe"], "target", "{a:#}");
                 assert_eq!(l["severity"], "critical", "{a:#}");
                 assert_eq!(l["alertname"], "TalonProbeFailing", "{a:#}");
-                assert!(l["incident"].as_str().is_some_and(|i| !i.is_empty()), "{a:#}");
+                assert!(
+                    l["incident"].as_str().is_some_and(|i| !i.is_empty()),
+                    "{a:#}"
+                );
             }
             break;
         }
-        assert!(Instant::now() < deadline, "alerts never reached both members\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "alerts never reached both members\n{}",
+            logs()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Exactly one grouped notification, holding both hosts.
@@ -257,7 +275,12 @@ fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
             .find(|(_, n)| n["status"] == "resolved")
     });
     assert_eq!(by, 1 - sender, "sent by the surviving member");
-    assert_eq!(hosts(&resolved), ["web-1", "web-2"], "{resolved:#}\n{}", logs());
+    assert_eq!(
+        hosts(&resolved),
+        ["web-1", "web-2"],
+        "{resolved:#}\n{}",
+        logs()
+    );
     assert!(
         resolved["alerts"]
             .as_array()
@@ -266,10 +289,19 @@ fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
             .all(|a| a["status"] == "resolved" && a["endsAt"].as_str().is_some()),
         "{resolved:#}"
     );
-    assert!(active(&ams[1 - sender].url).is_empty(), "nothing left firing");
+    assert!(
+        active(&ams[1 - sender].url).is_empty(),
+        "nothing left firing"
+    );
     let all = notifications(&hook);
-    let firing: Vec<_> = all.iter().filter(|(_, n)| n["status"] == "firing").collect();
-    let resolutions: Vec<_> = all.iter().filter(|(_, n)| n["status"] == "resolved").collect();
+    let firing: Vec<_> = all
+        .iter()
+        .filter(|(_, n)| n["status"] == "firing")
+        .collect();
+    let resolutions: Vec<_> = all
+        .iter()
+        .filter(|(_, n)| n["status"] == "resolved")
+        .collect();
     assert_eq!(resolutions.len(), 1, "one resolution\n{}", logs());
     // Both Talons recover in the same probe cycle; a group tick between them would show one
     // partial notification (one alert resolved, one firing) — never a second page of the same.
@@ -288,4 +320,218 @@ fn two_talons_one_alertmanager_cluster_one_grouped_page_one_resolution() {
         let inc = d.json(&["incidents"]);
         assert_eq!(inc.as_array().map(Vec::len), Some(1), "{inc:#}");
     }
+}
+
+/// `promtool` on what `deploy/prometheus/` ships.
+fn promtool(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect(
+            "promtool (Debian package `prometheus`) must be installed: scripts/test installs it",
+        )
+}
+
+#[test]
+fn promtool_checks_the_shipped_config_and_runs_the_rule_unit_tests() {
+    let deploy = root().join("deploy/prometheus");
+    let check = promtool(&["check", "config", "prometheus.yml"], &deploy);
+    let text = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+    let test = promtool(&["test", "rules", "tests/talon.rules.test.yml"], &deploy);
+    let text =
+        String::from_utf8_lossy(&test.stdout).to_string() + &String::from_utf8_lossy(&test.stderr);
+    assert!(test.status.success(), "{text}");
+
+    // The unit tests can fail: a rule that waits longer than they expect breaks them.
+    let tmp = tempfile::tempdir().unwrap();
+    for d in ["rules", "tests"] {
+        std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+    }
+    let rules = std::fs::read_to_string(deploy.join("rules/talon.rules.yml")).unwrap();
+    assert!(rules.contains("for: 2m"), "TalonDown waits 2m");
+    write(
+        &tmp.path().join("rules"),
+        "talon.rules.yml",
+        &rules.replacen("for: 2m", "for: 5m", 1),
+    );
+    std::fs::copy(
+        deploy.join("tests/talon.rules.test.yml"),
+        tmp.path().join("tests/talon.rules.test.yml"),
+    )
+    .unwrap();
+    let broken = promtool(&["test", "rules", "tests/talon.rules.test.yml"], tmp.path());
+    let text = String::from_utf8_lossy(&broken.stdout).to_string()
+        + &String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success(), "{text}");
+    assert!(text.contains("TalonDown"), "{text}");
+}
+
+/// A real Prometheus with the shipped rules, scraping `targets` (`(address, host)`) every second
+/// and evaluating every second.
+fn prometheus(dir: &Path, targets: &[(String, &str)]) -> (Killed, u16, PathBuf) {
+    let rules = root().join("deploy/prometheus/rules/talon.rules.yml");
+    let mut cfg = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: talon\n    static_configs:\n",
+        rules.display()
+    );
+    for (addr, host) in targets {
+        cfg.push_str(&format!(
+            "      - targets: ['{addr}']\n        labels:\n          host: {host}\n"
+        ));
+    }
+    let file = write(dir, "prometheus.yml", &cfg);
+    let port = free_port();
+    let log = dir.join("prometheus.log");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect(
+            "prometheus (Debian package `prometheus`) must be installed: scripts/test installs it",
+        );
+    (Killed(child), port, log)
+}
+
+/// An instant query's result through Prometheus's HTTP API.
+fn query(port: u16, q: &str) -> Option<Vec<Value>> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://127.0.0.1:{port}/api/v1/query"),
+        &[("query", q)],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let v: Value = rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        c.get(url).send().await.ok()?.json().await.ok()
+    })?;
+    (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned())?
+}
+
+#[test]
+fn prometheus_scrapes_two_talons_and_the_sos_rule_fires_for_one_and_status_remote_shows_both() {
+    talon::net::install_tls_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let fault = tmp.path().join("web-2-down");
+    std::fs::write(&fault, "").unwrap();
+    let mut hosts = Vec::new();
+    let mut daemons = Vec::new();
+    for (host, fault) in [
+        ("web-1", tmp.path().join("never")),
+        ("web-2", fault.clone()),
+    ] {
+        let d = tmp.path().join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        let port = free_port();
+        let cfg = talon_config(&d, host, &fault, port, "");
+        daemons.push(Daemon::start(&d, &cfg));
+        hosts.push((format!("127.0.0.1:{port}"), host));
+    }
+    let (_prom, port, log) = prometheus(tmp.path(), &hosts);
+    let context = |what: &str| {
+        format!(
+            "{what}\nprometheus:\n{}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            daemons
+                .iter()
+                .map(Daemon::log)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let up = wait_for("both Talons scraped", Duration::from_secs(60), || {
+        let r = query(port, r#"up{job="talon"} == 1"#)?;
+        (r.len() == 2).then_some(r)
+    });
+    let mut up_hosts: Vec<&str> = up
+        .iter()
+        .filter_map(|r| r["metric"]["host"].as_str())
+        .collect();
+    up_hosts.sort();
+    assert_eq!(up_hosts, ["web-1", "web-2"]);
+    let firing = wait_for("TalonSos firing", Duration::from_secs(60), || {
+        let r = query(port, r#"ALERTS{alertname="TalonSos", alertstate="firing"}"#)?;
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(firing.len(), 1, "{}", context(&format!("{firing:#?}")));
+    assert_eq!(firing[0]["metric"]["host"], "web-2");
+    assert_eq!(firing[0]["metric"]["severity"], "critical");
+    // Bounded cardinality: no incident id or output in any Talon series' labels.
+    let series = query(port, r#"{job="talon"}"#).unwrap();
+    for s in &series {
+        let m = s["metric"].as_object().unwrap();
+        for k in m.keys() {
+            assert!(
+                !["incident", "incident_id", "output", "reason"].contains(&k.as_str()),
+                "label {k} on {s}"
+            );
+        }
+    }
+    assert!(
+        query(port, r#"ALERTS{alertname="TalonDown"}"#)
+            .unwrap()
+            .is_empty(),
+        "nobody is down"
+    );
+
+    // The fleet view, from the same two /status endpoints (and one that is not there).
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let urls = [
+        format!("http://{}", hosts[0].0),
+        hosts[1].0.clone(),
+        gone.clone(),
+    ];
+    let mut c = crate::support::talon(tmp.path());
+    c.arg("status").arg("--remote").args(&urls);
+    let out = crate::support::run(c);
+    let text = crate::support::stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        crate::support::stderr(&out)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("HOST"), "{text}");
+    assert!(
+        lines[1].starts_with("web-1") && lines[1].contains("healthy"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("web-2") && lines[2].contains("sos") && lines[2].contains("target"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with('?') && lines[3].contains("unreachable"),
+        "{text}"
+    );
+    let mut c = crate::support::talon(tmp.path());
+    c.arg("status")
+        .arg("--json")
+        .arg("--remote")
+        .args(&urls[..2]);
+    let out = crate::support::run(c);
+    let v: Value = serde_json::from_str(&crate::support::stdout(&out)).unwrap();
+    assert_eq!(v[0]["host"], "web-1");
+    assert_eq!(v[0]["ok"], true);
+    assert_eq!(v[1]["host"], "web-2");
+    assert_eq!(v[1]["state"], "sos");
+    assert_eq!(v[1]["failing"][0], "target");
+    assert_eq!(out.status.code(), Some(1));
 }
