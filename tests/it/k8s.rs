@@ -3,6 +3,7 @@
 //! happy paths. Every check kind has a passing and a failing case, asserted on status and output.
 
 mod fake_apiserver;
+mod incluster;
 mod kmock;
 
 use fake_apiserver::{
