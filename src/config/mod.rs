@@ -114,9 +114,20 @@ pub fn system_host_name() -> String {
 }
 
 impl Config {
-    /// The name Talon shows for this host: `host` when set, else the system's host name.
+    /// The name Talon shows for this host: `host` when set (`"${VAR}"`: that environment
+    /// variable, when it is set and not empty), else the system's host name.
     pub fn host_name(&self) -> String {
-        self.host.clone().unwrap_or_else(system_host_name)
+        match self.host.as_deref() {
+            Some(h) => match probe::k8s::env_ref(h) {
+                Some(var) => std::env::var(var)
+                    .ok()
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(system_host_name),
+                None => h.to_string(),
+            },
+            None => system_host_name(),
+        }
     }
 
     /// The [`Redactor`] for everything the config itself knows: the `redact` patterns (and the

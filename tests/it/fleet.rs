@@ -535,3 +535,42 @@ fn prometheus_scrapes_two_talons_and_the_sos_rule_fires_for_one_and_status_remot
     assert_eq!(v[1]["failing"][0], "target");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn host_is_validated_with_its_position_and_can_come_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let validate = |text: &str| {
+        let cfg = write(tmp.path(), "config.toml", text);
+        let mut c = crate::support::talon(tmp.path());
+        c.args(["validate", "--no-resolve", "--config"]).arg(&cfg);
+        let out = crate::support::run(c);
+        (
+            out.status.code(),
+            crate::support::stderr(&out) + &crate::support::stdout(&out),
+        )
+    };
+    let (code, text) = validate("check_interval_secs = 5\nhost = \"web 1\"\n");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("config.toml:2:"), "{text}");
+    assert!(text.contains("`web 1` is not a host name"), "{text}");
+    let (code, text) = validate("hots = \"web-1\"\n");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("host"),
+        "a typo is rejected, with a suggestion: {text}"
+    );
+    for ok in ["host = \"web-1.eu\"\n", "host = \"${NODE_NAME}\"\n"] {
+        let (code, text) = validate(ok);
+        assert_eq!(code, Some(0), "{ok}: {text}");
+    }
+    let (code, text) = validate("host = \"${1BAD}\"\n");
+    assert_eq!(code, Some(2), "{text}");
+
+    // `talon config` shows it; the name Talon uses is the variable's value.
+    let cfg = write(tmp.path(), "config.toml", "host = \"${TALON_TEST_NODE}\"\n");
+    let mut c = crate::support::talon(tmp.path());
+    c.args(["config", "--json", "--config"]).arg(&cfg);
+    let out = crate::support::run(c);
+    let v: Value = serde_json::from_str(&crate::support::stdout(&out)).unwrap();
+    assert_eq!(v["host"], "${TALON_TEST_NODE}");
+}

@@ -190,3 +190,57 @@ fn wait_for_new_token(api: &FakeApi, from: usize) -> usize {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A DaemonSet's Talon watches only its own node's pods: `node` narrows `selector` with the
+/// field selector `spec.nodeName` (the API server does the filtering), and says so.
+#[tokio::test]
+async fn pod_ready_on_this_node_only() {
+    use super::{Env, list, pod};
+    use k8s_openapi::api::core::v1::Pod;
+    let env = Env::new().await;
+    env.api.route(
+        "GET",
+        "/api/v1/namespaces/apps/pods",
+        200,
+        list::<Pod>("PodList", &[pod("web-0", true, None, 0)]),
+    );
+    let o = env
+        .check("check = \"pod_ready\"\nnamespace = \"apps\"\nselector = \"app=web\"\nnode = \"node-a\"")
+        .await;
+    assert_eq!(o.status, talon::core::Status::Pass, "{o:?}");
+    let last = env.api.requests().pop().unwrap();
+    assert!(
+        last.query.contains("labelSelector=app%3Dweb")
+            && last.query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
+        "{}",
+        last.query
+    );
+    env.api.route(
+        "GET",
+        "/api/v1/namespaces/apps/pods",
+        200,
+        list::<Pod>("PodList", &[]),
+    );
+    let o = env
+        .check("check = \"pod_ready\"\nnamespace = \"apps\"\nselector = \"app=web\"\nnode = \"node-a\"")
+        .await;
+    assert_eq!(o.status, talon::core::Status::Fail);
+    assert_eq!(
+        o.output,
+        "no pods match app=web on node node-a in namespace apps"
+    );
+
+    // `node` needs a selector (a named pod is wherever it is).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[k8s.web]\ncheck = \"pod_ready\"\nname = \"web-0\"\nnode = \"${NODE_NAME}\"\n",
+    );
+    let mut c = crate::support::talon(dir.path());
+    c.args(["validate", "--no-resolve", "--config"]).arg(&cfg);
+    let out = crate::support::run(c);
+    let err = crate::support::stderr(&out) + &crate::support::stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`node` narrows a `selector`"), "{err}");
+}
