@@ -182,38 +182,37 @@ pub fn run(
             ]
         })
         .collect();
-    let head = ["HOST", "STATE", "SINCE", "INCIDENT", "FAILING"];
+    // The last column (failing probes, or why there is no answer) is the only long one.
+    let head = ["HOST", "STATE", "SINCE", "INCIDENT", "URL", "FAILING"];
+    let cells: Vec<[String; 6]> = cells
+        .into_iter()
+        .zip(&rows)
+        .map(|(c, r)| {
+            let [host, state, since, incident, failing] = c;
+            [host, state, since, incident, r.url.clone(), failing]
+        })
+        .collect();
     let mut w = head.map(str::len);
     for c in &cells {
         for (i, x) in c.iter().enumerate() {
             w[i] = w[i].max(x.chars().count());
         }
     }
-    let line = |c: [&str; 5], url: &str| {
-        format!(
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {:w4$}  {url}",
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4]
-        )
+    let line = |c: [&str; 6]| {
+        let mut l = String::new();
+        for (i, x) in c.iter().enumerate().take(5) {
+            l.push_str(&format!("{x:w$}  ", w = w[i]));
+        }
+        l.push_str(c[5]);
+        l.trim_end().to_string()
     };
-    writeln!(out, "{}", line(head, "URL").trim_end())?;
-    for (c, r) in cells.iter().zip(&rows) {
-        let c = [
-            c[0].as_str(),
-            c[1].as_str(),
-            c[2].as_str(),
-            c[3].as_str(),
-            c[4].as_str(),
-        ];
-        writeln!(out, "{}", line(c, &r.url))?;
+    writeln!(out, "{}", line(head))?;
+    for c in &cells {
+        writeln!(
+            out,
+            "{}",
+            line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]].map(String::as_str))
+        )?;
     }
     out.flush()?;
     Ok(exit)
