@@ -574,3 +574,87 @@ fn host_is_validated_with_its_position_and_can_come_from_the_environment() {
     let v: Value = serde_json::from_str(&crate::support::stdout(&out)).unwrap();
     assert_eq!(v["host"], "${TALON_TEST_NODE}");
 }
+
+/// `urls`: every member gets the same alerts; one member down still delivers, all down names
+/// each; labels and times are the stable ones the cluster deduplicates on.
+#[test]
+fn alertmanager_urls_post_to_every_member_and_one_is_enough() {
+    use talon::config::channel::alertmanager::AlertmanagerSpec;
+    use talon::notify::{ChannelConfig, ChannelKind, FailingLine, Notice, NoticeKind, NotifyCtx};
+    let rt = runtime();
+    let (a, b) = rt.block_on(async {
+        (
+            Peer::start((200, "{}"), Duration::ZERO).await,
+            Peer::start((200, "{}"), Duration::ZERO).await,
+        )
+    });
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let channel = |urls: Vec<String>| ChannelConfig {
+        name: "am".into(),
+        kind: ChannelKind::Alertmanager(AlertmanagerSpec {
+            urls,
+            repost_secs: Some(30),
+            ..AlertmanagerSpec::single("x")
+        }),
+    };
+    let fix = |c: ChannelConfig| match c.kind {
+        ChannelKind::Alertmanager(mut s) => {
+            s.url = None;
+            ChannelConfig {
+                name: c.name,
+                kind: ChannelKind::Alertmanager(s),
+            }
+        }
+        _ => unreachable!(),
+    };
+    let notice = Notice {
+        kind: NoticeKind::Sos,
+        host: "web-1".into(),
+        state: "sos".into(),
+        incident_id: Some("12".into()),
+        failing: vec![FailingLine {
+            probe: "api".into(),
+            reason: "HTTP 503".into(),
+        }],
+        tried: Vec::new(),
+        since_ms: Some(1_700_000_000_750),
+        at_ms: 1_700_000_100_000,
+        duration_secs: None,
+        ack_hint: None,
+    };
+    let ctx = NotifyCtx::new(
+        crate::heal::sp(&[]),
+        std::sync::Arc::new(talon::redact::Redactor::default()),
+    )
+    .unwrap();
+    let send = |ch: ChannelConfig| rt.block_on(talon::notify::send(&notice, &fix(ch), &ctx));
+    send(channel(vec![a.url.clone(), dead.clone(), b.url.clone()])).expect("two of three took it");
+    for p in [&a, &b] {
+        let seen = p.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/api/v2/alerts");
+        let v: Value = serde_json::from_slice(&seen[0].body).unwrap();
+        let l = &v[0]["labels"];
+        assert_eq!(l["alertname"], "TalonProbeFailing");
+        assert_eq!(l["host"], "web-1");
+        assert_eq!(l["probe"], "api");
+        assert_eq!(l["severity"], "critical");
+        assert_eq!(l["incident"], "12");
+        assert_eq!(
+            v[0]["startsAt"], "2023-11-14T22:13:20.000Z",
+            "whole seconds"
+        );
+        // endsAt = now (22:15:00) + 4 × repost_secs (2 m).
+        assert_eq!(v[0]["endsAt"], "2023-11-14T22:17:00.000Z");
+    }
+    let other_dead = format!("http://127.0.0.1:{}", free_port());
+    let err = send(channel(vec![dead.clone(), other_dead.clone()])).unwrap_err();
+    let text = err.to_string();
+    for d in [&dead, &other_dead] {
+        assert!(text.contains(d.trim_start_matches("http://")), "{text}");
+    }
+    assert!(
+        text.starts_with("no Alertmanager took the alerts"),
+        "{text}"
+    );
+}
