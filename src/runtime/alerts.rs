@@ -231,4 +231,81 @@ mod tests {
         assert_eq!(n.host, "web-1");
         assert_eq!(n.incident_id.as_deref(), Some("7"));
     }
+
+    /// The task against a loopback receiver: fire both probes, resolve the one that leaves the
+    /// incident at once, resolve the rest when the incident closes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fires_resolves_a_probe_that_leaves_then_the_rest() {
+        crate::net::install_tls_provider();
+        let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let s2 = s2.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    s2.lock().unwrap().push(v);
+                }
+                "{}"
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "host = \"web-9\"\nstate_dir = \"{}\"\n[notify.am]\nkind = \"alertmanager\"\nurls = [\"{url}\"]\nrepost_secs = 3600\n",
+                dir.path().join("s").display()
+            ),
+        )
+        .unwrap();
+        let cfg = super::super::boot::load(&super::super::RunOptions { config: Some(path) })
+            .expect("valid config");
+        let mut snapshot = snap(SystemState::Sos, &["a", "b"]);
+        snapshot.host = cfg.host_name();
+        let (tx, rx) = watch::channel(snapshot.clone());
+        let _cfg_tx = spawn(Arc::new(cfg), rx);
+        let wait = |n: usize| {
+            let seen = seen.clone();
+            async move {
+                for _ in 0..400 {
+                    if seen.lock().unwrap().len() >= n {
+                        return seen.lock().unwrap().clone();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("fewer than {n} posts: {:?}", seen.lock().unwrap());
+            }
+        };
+        let posts = wait(1).await;
+        let probes = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["labels"]["probe"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(probes(&posts[0]), ["a", "b"]);
+        assert_eq!(posts[0][0]["labels"]["host"], "web-9");
+        assert_eq!(posts[0][0]["labels"]["incident"], "7");
+        // b leaves the incident: resolved at once (endsAt = now), a is not re-posted yet.
+        snapshot.incident.as_mut().unwrap().failing_probes = vec!["a".into()];
+        tx.send_replace(snapshot.clone());
+        let posts = wait(2).await;
+        assert_eq!(probes(&posts[1]), ["b"]);
+        let ends = posts[1][0]["endsAt"].as_str().unwrap().to_string();
+        assert!(
+            ends < posts[0][0]["endsAt"].as_str().unwrap().to_string(),
+            "{posts:?}"
+        );
+        // The incident closes: a is resolved too.
+        snapshot.state = SystemState::Healthy;
+        snapshot.incident = None;
+        tx.send_replace(snapshot);
+        let posts = wait(3).await;
+        assert_eq!(probes(&posts[2]), ["a"]);
+        assert_eq!(posts.len(), 3, "{posts:?}");
+    }
 }
