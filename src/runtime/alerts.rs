@@ -295,11 +295,8 @@ mod tests {
         tx.send_replace(snapshot.clone());
         let posts = wait(2).await;
         assert_eq!(probes(&posts[1]), ["b"]);
-        let ends = posts[1][0]["endsAt"].as_str().unwrap().to_string();
-        assert!(
-            ends < posts[0][0]["endsAt"].as_str().unwrap().to_string(),
-            "{posts:?}"
-        );
+        let ends = posts[1][0]["endsAt"].as_str().unwrap();
+        assert!(ends < posts[0][0]["endsAt"].as_str().unwrap(), "{posts:?}");
         // The incident closes: a is resolved too.
         snapshot.state = SystemState::Healthy;
         snapshot.incident = None;
