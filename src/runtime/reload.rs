@@ -55,6 +55,7 @@ impl Runtime {
                     if let Some(a) = &self.surfaces.alerts {
                         a.send_replace(self.cfg.clone());
                     }
+                    self.watch_pushes();
                     if worker_changed {
                         self.reconfigure_worker();
                     }
