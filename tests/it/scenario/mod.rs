@@ -10,6 +10,7 @@ mod config;
 mod flapping;
 mod flood;
 mod fullfs;
+mod hostile;
 mod ladder;
 mod leaks;
 mod missing;
