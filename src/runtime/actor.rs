@@ -113,6 +113,8 @@ pub(super) struct Surfaces {
     pub(super) watch: Option<crate::watch::WatchHandle>,
     /// Failed store writes already counted in the metrics.
     pub(super) store_failures_seen: u64,
+    /// What happened to unreadable state at start (see [`Boot::store_notice`]).
+    pub(super) store_notice: Option<String>,
 }
 
 impl Runtime {
@@ -124,6 +126,7 @@ impl Runtime {
             core,
             history,
             log,
+            store_notice,
         } = boot;
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
@@ -168,6 +171,7 @@ impl Runtime {
                 log,
                 watch: None,
                 store_failures_seen: 0,
+                store_notice,
             },
             effects,
             clock,

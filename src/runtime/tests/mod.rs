@@ -449,6 +449,7 @@ impl Rig {
             core,
             history: Some(history.expect("the store opens")),
             log: None,
+            store_notice: None,
         };
         let rt = Runtime::new(boot, effects, self.clock);
         self.running = Some(Running {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod config;
+mod corrupt;
 mod flapping;
 mod flood;
 mod fullfs;
