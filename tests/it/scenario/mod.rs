@@ -16,6 +16,7 @@ mod ladder;
 mod leaks;
 mod missing;
 mod redis;
+mod signals;
 mod worker;
 
 use std::io::Write;
