@@ -232,3 +232,54 @@ fn s20_a_storm_of_1000_sighups_is_one_reload_of_the_newest_file() {
     tl.finish();
     assert_eq!(d.terminate(), Some(0));
 }
+
+#[test]
+fn s21_sigstop_then_sigcont_is_one_catch_up_cycle_not_one_per_missed_interval() {
+    // The 60 s stop is scaled down to 10 s with a 0.25 s interval: 40 missed cycles.
+    const STOP: Duration = Duration::from_secs(10);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let runs = dir.join("runs");
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            "state_dir = \"state\"\ncheck_interval_secs = 0.25\n[health]\nbind = \"{addr}\"\n[script.count]\ncommand = \"echo x >> {}\"\n",
+            runs.display()
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    wait_for("probing", LIMIT, || (lines(&runs) >= 3).then_some(()));
+    let pid = Pid::from_raw(d.pid());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    // Let a probe that was running when stopped finish, then count.
+    std::thread::sleep(Duration::from_millis(500));
+    let at_stop = lines(&runs);
+    let mut tl = Timeline::start(21, "SIGSTOP for 10 s, then SIGCONT");
+    std::thread::sleep(STOP);
+    assert_eq!(lines(&runs), at_stop, "nothing ran while stopped");
+    kill(pid, Signal::SIGCONT).unwrap();
+    tl.mark("continued");
+    wait_for("the catch-up cycle", LIMIT, || {
+        (lines(&runs) > at_stop).then_some(())
+    });
+    tl.mark("caught_up");
+    let t = Instant::now();
+    let first = lines(&runs);
+    std::thread::sleep(Duration::from_secs(1));
+    let in_next_second = lines(&runs) - first;
+    let (code, _) = http_get(&addr, "/health", Duration::from_secs(10)).unwrap();
+    assert_eq!(code, 200);
+    // One catch-up, then the normal cadence (4 a second), not the 40 missed cycles at once.
+    assert!(
+        first - at_stop <= 2 && in_next_second <= 8,
+        "{} runs on resume, {in_next_second} in the second after ({:?})",
+        first - at_stop,
+        t.elapsed()
+    );
+    tl.note("runs_on_resume", (first - at_stop) as u64);
+    tl.note("runs_in_next_second", in_next_second as u64);
+    tl.finish();
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+}
