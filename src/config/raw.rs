@@ -54,6 +54,7 @@ pub struct RawMain {
     pub log: Option<RawLog>,
     pub store: Option<RawStore>,
     pub heartbeat: Option<RawHeartbeat>,
+    pub limits: Option<RawLimits>,
 }
 
 /// Top-level keys of the main file, for did-you-mean suggestions.
@@ -75,6 +76,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "log",
     "store",
     "heartbeat",
+    "limits",
     "notify",
 ];
 
@@ -190,4 +192,26 @@ pub struct RawStore {
 pub struct RawHeartbeat {
     pub url: String,
     pub interval_secs: Option<Secs>,
+}
+
+/// `[limits]` (see `config::limits`).
+/// One set of limits as written (`[limits]` or `[limits.<kind>]`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitSet {
+    pub memory_mb: Option<i64>,
+    pub processes: Option<i64>,
+    pub open_files: Option<i64>,
+    pub cpu_secs: Option<i64>,
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub memory_mb: Option<i64>,
+    pub processes: Option<i64>,
+    pub open_files: Option<i64>,
+    pub cpu_secs: Option<i64>,
+    pub script: Option<RawLimitSet>,
 }

@@ -282,3 +282,91 @@ fn s14_hostile_local_clients_are_refused_and_health_keeps_answering() {
     tl.finish();
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
 }
+
+/// Scenario 22: a script probe that tries to allocate 512 MiB under `[limits.script] memory_mb
+/// = 256` fails on its own and is reported as that probe's failure; the other probe and Talon
+/// go on (its RSS and `/health` latency are measured while the hog runs every cycle).
+#[test]
+fn s22_a_memory_hog_script_probe_is_stopped_by_its_limit_and_talon_goes_on() {
+    let py = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is installed");
+    let py = String::from_utf8_lossy(&py.stdout).trim().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"state_dir = "state"
+check_interval_secs = 0.3
+[health]
+bind = "{addr}"
+[limits]
+cpu_secs = 30
+[limits.script]
+memory_mb = 256
+[script.hog]
+command = "{py} -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'"
+[script.ok]
+command = "true"
+"#
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    let rss_before = wait_for("talon up", LIMIT, || {
+        get_json(&addr, "/health").map(|_| rss_kib(d.pid()))
+    });
+    let mut tl = Timeline::start(22, "memory hog in a script probe under [limits]");
+    let (_, s) = wait_json(&addr, "/status", "the hog's failure", LIMIT, &d, |_, s| {
+        s["probes"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["name"] == "hog" && p["status"] == "fail" && p["streak"].as_u64() >= Some(3)
+            })
+        })
+    });
+    tl.mark("hog_failed_3_times");
+    let hog = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hog")
+        .unwrap();
+    assert!(
+        hog["output"].as_str().unwrap_or("").contains("MemoryError"),
+        "reported as the probe's own failure: {hog}"
+    );
+    let ok = s["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ok")
+        .unwrap();
+    assert_eq!(ok["status"], "pass", "{s}");
+    // Talon while the hog keeps running: latency and RSS.
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (code, _) = http_get(&addr, "/health", Duration::from_secs(10)).unwrap();
+        assert!(code == 200 || code == 503);
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_during = rss_kib(d.pid());
+    assert!(
+        rss_during < rss_before + 64 * 1024,
+        "talon's own memory stayed put: {rss_before} → {rss_during} KiB"
+    );
+    lat.sort_by(f64::total_cmp);
+    tl.note("rss_kib_before", rss_before);
+    tl.note("rss_kib_during", rss_during);
+    tl.note(
+        "health_ms_median",
+        (lat[lat.len() / 2] * 10.0).round() / 10.0,
+    );
+    tl.note("health_ms_max", (lat[lat.len() - 1] * 10.0).round() / 10.0);
+    tl.finish();
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+}
