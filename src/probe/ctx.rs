@@ -19,6 +19,10 @@ pub struct ProbeCtx {
     pub detail_bytes: usize,
     /// rlimits for `script` probes' commands (`[limits]`, `[limits.script]`).
     pub script_limits: crate::proc::limits::Limits,
+    /// The name of the probe being checked (empty outside the engine).
+    pub probe: String,
+    /// Pings of `push` probes, shared with the HTTP server that receives them.
+    pub pushes: super::push::Pushes,
 }
 
 struct Shared {
@@ -50,7 +54,21 @@ impl ProbeCtx {
             timeout,
             detail_bytes: crate::config::defaults::probes::DETAIL_BYTES as usize,
             script_limits: crate::proc::limits::Limits::default(),
+            probe: String::new(),
+            pushes: super::push::Pushes::default(),
         }
+    }
+
+    /// The same context reading `push` pings from `pushes`.
+    pub fn with_pushes(mut self, pushes: super::push::Pushes) -> Self {
+        self.pushes = pushes;
+        self
+    }
+
+    /// The same context for the probe named `name`.
+    pub fn for_probe(mut self, name: &str) -> Self {
+        self.probe = name.to_string();
+        self
     }
 
     /// The same context keeping at most `n` bytes of detail.
@@ -71,6 +89,8 @@ impl ProbeCtx {
             timeout,
             detail_bytes: self.detail_bytes,
             script_limits: self.script_limits,
+            probe: self.probe.clone(),
+            pushes: self.pushes.clone(),
         }
     }
 

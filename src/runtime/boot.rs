@@ -50,6 +50,8 @@ pub struct Boot {
     pub log: Option<crate::logging::LogGuard>,
     /// What happened to unreadable state at start (a quarantined database), for `/status`.
     pub store_notice: Option<String>,
+    /// The `push` probes' pings as the store kept them; shared with the probe engine.
+    pub pushes: crate::probe::push::Pushes,
 }
 
 impl Boot {
@@ -78,6 +80,7 @@ impl Boot {
             CoreConfig::from_config(&cfg),
             crate::clock::wall_ms(),
         );
+        let pushes = crate::probe::push::Pushes::load(&cfg.state_dir);
         Ok((
             Boot {
                 opts,
@@ -86,6 +89,7 @@ impl Boot {
                 history: history.map(|w| Box::new(w) as Box<dyn History>),
                 log,
                 store_notice,
+                pushes,
             },
             lock,
         ))
@@ -269,7 +273,7 @@ fn check_writable(dir: &Path) -> Result<(), StartError> {
 }
 
 /// Create the state dir (0700 when Talon creates it).
-pub(super) fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
