@@ -171,7 +171,7 @@ impl Metrics {
         );
         let store_write_failures = Counter::default();
         registry.register(
-            "store_write_failures",
+            "store_errors",
             "Store writes (history, state snapshots) that failed, e.g. on a full disk",
             store_write_failures.clone(),
         );

@@ -10,6 +10,7 @@
 //! processes Talon did not spawn (a stale listener on the worker's port), and the one place
 //! that sends signals.
 
+pub mod limits;
 mod stop;
 
 pub use stop::{Group, KillOnDrop, Stop, Target, pid_alive, wait_until};
@@ -158,6 +159,7 @@ pub struct Cmd {
     output: Output,
     keep_background: bool,
     new_session: bool,
+    limits: limits::Limits,
 }
 
 impl Cmd {
@@ -178,7 +180,14 @@ impl Cmd {
             output: Output::Capture,
             keep_background: false,
             new_session: false,
+            limits: limits::Limits::default(),
         }
+    }
+
+    /// Resource limits (rlimits) for the child and everything it starts; see [`limits`].
+    pub fn limits(mut self, l: limits::Limits) -> Self {
+        self.limits = l;
+        self
     }
 
     /// A shell command line, run as `sh -c LINE` (not a login shell).
@@ -358,6 +367,13 @@ impl Cmd {
             }
         } else {
             c.process_group(0);
+        }
+        if !self.limits.is_empty() {
+            let l = self.limits;
+            // SAFETY: only setrlimit runs between fork and exec (async-signal-safe, no allocation).
+            unsafe {
+                c.pre_exec(move || l.apply_in_child());
+            }
         }
         c.kill_on_drop(false);
         Ok(c)

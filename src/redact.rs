@@ -279,6 +279,22 @@ impl Redactor {
         }
     }
 
+    /// Learn every literal secret `other` knows: a reload builds a new redactor from the new
+    /// config, and what was learned at run time (a worker's `[worker.secrets]` values, a fetched
+    /// bot token) must stay redacted — the worker keeps running with those values. A secret once
+    /// known stays redacted for the life of the process; redacting too much never leaks.
+    pub fn learn_all_from(&self, other: &Redactor) {
+        let values = other
+            .literals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values
+            .clone();
+        for v in values {
+            self.learn(v);
+        }
+    }
+
     /// The same redactor with the built-in patterns on or off (`redact_builtin`).
     pub fn with_builtin(mut self, on: bool) -> Self {
         self.builtin = on;
@@ -418,6 +434,18 @@ pub fn redact_url(url: &str, whole_path: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learned_secrets_survive_into_a_new_redactor() {
+        let old = Redactor::default();
+        old.learn("worker-secret-1234");
+        let new = Redactor::new(["config-secret-5678"], &[]).unwrap();
+        new.learn_all_from(&old);
+        assert_eq!(
+            new.clean("a worker-secret-1234 b config-secret-5678"),
+            "a [REDACTED] b [REDACTED]"
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

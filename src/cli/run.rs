@@ -42,6 +42,7 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
                     StartError::Config(_)
                     | StartError::Lock(_)
                     | StartError::StateDir { .. }
+                    | StartError::StateDirNotWritable { .. }
                     | StartError::Perms(_) => Exit::Error,
                 });
             }

@@ -360,6 +360,9 @@ fn print_live(
             s.store_write_failures
         )?;
     }
+    if let Some(r) = &s.store_recovered {
+        writeln!(out, "store:    at start, {r}")?;
+    }
     print_pending(out, &s.pending_notifications)?;
     out.flush()?;
     Ok(exit)

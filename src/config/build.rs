@@ -55,6 +55,7 @@ impl Builder<'_, '_> {
         let log = self.log(raw.log.unwrap_or_default(), &state_dir);
         let store = self.store(raw.store.unwrap_or_default());
         let heartbeat = raw.heartbeat.map(|hb| self.heartbeat(hb));
+        let limits = self.limits(raw.limits.unwrap_or_default());
         let worker = raw.worker.map(|w| self.worker(w));
         let (probes, routes) = self.probes(drafts, &probe_defaults, check_interval);
         // The original's `[escalation]` SOS keys become channels.
@@ -88,6 +89,7 @@ impl Builder<'_, '_> {
             log,
             store,
             heartbeat,
+            limits,
             notify,
             probes,
             policy,

@@ -21,6 +21,7 @@ pub mod defaults;
 pub mod diag;
 pub mod envfile;
 mod escalation;
+pub mod limits;
 mod load;
 pub mod path;
 pub mod policy;
@@ -101,6 +102,9 @@ pub struct Config {
     pub log: LogConfig,
     pub store: StoreConfig,
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `[limits]`: rlimits for the commands Talon runs (left out of `talon config` when empty).
+    #[serde(skip_serializing_if = "limits::LimitsConfig::is_empty")]
+    pub limits: limits::LimitsConfig,
     pub notify: Vec<ChannelConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,

@@ -57,6 +57,8 @@ pub struct RawMain {
     pub log: Option<RawLog>,
     pub store: Option<RawStore>,
     pub heartbeat: Option<RawHeartbeat>,
+    /// `[limits]` rlimits for children.
+    pub limits: Option<RawLimits>,
     /// `[policy.NAME]` escalation policies.
     pub policy: Option<BTreeMap<String, RawPolicy>>,
     /// `[[maintenance]]` windows.
@@ -118,6 +120,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "log",
     "store",
     "heartbeat",
+    "limits",
     "notify",
     "policy",
     "maintenance",
@@ -235,4 +238,26 @@ pub struct RawStore {
 pub struct RawHeartbeat {
     pub url: String,
     pub interval_secs: Option<Secs>,
+}
+
+/// `[limits]` (see `config::limits`).
+/// One set of limits as written (`[limits]` or `[limits.<kind>]`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitSet {
+    pub memory_mb: Option<i64>,
+    pub processes: Option<i64>,
+    pub open_files: Option<i64>,
+    pub cpu_secs: Option<i64>,
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub memory_mb: Option<i64>,
+    pub processes: Option<i64>,
+    pub open_files: Option<i64>,
+    pub cpu_secs: Option<i64>,
+    pub script: Option<RawLimitSet>,
 }

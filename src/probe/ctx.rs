@@ -17,6 +17,8 @@ pub struct ProbeCtx {
     pub timeout: Duration,
     /// How much detail a failing outcome may carry (`[probes] detail_bytes`).
     pub detail_bytes: usize,
+    /// rlimits for `script` probes' commands (`[limits]`, `[limits.script]`).
+    pub script_limits: crate::proc::limits::Limits,
     /// The name of the probe being checked (empty outside the engine).
     pub probe: String,
     /// Pings of `push` probes, shared with the HTTP server that receives them.
@@ -51,6 +53,7 @@ impl ProbeCtx {
             }),
             timeout,
             detail_bytes: crate::config::defaults::probes::DETAIL_BYTES as usize,
+            script_limits: crate::proc::limits::Limits::default(),
             probe: String::new(),
             pushes: super::push::Pushes::default(),
         }
@@ -74,11 +77,18 @@ impl ProbeCtx {
         self
     }
 
+    /// The same context limiting `script` probes' commands.
+    pub fn with_script_limits(mut self, l: crate::proc::limits::Limits) -> Self {
+        self.script_limits = l;
+        self
+    }
+
     pub(super) fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
             shared: self.shared.clone(),
             timeout,
             detail_bytes: self.detail_bytes,
+            script_limits: self.script_limits,
             probe: self.probe.clone(),
             pushes: self.pushes.clone(),
         }

@@ -37,6 +37,16 @@ use tokio::sync::{Semaphore, watch};
 /// it gives up on it anyway. Only reached if the subprocess runner itself misbehaves.
 const BACKSTOP: Duration = Duration::from_secs(2);
 
+/// The runner's limits for a kind's `[limits]` table.
+fn limits_of(l: &crate::config::limits::LimitSet) -> crate::proc::limits::Limits {
+    crate::proc::limits::Limits {
+        memory_mb: l.memory_mb,
+        processes: l.processes,
+        open_files: l.open_files,
+        cpu_secs: l.cpu_secs,
+    }
+}
+
 /// What the engine needs besides the probes themselves.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -46,6 +56,8 @@ pub struct EngineOptions {
     pub concurrency: usize,
     /// How much detail a failing result keeps (`[probes] detail_bytes`).
     pub detail_bytes: usize,
+    /// rlimits for `script` probes (`[limits]`).
+    pub script_limits: crate::proc::limits::Limits,
 }
 
 /// Runs probes. Clone it freely: clones share the clients and the concurrency bound.
@@ -62,6 +74,7 @@ impl Engine {
             search_path: config.search_path.clone(),
             concurrency: config.probe_defaults.concurrency.get() as usize,
             detail_bytes: config.probe_defaults.detail_bytes as usize,
+            script_limits: limits_of(&config.limits.script),
         })
     }
 
@@ -76,7 +89,8 @@ impl Engine {
         crate::net::install_tls_provider();
         Self {
             ctx: ProbeCtx::new(opts.search_path, Duration::from_secs(5))
-                .with_detail_bytes(opts.detail_bytes),
+                .with_detail_bytes(opts.detail_bytes)
+                .with_script_limits(opts.script_limits),
             slots: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         }
     }
@@ -375,6 +389,7 @@ mod tests {
             },
             concurrency: 4,
             detail_bytes: 4096,
+            script_limits: Default::default(),
         })
     }
 

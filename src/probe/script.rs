@@ -16,6 +16,7 @@ pub async fn check(spec: &ScriptSpec, ctx: &ProbeCtx) -> Outcome {
         .capture_limit(crate::proc::DEFAULT_CAPTURE.max(ctx.detail_bytes))
         .timeout(ctx.timeout)
         .grace(ctx.grace())
+        .limits(ctx.script_limits)
         .run()
         .await;
     let f = match run {

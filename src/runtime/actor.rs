@@ -117,6 +117,8 @@ pub(super) struct Surfaces {
     pub(super) alerts: Option<tokio::sync::watch::Sender<Arc<Config>>>,
     /// Failed store writes already counted in the metrics.
     pub(super) store_failures_seen: u64,
+    /// What happened to unreadable state at start (see [`Boot::store_notice`]).
+    pub(super) store_notice: Option<String>,
 }
 
 impl Runtime {
@@ -128,6 +130,7 @@ impl Runtime {
             core,
             history,
             log,
+            store_notice,
             pushes,
         } = boot;
         let (inbox, rx) = Inbox::new();
@@ -175,6 +178,7 @@ impl Runtime {
                 log,
                 watch: None,
                 store_failures_seen: 0,
+                store_notice,
             },
             effects,
             clock,

@@ -27,6 +27,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("state dir {path} cannot be written: {source} ({errno}); Talon needs it for its lock, history and API token", path = path.display(), errno = errno_name(source))]
+    StateDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state dir is not private: {0}")]
     Perms(#[from] store::perms::PermError),
 }
@@ -42,6 +48,8 @@ pub struct Boot {
     pub history: Option<Box<dyn History>>,
     /// The JSON log (`None` when it could not be opened: lines go to stderr).
     pub log: Option<crate::logging::LogGuard>,
+    /// What happened to unreadable state at start (a quarantined database), for `/status`.
+    pub store_notice: Option<String>,
     /// The `push` probes' pings as the store kept them; shared with the probe engine.
     pub pushes: crate::probe::push::Pushes,
 }
@@ -52,6 +60,7 @@ impl Boot {
     pub fn start(opts: RunOptions) -> Result<(Boot, store::lock::InstanceLock), StartError> {
         let cfg = load(&opts).map_err(|(text, _)| StartError::Config(text))?;
         create_private_dir(&cfg.state_dir)?;
+        check_writable(&cfg.state_dir)?;
         let log = match crate::logging::init_logging(&cfg.log, None) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -66,8 +75,12 @@ impl Boot {
         log_host_problems(&opts);
         secure_state(&cfg)?;
         let lock = store::lock::acquire(&cfg.state_dir)?;
+        let (core, history, store_notice) = restore_recovering(
+            &cfg.state_dir,
+            CoreConfig::from_config(&cfg),
+            crate::clock::wall_ms(),
+        );
         let pushes = crate::probe::push::Pushes::load(&cfg.state_dir);
-        let (core, history) = restore(&cfg.state_dir, CoreConfig::from_config(&cfg));
         Ok((
             Boot {
                 opts,
@@ -75,6 +88,7 @@ impl Boot {
                 core,
                 history: history.map(|w| Box::new(w) as Box<dyn History>),
                 log,
+                store_notice,
                 pushes,
             },
             lock,
@@ -85,33 +99,71 @@ impl Boot {
 /// Open the store in `state_dir`, restore the core it saved (a fresh one when there is none or
 /// it cannot be read) and start its writer. Without a store Talon runs without history.
 pub fn restore(state_dir: &Path, core_cfg: CoreConfig) -> (Core, Option<StoreWriter>) {
-    match Store::open(state_dir) {
-        Ok(s) => {
-            let core = match s.load_core() {
-                Ok(Some(saved)) => {
-                    tracing::info!(
-                        state = saved.state.state.as_str(),
-                        "restored state from the store"
-                    );
-                    Core::restore(core_cfg, saved.state)
+    let (core, writer, _) = restore_recovering(state_dir, core_cfg, crate::clock::wall_ms());
+    (core, writer)
+}
+
+/// [`restore`], saying what had to be set aside: a database that could not be read is
+/// quarantined (see [`store::recover`]) and the open incident is taken from `state.json` when
+/// that file is readable. The third value is the human sentence for the log and `/status`.
+pub fn restore_recovering(
+    state_dir: &Path,
+    core_cfg: CoreConfig,
+    now: i64,
+) -> (Core, Option<StoreWriter>, Option<String>) {
+    match Store::open_recovering(state_dir, now) {
+        Ok((s, quarantined)) => {
+            let mut notice = None;
+            let core = if let Some(q) = quarantined {
+                let from_snapshot = store::recover::incident_from_snapshot(state_dir);
+                let kept = match &from_snapshot {
+                    Ok(Some(p)) => p.incident.as_ref().map(|i| i.id),
+                    _ => None,
+                };
+                let text = match (&from_snapshot, kept) {
+                    (_, Some(id)) => {
+                        format!("{q}; the open incident {id} was kept from state.json")
+                    }
+                    (Err(e), _) => format!("{q}; state.json is unreadable too ({e})"),
+                    _ => q.to_string(),
+                };
+                tracing::error!(moved_to = ?q.moved_to, "store: {text}");
+                notice = Some(text);
+                match from_snapshot {
+                    Ok(Some(saved)) => Core::restore(core_cfg, saved),
+                    _ => Core::new(core_cfg),
                 }
-                Ok(None) => Core::new(core_cfg),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read saved state; starting fresh");
-                    Core::new(core_cfg)
+            } else {
+                match s.load_core() {
+                    Ok(Some(saved)) => {
+                        tracing::info!(
+                            state = saved.state.state.as_str(),
+                            "restored state from the store"
+                        );
+                        Core::restore(core_cfg, saved.state)
+                    }
+                    Ok(None) => Core::new(core_cfg),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read saved state; starting fresh");
+                        Core::new(core_cfg)
+                    }
                 }
             };
             match StoreWriter::spawn(s) {
-                Ok(w) => (core, Some(w)),
+                Ok(w) => (core, Some(w), notice),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the store writer; history is not recorded");
-                    (core, None)
+                    (core, None, notice)
                 }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot open the store; running without history");
-            (Core::new(core_cfg), None)
+            (
+                Core::new(core_cfg),
+                None,
+                Some(format!("cannot open the store: {e}")),
+            )
         }
     }
 }
@@ -186,6 +238,38 @@ fn secure_state(cfg: &Config) -> Result<(), StartError> {
             Err(e.into())
         }
     }
+}
+
+/// The symbolic errno of an I/O error (`EROFS`, `EACCES`, …), or `no errno`.
+fn errno_name(e: &std::io::Error) -> String {
+    e.raw_os_error().map_or_else(
+        || "no errno".to_string(),
+        |n| format!("{:?}", nix::errno::Errno::from_raw(n)),
+    )
+}
+
+/// A state dir on a read-only or full filesystem (or not ours to write) is found at start, with
+/// its path and errno, not later as a panic or a silent loss: create, write, sync and remove a
+/// probe file.
+fn check_writable(dir: &Path) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(crate::store::layout::WRITE_CHECK_FILE);
+    let attempt = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::store::layout::FILE_MODE)
+            .open(&path)?;
+        f.write_all(b"talon\n")?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    attempt.map_err(|source| StartError::StateDirNotWritable {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Create the state dir (0700 when Talon creates it).

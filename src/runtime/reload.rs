@@ -48,7 +48,9 @@ impl Runtime {
                         .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
                     self.effects.probes.reconfigure(&new);
                     let core_cfg = CoreConfig::from_config(&new);
-                    self.redactor = Arc::new(new.redactor());
+                    let redactor = new.redactor();
+                    redactor.learn_all_from(&self.redactor);
+                    self.redactor = Arc::new(redactor);
                     let worker_changed =
                         self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                     self.cfg = Arc::new(new);

@@ -72,6 +72,7 @@ impl Runtime {
             due_unix: n.due.map(secs).unwrap_or(0),
         });
         let sf = &mut self.surfaces;
+        snap.store_recovered.clone_from(&sf.store_notice);
         if let Some(h) = &self.history {
             let failures = h.failures();
             sf.metrics

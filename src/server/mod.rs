@@ -25,6 +25,7 @@
 //! ```
 
 pub mod control;
+pub mod guard;
 pub mod page;
 pub mod snapshot;
 
@@ -109,6 +110,8 @@ pub struct ServerState {
     control: Option<Control>,
     /// How long a write endpoint waits for the runtime's reply.
     control_timeout: Duration,
+    /// The `Host` values (and origins) that are this server's own; set from the bound address.
+    hosts: Arc<guard::HostAllowList>,
 }
 
 impl ServerState {
@@ -119,6 +122,10 @@ impl ServerState {
             metrics,
             control: None,
             control_timeout: Duration::from_secs(5),
+            hosts: Arc::new(guard::HostAllowList::for_bind(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            )))),
         }
     }
 
@@ -170,6 +177,10 @@ impl Default for ServerOptions {
 
 /// Largest accepted request body (write endpoints take small JSON).
 const MAX_BODY: usize = 16 * 1024;
+/// Largest request head (request line and headers) read into memory.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields in one request.
+const MAX_HEADERS: usize = 64;
 
 /// The routes, with request timeout and load shedding. Tests drive it with `oneshot`.
 pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
@@ -190,6 +201,10 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
             "/ping/{name}/{event}",
             post(ping_event).layer(DefaultBodyLimit::max(push::MAX_PING_BODY)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.hosts.clone(),
+            host_guard,
+        ))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -200,6 +215,21 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
                 ))
                 .timeout(opts.request_timeout),
         )
+}
+
+/// DNS rebinding: a request naming a host that is not this server's is answered 421.
+async fn host_guard(
+    State(hosts): State<Arc<guard::HostAllowList>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match hosts.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            tracing::debug!(%why, "http: request for a foreign host refused");
+            (StatusCode::MISDIRECTED_REQUEST, format!("{why}\n")).into_response()
+        }
+    }
 }
 
 async fn overload_response(err: BoxError) -> Response {
@@ -291,8 +321,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Check the token.
+/// Check the token, and that the request is not one a browser page could forge.
 fn authorize<'a>(st: &'a ServerState, headers: &HeaderMap) -> Result<&'a Control, ApiError> {
+    guard::refuse_browser_request(headers, &st.hosts)
+        .map_err(|(code, message)| ApiError::new(code, message))?;
     let Some(control) = &st.control else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -591,6 +623,8 @@ pub fn serve_listener(
 ) -> io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
+    let mut state = state;
+    state.hosts = Arc::new(guard::HostAllowList::for_bind(addr));
     let app = router(state.clone(), &opts);
     let join = tokio::spawn(accept_loop(listener, app, opts.clone(), stop_rx));
     tracing::info!(%addr, "http: listening");
@@ -635,6 +669,9 @@ async fn accept_loop(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        // Request line + headers at most this big (431 beyond); hyper's floor is 8 KiB.
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     loop {
         tokio::select! {

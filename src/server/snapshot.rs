@@ -48,6 +48,9 @@ pub struct StatusSnapshot {
     /// Store writes that failed since Talon started.
     #[serde(default)]
     pub store_write_failures: u64,
+    /// Set when unreadable state was set aside at start (a quarantined database): what and where.
+    #[serde(default)]
+    pub store_recovered: Option<String>,
     /// Notifications no channel has taken yet (being sent, or waiting for their retry), the
     /// same objects `talon status --json` shows from the store.
     #[serde(default)]
@@ -80,6 +83,7 @@ impl StatusSnapshot {
             next_escalation: None,
             store_error: None,
             store_write_failures: 0,
+            store_recovered: None,
             pending_notifications: Vec::new(),
             escalation_steps: Vec::new(),
             maintenance: Vec::new(),
@@ -109,6 +113,12 @@ impl StatusSnapshot {
             updated_at_unix: self.updated_at_unix,
             config_error: self.config_error.clone(),
             incident_id: self.incident.as_ref().map(|i| i.id.clone()),
+            store: if self.store_error.is_some() {
+                "degraded"
+            } else {
+                "ok"
+            }
+            .into(),
         }
     }
 
@@ -154,6 +164,10 @@ pub struct Health {
     pub updated_at_unix: i64,
     pub config_error: Option<ConfigError>,
     pub incident_id: Option<String>,
+    /// `ok`, or `degraded` while store writes fail (full or read-only disk): Talon keeps probing
+    /// and paging from memory, history is held back until the disk takes writes again.
+    #[serde(default)]
+    pub store: String,
 }
 
 /// One probe as shown on `/status` and the status page.

@@ -16,6 +16,9 @@
 //!   api.token                  TOKEN_FILE       bearer token of the control API (push probes'
 //!                                               ping tokens are derived from it)
 //!   tmp/                       TMP_DIR          context files handed to heals and agents
+//!   .write-check               WRITE_CHECK_FILE written and removed at start (is the dir writable?)
+//!   talon.db.corrupt-<time>    QUARANTINE_INFIX a database Talon could not read, set aside at
+//!     (+ -wal, -shm)                            start (SQLite can still open it with its WAL)
 //!   talon.log[.N]                               the log, when `log.file` is left at its
 //!                                               default (a config default, see `config`)
 //! ```
@@ -50,6 +53,12 @@ pub const TOKEN_FILE: &str = "api.token";
 /// Directory of the context files handed to heals and agents.
 pub const TMP_DIR: &str = "tmp";
 
+/// Written and removed at start: proves the state dir takes writes.
+pub const WRITE_CHECK_FILE: &str = ".write-check";
+/// A database that could not be read is renamed `<DB_FILE><QUARANTINE_INFIX><time>` (its WAL and
+/// shared-memory files follow as `…<time>-wal`, `…<time>-shm`).
+pub const QUARANTINE_INFIX: &str = ".corrupt-";
+
 /// The files in the state dir that must be private (those present are checked at start).
 pub const PRIVATE_FILES: &[&str] = &[
     DB_FILE,
@@ -81,6 +90,7 @@ mod tests {
     fn names_are_distinct_plain_file_names() {
         let mut all: Vec<&str> = PRIVATE_FILES.to_vec();
         all.push(TMP_DIR);
+        all.push(WRITE_CHECK_FILE);
         for n in &all {
             assert!(!n.is_empty() && !n.contains('/'), "{n}");
         }

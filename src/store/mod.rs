@@ -21,6 +21,7 @@ pub mod layout;
 pub mod lock;
 pub mod perms;
 mod query;
+pub mod recover;
 mod schema;
 pub mod snapshot;
 mod writer;
@@ -78,6 +79,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}: the database fails its check: {detail}", path = path.display())]
+    Corrupt { path: PathBuf, detail: String },
     #[error("the store writer thread has stopped")]
     WriterGone,
 }

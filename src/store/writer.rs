@@ -21,6 +21,49 @@ use std::time::Duration;
 /// this (records — transitions, incidents, actions, notifications — are always kept).
 pub const MAX_HELD_RESULTS: usize = 50_000;
 
+/// While writes keep failing with the same error, it is logged at most this often (with how
+/// many failures were not logged in between): a full disk must not fill the log too.
+pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limit for the "store write failed" log line.
+#[derive(Default)]
+struct ErrorLog {
+    /// When the newest line was logged (`None` while writes work), and its error.
+    last: Option<(crate::clock::Instant, String)>,
+    /// Failures since then that were not logged.
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    /// A write failed with `e`: log it when it is the first failure since writes last worked,
+    /// or when [`ERROR_LOG_EVERY`] has passed since the last line (a full disk alternates
+    /// between SQLite's and the snapshot files' errors: both are one condition).
+    fn failed(&mut self, e: &str) {
+        let now = crate::clock::now();
+        let due = match &self.last {
+            None => true,
+            Some((at, _)) => now.duration_since(*at) >= ERROR_LOG_EVERY,
+        };
+        if due {
+            tracing::error!(
+                error = %e,
+                not_logged_since_last = self.suppressed,
+                "store write failed (repeats are logged at most once a minute; history is held in memory until writes succeed)"
+            );
+            self.last = Some((now, e.to_string()));
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// A write succeeded: the next failure is news again.
+    fn recovered(&mut self) -> u64 {
+        self.last = None;
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
 enum Msg {
     Batch(Box<Batch>),
     Prune { now: Millis, retention: Duration },
@@ -189,6 +232,7 @@ fn hold(held: &mut Vec<Batch>) -> usize {
 fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
     // Batches a transient failure (full disk) kept for the next attempt, oldest first.
     let mut held: Vec<Batch> = Vec::new();
+    let mut error_log = ErrorLog::default();
     while let Ok(first) = rx.recv() {
         let mut msgs = vec![first];
         // Coalesce what queued up into one transaction.
@@ -267,7 +311,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
         match &result {
             Err(e) => {
                 health.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "store write failed");
+                error_log.failed(e);
                 if let Ok(mut last) = health.last_error.lock() {
                     *last = Some(e.clone());
                 }
@@ -276,10 +320,11 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
                 }
             }
             Ok(()) if wrote => {
+                let not_logged = error_log.recovered();
                 if let Ok(mut cur) = health.current_error.lock()
                     && let Some(e) = cur.take()
                 {
-                    tracing::info!(previous_error = %e, "store writes succeed again");
+                    tracing::info!(previous_error = %e, failures_not_logged = not_logged, "store writes succeed again");
                 }
             }
             Ok(()) => {}
@@ -317,6 +362,31 @@ mod tests {
             at,
             ..Batch::default()
         }
+    }
+
+    #[test]
+    fn a_repeated_error_is_logged_once_a_minute_until_writes_work() {
+        let mut log = ErrorLog::default();
+        log.failed("disk full");
+        let first = log.last.clone().unwrap().0;
+        log.failed("disk full");
+        log.failed("disk full");
+        assert_eq!(
+            log.suppressed, 2,
+            "repeats within a minute are counted, not logged"
+        );
+        assert_eq!(log.last.as_ref().unwrap().0, first);
+        log.failed("read-only file system");
+        assert_eq!(
+            log.suppressed, 3,
+            "another error of the same outage is counted too"
+        );
+        assert_eq!(log.recovered(), 3);
+        log.failed("read-only file system");
+        assert_eq!(
+            log.suppressed, 0,
+            "after a success the next failure is logged"
+        );
     }
 
     #[test]

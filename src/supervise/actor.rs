@@ -45,6 +45,8 @@ pub(super) fn spawn(
         owner_unknown: None,
         shutdown_reply: None,
         started_once: false,
+        secret_cache: BTreeMap::new(),
+        reuse_secrets: false,
     };
     tokio::spawn(actor.run())
 }
@@ -83,7 +85,16 @@ struct Actor {
     owner_unknown: Option<String>,
     shutdown_reply: Option<oneshot::Sender<()>>,
     started_once: bool,
+    /// The newest value of each `[worker.secrets]` entry, with the command that produced it.
+    secret_cache: SecretCache,
+    /// The next start follows a reload: secrets whose command did not change are taken from
+    /// [`Actor::secret_cache`] instead of being fetched again (a crash restart fetches anew, so
+    /// a rotated secret is picked up).
+    reuse_secrets: bool,
 }
+
+/// Secret name → (its command, its value).
+type SecretCache = BTreeMap<String, (String, String)>;
 
 impl Actor {
     async fn run(mut self) {
@@ -267,6 +278,8 @@ impl Actor {
     fn apply(&mut self, cfg: WorkerConfig, search: SearchPath) {
         tracing::info!("worker config changed; restarting it with the new one");
         self.policy.reconfigure(&cfg);
+        // Secrets whose command is unchanged (and found the same way) are kept, not refetched.
+        self.reuse_secrets = self.search == search;
         self.cfg = cfg;
         self.search = search;
         self.set(|s| {
@@ -316,7 +329,13 @@ impl Actor {
             env.extend(crate::config::envfile::load(p).map_err(|e| e.to_string())?);
         }
         env.extend(cfg.env.clone());
-        let secrets = resolve_secrets(&cfg, &self.search).await;
+        let cached = if std::mem::take(&mut self.reuse_secrets) {
+            std::mem::take(&mut self.secret_cache)
+        } else {
+            SecretCache::new()
+        };
+        let secrets = resolve_secrets(&cfg, &self.search, &cached).await;
+        self.secret_cache = secrets.cache.clone();
         if let Ok(mut s) = self.secrets.write() {
             *s = secrets.values.clone();
         }
@@ -511,17 +530,32 @@ struct Secrets {
     values: Vec<String>,
     /// A required secret that failed (the first one).
     error: Option<String>,
+    /// What was resolved, for the next reload.
+    cache: SecretCache,
 }
 
 /// Run each secret's command (timeout, compiled PATH); its value is the first non-empty stdout
 /// line. Values are never logged; failures name the secret, not its output.
-async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath) -> Secrets {
+/// A secret in `cached` with the same command is reused without running anything (a reload that
+/// left it unchanged).
+async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath, cached: &SecretCache) -> Secrets {
     let mut out = Secrets {
         vars: Vec::new(),
         values: Vec::new(),
         error: None,
+        cache: SecretCache::new(),
     };
     for (name, s) in &cfg.secrets {
+        if let Some((command, value)) = cached.get(name)
+            && *command == s.command
+        {
+            tracing::debug!(secret = %name, "worker secret unchanged by the reload; not fetched again");
+            out.values.push(value.clone());
+            out.vars.push((name.clone(), value.clone()));
+            out.cache
+                .insert(name.clone(), (command.clone(), value.clone()));
+            continue;
+        }
         let r = Cmd::shell(&s.command)
             .search_path(search)
             .timeout(s.timeout)
@@ -542,6 +576,8 @@ async fn resolve_secrets(cfg: &WorkerConfig, search: &SearchPath) -> Secrets {
         match value {
             Ok(v) => {
                 out.values.push(v.clone());
+                out.cache
+                    .insert(name.clone(), (s.command.clone(), v.clone()));
                 out.vars.push((name.clone(), v));
             }
             Err(reason) if s.optional => {

@@ -16,7 +16,7 @@ fn post(addr: &str, target: &str, auth: Option<&str>, body: &str) -> (u16, Strin
         .unwrap_or_default();
     write!(
         s,
-        "POST {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -522,7 +522,7 @@ async fn silent_and_slow_clients_are_cut_off() {
         let silent = TcpStream::connect(addr).unwrap();
         // Starts a request and never finishes its headers (slowloris).
         let mut slow = TcpStream::connect(addr).unwrap();
-        slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             .unwrap();
         let a = read_until_closed(silent, Duration::from_secs(10));
         let b = read_until_closed(slow, Duration::from_secs(10));
@@ -552,7 +552,7 @@ async fn at_the_cap_a_new_connection_closes_the_oldest_idle_one() {
         let newer = TcpStream::connect(addr).unwrap();
         // A fresh client is still served: the oldest silent one makes room.
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .unwrap();
         let fresh = read_until_closed(s, Duration::from_secs(10));
         let oldest = read_until_closed(oldest, Duration::from_secs(10));
@@ -600,7 +600,7 @@ async fn at_the_cap_with_every_connection_mid_request_a_new_one_is_closed_at_onc
                 let mut s = TcpStream::connect(addr).unwrap();
                 write!(
                     s,
-                    "POST /ack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                    "POST /ack HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 )
                 .unwrap();
                 read_until_closed(s, Duration::from_secs(20)).1
@@ -618,7 +618,7 @@ async fn at_the_cap_with_every_connection_mid_request_a_new_one_is_closed_at_onc
     }
     let extra = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(addr).unwrap();
-        let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         read_until_closed(s, Duration::from_secs(10))
     })
     .await

@@ -106,7 +106,7 @@ pub fn http_get(addr: &str, path: &str, timeout: std::time::Duration) -> Option<
     s.set_write_timeout(Some(left)).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = Vec::new();

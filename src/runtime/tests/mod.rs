@@ -485,6 +485,7 @@ impl Rig {
             core,
             history: Some(history.expect("the store opens")),
             log: None,
+            store_notice: None,
             pushes,
         };
         let rt = Runtime::new(boot, effects, self.clock);

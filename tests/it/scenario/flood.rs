@@ -123,8 +123,8 @@ fn s12_health_answers_under_a_slow_client_flood() {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
         b"GET /health HTTP/9.9\r\n\r\n",
         b"\x00\x00\x00\x00\r\n\r\n",
-        b"POST /ack HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n{",
-        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        b"POST /ack HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999\r\n\r\n{",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
         b"BREW /coffee HTCPCP/1.0\r\n\r\n",
     ];
     for g in garbage.iter().cycle().take(60) {
@@ -147,7 +147,7 @@ fn s12_health_answers_under_a_slow_client_flood() {
             let Ok(mut s) = TcpStream::connect(sock) else {
                 return;
             };
-            for b in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Drip: 0123456789"
+            for b in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: 0123456789"
                 .iter()
                 .cycle()
             {

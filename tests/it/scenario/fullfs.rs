@@ -105,6 +105,10 @@ bind = "{addr}"
 [escalation]
 heal_cooldown_secs = 600
 heal_settle_secs = 0.2
+critical_threshold_secs = 0.5
+[notify.pages]
+kind = "command"
+command = "cat >> {pages}"
 [worker]
 command = ["sleep", "1000"]
 [script.target]
@@ -115,9 +119,11 @@ critical_after_consecutive_failures = 2
 command = "true"
 "#,
             log = dir.join("talon.log").display(),
+            pages = dir.join("pages.log").display(),
             fault = fault.display()
         ),
     );
+    let pages = || std::fs::read_to_string(dir.join("pages.log")).unwrap_or_default();
     let mut d = Daemon::start(dir, &config);
     wait_json(&addr, "/health", "healthy", LIMIT, &d, |c, v| {
         c == 200 && v["state"] == "healthy" && v["probe_count"] == 3
@@ -144,8 +150,13 @@ command = "true"
         "the error says the disk is full: {s}"
     );
     let (_, m) = http_get(&addr, "/metrics", Duration::from_secs(5)).unwrap();
-    assert!(metric(&m, "talon_store_write_failures_total") >= 1.0, "{m}");
+    assert!(metric(&m, "talon_store_errors_total") >= 1.0, "{m}");
     assert!(log().contains("store write failed"), "logged:\n{}", log());
+    let (_, h) = get_json(&addr, "/health").unwrap();
+    assert_eq!(
+        h["store"], "degraded",
+        "/health says the store is degraded: {h}"
+    );
     let cli = d.json(&["status"]);
     assert!(!cli["store_error"].is_null(), "talon status: {cli}");
 
@@ -161,6 +172,14 @@ command = "true"
     );
     let incident = h["incident_id"].as_str().unwrap().to_string();
     tl.mark("fault_seen_while_full");
+    // The ladder goes on from memory: the SOS goes out although nothing can be written.
+    wait_json(&addr, "/health", "sos while full", LIMIT, &d, |_, v| {
+        v["state"] == "sos"
+    });
+    wait_for("the SOS delivered while full", LIMIT, || {
+        pages().contains(&incident).then_some(())
+    });
+    tl.mark("sos_sent_while_full");
     std::fs::remove_file(&fault).unwrap();
     wait_json(
         &addr,
@@ -182,8 +201,15 @@ command = "true"
     tl.mark("worker_restarted_while_full");
     // Still full, still failing (not a one-off).
     let (_, m) = http_get(&addr, "/metrics", Duration::from_secs(5)).unwrap();
-    let failures_while_full = metric(&m, "talon_store_write_failures_total");
+    let failures_while_full = metric(&m, "talon_store_errors_total");
     assert!(failures_while_full >= 2.0, "{m}");
+    // One rate-limited error, not one line per failed write.
+    let logged = log().matches("store write failed").count();
+    assert!(
+        logged <= 3 && (logged as f64) < failures_while_full,
+        "{logged} error lines for {failures_while_full} failures:\n{}",
+        log()
+    );
 
     // Space back: writes resume, the error clears, new rows appear.
     std::fs::remove_file(&filler).unwrap();
@@ -201,6 +227,8 @@ command = "true"
         |_, s| s["store_error"].is_null(),
     );
     tl.mark("recovered");
+    let (_, h) = get_json(&addr, "/health").unwrap();
+    assert_eq!(h["store"], "ok", "{h}");
     let rows = wait_for("new result rows", LIMIT, || {
         let mut c = talon(dir);
         c.args(["history", "--probe", "ok", "--json", "--config"])
@@ -229,6 +257,7 @@ command = "true"
     );
     assert_ne!(pid0, pid1);
     tl.note("filled_bytes", filled);
+    tl.note("error_lines_logged", logged as u64);
     tl.note("store_failures_while_full", failures_while_full);
     tl.note("rows_after_free", rows as u64);
     tl.finish();

@@ -7,13 +7,16 @@
 #![allow(dead_code)]
 
 mod config;
+mod corrupt;
 mod flapping;
 mod flood;
 mod fullfs;
+mod hostile;
 mod ladder;
 mod leaks;
 mod missing;
 mod redis;
+mod signals;
 mod worker;
 
 use std::io::Write;
