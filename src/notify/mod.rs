@@ -247,6 +247,9 @@ pub struct NotifyCtx {
     pub redactor: Arc<Redactor>,
     /// Per channel.
     pub timeout: Duration,
+    /// The daemon's one-message-per-incident book (Telegram edits); `None`: every notice is a
+    /// new message (`talon notify --test`, library callers).
+    pub threads: Option<telegram::ThreadBook>,
 }
 
 impl NotifyCtx {
@@ -256,6 +259,7 @@ impl NotifyCtx {
             search_path,
             redactor,
             timeout: DEFAULT_CHANNEL_TIMEOUT,
+            threads: None,
         })
     }
 }
@@ -312,7 +316,9 @@ pub async fn send(
     let deadline = Instant::now() + ctx.timeout;
     let fut = async {
         match &channel.kind {
-            ChannelKind::Telegram(s) => telegram::send(s, &notice, ctx, deadline).await,
+            ChannelKind::Telegram(s) => {
+                telegram::send(&channel.name, s, &notice, ctx, deadline).await
+            }
             ChannelKind::Imessage(s) => imessage::send(s, &notice, ctx).await,
             ChannelKind::Slack(s) => slack::send(s, &notice, ctx).await,
             ChannelKind::Ntfy(s) => ntfy::send(s, &notice, ctx).await,

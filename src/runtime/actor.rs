@@ -6,6 +6,7 @@
 //! answers come back as messages, and stores what each step produced.
 
 use super::boot::{Boot, RunOptions};
+use super::chat::ChatState;
 use super::effects::{AgentJob, Delivery, Effects, HealJob, History, Worker};
 use super::inbox::{Inbox, Msg};
 use super::schedule::Schedule;
@@ -54,6 +55,8 @@ pub struct Runtime {
     pub(super) redactor: Arc<Redactor>,
     pub(super) worker: WorkerSlot,
     pub(super) surfaces: Surfaces,
+    /// Commands from chat, incident messages, who acknowledged and silenced.
+    pub(super) chat: ChatState,
 }
 
 /// The loop's deadlines: probes due, the core's one wake-up, the history prune.
@@ -169,6 +172,7 @@ impl Runtime {
                 watch: None,
                 store_failures_seen: 0,
             },
+            chat: ChatState::default(),
             effects,
             clock,
         }
@@ -201,6 +205,7 @@ impl Runtime {
         if let Some(rx) = self.surfaces.control_rx.take() {
             self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
         }
+        self.load_chat_state();
         self.start_worker();
         self.update_log();
         // A tick right away lets the core re-issue what a restore left pending (re-probes,
@@ -296,9 +301,11 @@ impl Runtime {
             Msg::Timer => self.on_timer(),
             Msg::Reload(trigger) => self.reload(trigger).await,
             Msg::Control(req) => self.on_control(req),
+            Msg::Chat(m) => self.on_chat(m),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Shutdown(sig) => return Some(sig),
         }
+        self.persist_threads();
         self.publish();
         None
     }
@@ -412,6 +419,7 @@ impl Runtime {
                     cfg: self.cfg.clone(),
                     notification: n,
                     redactor: self.redactor.clone(),
+                    threads: self.chat.threads.clone(),
                 });
                 self.spawn_effect(async move {
                     Msg::Delivered {
@@ -461,7 +469,7 @@ impl Runtime {
         if let Some(srv) = self.surfaces.server.take() {
             srv.shutdown().await;
         }
-        for p in self.pumps.drain(..) {
+        for p in self.pumps.drain(..).chain(self.chat.pollers.drain(..)) {
             p.abort();
         }
         self.surfaces.watch = None;

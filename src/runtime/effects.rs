@@ -84,6 +84,8 @@ pub struct Delivery {
     pub notification: Notification,
     /// The daemon's redactor (it keeps secrets learned at run time).
     pub redactor: Arc<Redactor>,
+    /// Each incident's message per Telegram channel (edited in place by later notices).
+    pub threads: crate::notify::telegram::ThreadBook,
 }
 
 /// Delivers notifications: one result per channel.

@@ -234,8 +234,9 @@ pub async fn deliver(
     cfg: &Config,
     n: &Notification,
     redactor: Arc<Redactor>,
+    threads: Option<notify::telegram::ThreadBook>,
 ) -> Vec<ChannelResult> {
-    let channels = match notify::Channels::from_config(cfg, redactor) {
+    let mut channels = match notify::Channels::from_config(cfg, redactor) {
         Ok(c) => c,
         Err(e) => {
             return cfg
@@ -249,6 +250,7 @@ pub async fn deliver(
                 .collect();
         }
     };
+    channels.ctx.threads = threads;
     let msg = notice(n);
     notify::deliver(&msg, &channels.channels, &channels.ctx)
         .await

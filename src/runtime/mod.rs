@@ -31,11 +31,15 @@
 //! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe |
 //! | `reload.rs`   | hot reload: parse, diff, apply what changed |
 //! | `surfaces.rs` | status board, timeline, ack/silence, HTTP server, log |
+//! | `chat.rs`     | commands from chat: grammar, the Telegram long-poll task, what is kept about them |
+//! | `commands.rs` | chat commands answered (same ack/silence handlers), who did what, incident messages |
 //! | `sources.rs`  | [`Runtime::run`]: signals, config watcher, sd_notify, heartbeat into the inbox |
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
 
 mod actor;
 mod boot;
+mod chat;
+mod commands;
 pub mod effects;
 mod exec;
 mod inbox;

@@ -565,6 +565,7 @@ impl Rig {
                     let (reply, answer) = oneshot::channel();
                     let req = ControlRequest::Ack {
                         incident: None,
+                        by: "test".into(),
                         reply,
                     };
                     assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
@@ -616,6 +617,7 @@ impl Rig {
             probe: "(barrier)".into(),
             duration: Duration::from_secs(1),
             reason: None,
+            by: "test".into(),
             reply,
         };
         assert!(self.running().inbox.send(Msg::Control(barrier)));
