@@ -159,6 +159,8 @@ pub struct ChatState {
     pub acked: BTreeMap<IncidentId, Who>,
     /// Who silenced each probe.
     pub silences: BTreeMap<String, Who>,
+    /// The store's notes were read (once).
+    pub loaded: bool,
 }
 
 /// `kv` keys.

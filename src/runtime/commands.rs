@@ -31,6 +31,9 @@ impl Runtime {
     /// Load what the store's `kv` table keeps for this runtime: chat offsets, incident messages,
     /// who acknowledged and silenced. Called once before the loop.
     pub(super) fn load_chat_state(&mut self) {
+        if std::mem::replace(&mut self.chat.loaded, true) {
+            return;
+        }
         let store = match Store::open_existing(&self.cfg.state_dir) {
             Ok(Some(s)) => s,
             Ok(None) => return,

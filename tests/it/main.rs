@@ -26,5 +26,6 @@ mod statuspage;
 mod store;
 mod supervise;
 mod support;
+mod telegram;
 mod validate;
 mod watch;
