@@ -58,6 +58,7 @@ impl Builder<'_, '_> {
         let probes = self.probes(drafts, &probe_defaults, check_interval);
         // The original's `[escalation]` SOS keys become channels.
         let notify = channel::with_legacy(notify, &escalation);
+        let digest = raw.digest.map(|d| self.digest(d, &notify));
 
         Config {
             sources,
@@ -77,6 +78,7 @@ impl Builder<'_, '_> {
             log,
             store,
             heartbeat,
+            digest,
             notify,
             probes,
         }

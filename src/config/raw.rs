@@ -54,6 +54,7 @@ pub struct RawMain {
     pub log: Option<RawLog>,
     pub store: Option<RawStore>,
     pub heartbeat: Option<RawHeartbeat>,
+    pub digest: Option<RawDigest>,
 }
 
 /// Top-level keys of the main file, for did-you-mean suggestions.
@@ -75,6 +76,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "log",
     "store",
     "heartbeat",
+    "digest",
     "notify",
 ];
 
@@ -190,4 +192,12 @@ pub struct RawStore {
 pub struct RawHeartbeat {
     pub url: String,
     pub interval_secs: Option<Secs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDigest {
+    pub at: String,
+    pub channels: Option<Vec<String>>,
+    pub always: Option<bool>,
 }

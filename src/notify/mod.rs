@@ -46,6 +46,8 @@ pub enum NoticeKind {
     Resolved,
     /// `talon notify --test`.
     Test,
+    /// The daily digest (`[digest]`): its lines are in `tried`.
+    Digest,
 }
 
 impl NoticeKind {
@@ -55,6 +57,7 @@ impl NoticeKind {
             NoticeKind::Reminder => "reminder",
             NoticeKind::Resolved => "resolved",
             NoticeKind::Test => "test",
+            NoticeKind::Digest => "digest",
         }
     }
     /// Firing (something is wrong) rather than an all-clear or a test.
@@ -137,6 +140,7 @@ impl Notice {
             NoticeKind::Reminder => format!("Reminder: {} is still {}{inc}", self.host, self.state),
             NoticeKind::Resolved => format!("Resolved: {} is healthy again{inc}", self.host),
             NoticeKind::Test => format!("Test: Talon notification from {}", self.host),
+            NoticeKind::Digest => format!("Digest: {}, the last 24 hours", self.host),
         }
     }
 
@@ -149,6 +153,13 @@ impl Notice {
                 "This is a test sent by `talon notify --test` at {}. If you can read it, this channel works.\n",
                 format::rfc3339(self.at_ms)
             ));
+            return t;
+        }
+        if self.kind == NoticeKind::Digest {
+            for l in &self.tried {
+                t.push_str(l);
+                t.push('\n');
+            }
             return t;
         }
         if let Some(id) = &self.incident_id {

@@ -66,6 +66,8 @@ pub(super) struct Timers {
     /// The core's one timer ([`Action::WakeAt`]), wall time.
     pub(super) wake: Option<Millis>,
     pub(super) prune_at: Instant,
+    /// The next daily digest (`[digest]`), wall time.
+    pub(super) digest: Option<Millis>,
 }
 
 impl Timers {
@@ -76,6 +78,9 @@ impl Timers {
             next = next.min(p);
         }
         if let Some(at) = self.wake {
+            next = next.min(clock.instant_at(at));
+        }
+        if let Some(at) = self.digest {
             next = next.min(clock.instant_at(at));
         }
         next
@@ -148,6 +153,7 @@ impl Runtime {
                 schedule,
                 wake: None,
                 prune_at: clock.now(),
+                digest: None,
             },
             last: BTreeMap::new(),
             worker: WorkerSlot {
@@ -206,6 +212,7 @@ impl Runtime {
             self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
         }
         self.load_chat_state();
+        self.digest_tick();
         self.start_worker();
         self.update_log();
         // A tick right away lets the core re-issue what a restore left pending (re-probes,
@@ -321,6 +328,13 @@ impl Runtime {
             self.step(Event::Tick {
                 at: self.clock.wall_ms(),
             });
+        }
+        if self
+            .timers
+            .digest
+            .is_some_and(|at| at <= self.clock.wall_ms())
+        {
+            self.digest_tick();
         }
         if self.timers.prune_at <= now {
             self.timers.prune_at = now + PRUNE_EVERY;

@@ -159,6 +159,8 @@ pub struct ChatState {
     pub acked: BTreeMap<IncidentId, Who>,
     /// Who silenced each probe.
     pub silences: BTreeMap<String, Who>,
+    /// The scheduled time the newest digest was sent for.
+    pub digest_last: Option<Millis>,
     /// The store's notes were read (once).
     pub loaded: bool,
 }

@@ -42,6 +42,11 @@ impl Runtime {
                 return;
             }
         };
+        self.chat.digest_last = store
+            .kv_get(super::digest::LAST_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok());
         let rows = |p: &str| store.kv_prefix(p).unwrap_or_default();
         for (k, v) in rows(keys::OFFSET) {
             if let Ok(o) = v.parse::<i64>() {

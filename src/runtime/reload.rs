@@ -65,6 +65,7 @@ impl Runtime {
                         self.start_pollers();
                     }
                     self.update_log();
+                    self.digest_tick();
                     self.step(Event::Reload {
                         at: self.clock.wall_ms(),
                         config: Box::new(core_cfg),
