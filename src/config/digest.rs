@@ -48,7 +48,9 @@ impl Builder<'_, '_> {
         };
         let channels = d.channels.unwrap_or_default();
         for c in &channels {
-            if !notify.iter().any(|n| &n.name == c) {
+            // A channel that is in the file but invalid has its own error already.
+            let in_file = super::tomlx::path_span(self.root, &format!("notify.{c}")).is_some();
+            if !in_file && !notify.iter().any(|n| &n.name == c) {
                 let known: Vec<&str> = notify.iter().map(|n| n.name.as_str()).collect();
                 self.err(
                     "digest.channels",
