@@ -350,6 +350,7 @@ impl Runtime {
         for a in &actions {
             if let Action::Record(r) = a {
                 self.note_record(r);
+                self.note_for_threads(r);
             }
         }
         if let Some(h) = &self.history {

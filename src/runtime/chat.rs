@@ -159,6 +159,8 @@ pub struct ChatState {
     pub acked: BTreeMap<IncidentId, Who>,
     /// Who silenced each probe.
     pub silences: BTreeMap<String, Who>,
+    /// Heal and agent runs in flight: their incident and what they are (for the incident's message).
+    pub actions: BTreeMap<crate::core::ActionId, (IncidentId, String)>,
     /// The scheduled time the newest digest was sent for.
     pub digest_last: Option<Millis>,
     /// The store's notes were read (once).

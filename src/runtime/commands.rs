@@ -119,17 +119,61 @@ impl Runtime {
         self.chat.acked.insert(incident, who);
         self.note_operator("ack", &format!("acknowledged by {by}"));
         let line = format!("Acknowledged by {by} at {}", crate::format::utc(at));
+        self.annotate_threads(incident, &line);
+    }
+
+    /// Append a line to the incident's message in every Telegram channel that has one.
+    fn annotate_threads(&mut self, incident: IncidentId, line: &str) {
+        let inc = incident.to_string();
         for (name, spec) in self.telegram_channels() {
+            if !self.chat.threads.incidents(&name).contains(&inc) {
+                continue;
+            }
             let ctx = self.notify_ctx();
-            let (line, inc) = (line.clone(), incident.to_string());
+            let (line, inc) = (line.to_string(), inc.clone());
             self.tasks.spawn(async move {
                 let deadline = crate::clock::Instant::now() + REPLY_TIMEOUT;
                 if let Err(e) =
                     telegram::annotate(&name, &spec, &ctx, &inc, &line, deadline).await
                 {
-                    tracing::warn!(channel = %name, error = %e, "telegram: cannot mark the incident's message acknowledged");
+                    tracing::warn!(channel = %name, error = %e, "telegram: cannot update the incident's message");
                 }
             });
+        }
+    }
+
+    /// A heal or agent run of an incident that already has a message ended: say so in it
+    /// ("Tried: heal …: not fixed").
+    pub(super) fn note_for_threads(&mut self, r: &Record) {
+        match r {
+            Record::ActionStarted {
+                incident,
+                action,
+                kind,
+                detail,
+                ..
+            } => {
+                self.chat
+                    .actions
+                    .insert(*action, (*incident, format!("{} {detail}", kind.as_str())));
+                let excess = self.chat.actions.len().saturating_sub(64);
+                for _ in 0..excess {
+                    self.chat.actions.pop_first();
+                }
+            }
+            Record::ActionVerdict {
+                action, verdict, ..
+            } => {
+                if let Some((incident, what)) = self.chat.actions.remove(action) {
+                    let line = format!(
+                        "Tried: {}: {}",
+                        one_line(&what, 120),
+                        one_line(verdict, 120)
+                    );
+                    self.annotate_threads(incident, &line);
+                }
+            }
+            _ => {}
         }
     }
 

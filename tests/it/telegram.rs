@@ -271,10 +271,14 @@ bind = "127.0.0.1:{health}"
 [escalation]
 critical_threshold_secs = 0.3
 sos_cooldown_secs = {cooldown}
+heal_settle_secs = 0.2
+heal_cooldown_secs = 1
+max_heals_per_incident = 1000
 [script.target]
 command = "test ! -e {fault}"
 critical = true
 critical_after_consecutive_failures = 2
+heal = "echo 'restarting target'; exit 1"
 [notify.tg]
 kind = "telegram"
 chat_id = {CHAT}
@@ -365,6 +369,19 @@ fn ack_from_the_allowed_chat_stops_reminders_and_another_chat_changes_nothing() 
         1,
         "one SOS message"
     );
+
+    // A heal tried after the SOS is added to the incident's message.
+    wait_for("a heal noted in the SOS message", LIMIT, || {
+        tg.calls("editMessageText")
+            .iter()
+            .any(|e| {
+                e.body["message_id"] == sos
+                    && e.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Tried: heal"))
+            })
+            .then_some(())
+    });
 
     // Another chat: ignored, logged without its text, nothing changes.
     command(&tg, 999, Some("mallory"), "/ack SECRET-WORD-77");
