@@ -151,6 +151,8 @@ pub enum Step {
     Until(Duration),
     /// `talon ack` (the open incident); expects it to be done.
     Ack,
+    /// An update from the `tg` channel's poller: (update id, chat id, text).
+    Chat(i64, i64, &'static str),
     /// A worker event from the supervisor.
     Worker(WorkerEvent),
     /// Replace the config file with this text and send a reload (as SIGHUP does).
@@ -594,6 +596,22 @@ impl Rig {
                         Ok(ControlReply::Done(_)) => {}
                         other => panic!("{ctx}: {other:?}"),
                     }
+                }
+                Step::Chat(update_id, chat_id, text) => {
+                    let msg = super::chat::ChatMsg {
+                        channel: "tg".into(),
+                        update_id,
+                        message: Some(crate::notify::telegram::ChatMessage {
+                            message_id: update_id,
+                            date: self.clock.wall_ms() / 1000,
+                            chat_id,
+                            username: Some("op".into()),
+                            text: text.into(),
+                        }),
+                        bot: Some("talon_bot".into()),
+                    };
+                    assert!(self.running().inbox.send(Msg::Chat(msg)), "{ctx}");
+                    self.settle().await;
                 }
                 Step::Worker(ev) => {
                     let tx = self.script.worker_events.lock().unwrap().clone();
