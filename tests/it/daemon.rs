@@ -607,6 +607,13 @@ critical_after_consecutive_failures = 1
     assert_eq!(p["silenced"]["by"], "cli", "{v:#}");
     assert_eq!(p["silenced"]["reason"], "maintenance", "{v:#}");
     assert!(p["silenced"]["since_unix"].is_i64(), "{v:#}");
+    let human = stdout(&ctl(&["status"]));
+    assert!(
+        human.contains("(acknowledged by cli ")
+            && human.contains("silenced: target until ")
+            && human.contains("by cli: maintenance"),
+        "{human}"
+    );
     let out = ctl(&["silence", "nope", "--for", "1h"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(crate::support::stderr(&out).contains("no probe named `nope`"));
