@@ -57,6 +57,8 @@ pub struct Runtime {
     pub(super) surfaces: Surfaces,
     /// Commands from chat, incident messages, who acknowledged and silenced.
     pub(super) chat: ChatState,
+    /// The `push` probes' pings (the engine reads the same map).
+    pub(super) pushes: crate::probe::push::Pushes,
 }
 
 /// The loop's deadlines: probes due, the core's one wake-up, the history prune.
@@ -132,6 +134,7 @@ impl Runtime {
             core,
             history,
             log,
+            pushes,
         } = boot;
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
@@ -139,7 +142,8 @@ impl Runtime {
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, clock.now());
         let board = crate::server::StatusBoard::new(StatusSnapshot::new(clock.wall_ms() / 1000));
-        Runtime {
+        let mut rt = Runtime {
+            pushes,
             redactor: Arc::new(cfg.redactor()),
             cfg: Arc::new(cfg),
             opts,
@@ -181,7 +185,9 @@ impl Runtime {
             chat: ChatState::default(),
             effects,
             clock,
-        }
+        };
+        rt.watch_pushes();
+        rt
     }
 
     /// Where to send messages to this runtime.

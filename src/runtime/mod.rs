@@ -34,6 +34,7 @@
 //! | `chat.rs`     | commands from chat: grammar, the Telegram long-poll task, what is kept about them |
 //! | `digest.rs`   | the daily digest: when it is due, what the last 24 hours held, sending it |
 //! | `commands.rs` | chat commands answered (same ack/silence handlers), who did what, incident messages |
+//! | `push.rs`     | the `push` probes' pings: recorded, persisted, watched from start and reload |
 //! | `sources.rs`  | [`Runtime::run`]: signals, config watcher, sd_notify, heartbeat into the inbox |
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
 
@@ -46,6 +47,7 @@ pub mod effects;
 mod exec;
 mod inbox;
 mod probing;
+mod push;
 pub mod real;
 mod reload;
 mod schedule;
@@ -56,7 +58,7 @@ mod tests;
 mod worker;
 
 pub use actor::Runtime;
-pub use boot::{Boot, RunOptions, StartError, restore};
+pub use boot::{Boot, RunOptions, StartError, create_private_dir, restore};
 pub use effects::Effects;
 pub use effects::{AgentJob, HealJob};
 pub use inbox::{Inbox, Msg, ReloadTrigger};

@@ -185,6 +185,14 @@ impl Runtime {
             ControlRequest::Approve { reply, .. } | ControlRequest::Deny { reply, .. } => {
                 let _ = reply.send(ControlReply::Rejected("nothing is pending".into()));
             }
+            ControlRequest::Push {
+                probe,
+                event,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(self.on_push(&probe, event, &body));
+            }
         }
     }
 
