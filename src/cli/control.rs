@@ -47,7 +47,13 @@ pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
     post(cfg, "/silence", body)
 }
 
-fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::Result<Exit> {
+/// POST `body` to the running daemon's control endpoint `path` with the API token; print its
+/// message. Exit 0 done, 1 not found / rejected, 2 error.
+pub(super) fn post(
+    cfg: &Option<PathBuf>,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Exit> {
     let loaded = config::load(&load_options(cfg, false));
     let Some(c) = loaded.config else {
         print_diagnostics(&loaded.diags);
