@@ -102,6 +102,17 @@ fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// The host's offset from UTC at wall time `at_ms` (unix ms), in milliseconds (east positive):
+/// what local time-of-day settings (`[digest] at`) are read in. `TZ` and the system zone apply,
+/// daylight saving included; 0 when the C library cannot say.
+pub fn local_offset_ms(at_ms: i64) -> i64 {
+    let t: libc::time_t = at_ms.div_euclid(1000) as libc::time_t;
+    // SAFETY: `localtime_r` writes only into `tm`, which outlives the call; `t` is a valid time_t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok { tm.tm_gmtoff as i64 * 1000 } else { 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,13 +28,21 @@ pub struct SilenceArgs {
 }
 
 pub fn ack(cfg: &Option<PathBuf>, a: AckArgs) -> anyhow::Result<Exit> {
-    post(cfg, "/ack", serde_json::json!({ "incident": a.incident }))
+    post(
+        cfg,
+        "/ack",
+        serde_json::json!({ "incident": a.incident, "by": "cli" }),
+    )
 }
 
 pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
     let body = match a.duration.parse::<u64>() {
-        Ok(secs) => serde_json::json!({ "probe": a.probe, "for": secs, "reason": a.reason }),
-        Err(_) => serde_json::json!({ "probe": a.probe, "for": a.duration, "reason": a.reason }),
+        Ok(secs) => {
+            serde_json::json!({ "probe": a.probe, "for": secs, "reason": a.reason, "by": "cli" })
+        }
+        Err(_) => {
+            serde_json::json!({ "probe": a.probe, "for": a.duration, "reason": a.reason, "by": "cli" })
+        }
     };
     post(cfg, "/silence", body)
 }

@@ -304,13 +304,34 @@ fn print_live(
             i.id,
             fmt_when(i.started_unix * 1000, now),
             i.failing_probes.join(", "),
-            if i.acknowledged {
-                " (acknowledged)"
-            } else {
-                ""
+            match (&i.acked_by, i.acked_at_unix) {
+                (Some(by), Some(at)) =>
+                    format!(" (acknowledged by {by} {})", fmt_when(at * 1000, now)),
+                _ if i.acknowledged => " (acknowledged)".to_string(),
+                _ => String::new(),
             }
         )?,
         None => writeln!(out, "incident: none open")?,
+    }
+    for p in &s.probes {
+        if let Some(sl) = &p.silenced {
+            let by = sl
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            let why = sl
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "silenced: {} until {}{by}{why}",
+                p.name,
+                crate::format::utc(sl.until_unix * 1000)
+            )?;
+        }
     }
     let failing: Vec<&str> = s.failed_probes().map(|p| p.name.as_str()).collect();
     writeln!(

@@ -69,6 +69,7 @@ impl Builder<'_, '_> {
             &channel_names,
             &probe_names,
         );
+        let digest = raw.digest.map(|d| self.digest(d, &notify));
 
         Config {
             sources,
@@ -90,6 +91,7 @@ impl Builder<'_, '_> {
             store,
             heartbeat,
             limits,
+            digest,
             notify,
             probes,
             policy,

@@ -155,3 +155,9 @@ pub mod heartbeat {
     use super::*;
     pub const INTERVAL: Duration = secs(60);
 }
+
+/// `[digest]`.
+pub mod digest {
+    /// `always`: send the digest even when there is nothing to say.
+    pub const ALWAYS: bool = false;
+}

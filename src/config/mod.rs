@@ -9,7 +9,7 @@
 //! checks of `builder.rs`, each section's validated type and builder in its own file —
 //! `worker.rs`, `escalation.rs` (`[escalation]`, `[agent]`), `probes.rs` (`[probes]` and the
 //! probe set: names, references, cycles), `daemon.rs` (`[health]`, `[log]`, `[store]`,
-//! `[heartbeat]`); `programs.rs` resolves every program on the compiled PATH ([`path`]). Every
+//! `[heartbeat]`), `digest.rs` (`[digest]`); `programs.rs` resolves every program on the compiled PATH ([`path`]). Every
 //! default is in [`defaults`]; probe and channel kinds' specs are in [`probe`] and [`channel`].
 
 mod build;
@@ -19,6 +19,7 @@ pub mod cron;
 mod daemon;
 pub mod defaults;
 pub mod diag;
+pub mod digest;
 pub mod envfile;
 mod escalation;
 pub mod limits;
@@ -34,6 +35,7 @@ mod worker;
 
 pub use daemon::{HealthConfig, HeartbeatConfig, LogConfig, StoreConfig};
 pub use defaults::{config_path as default_config_path, state_dir as default_state_dir};
+pub use digest::DigestConfig;
 pub use escalation::{AgentConfig, EscalationConfig};
 pub use load::load;
 pub use probes::{ProbeDefaults, find_cycle};
@@ -105,6 +107,7 @@ pub struct Config {
     /// `[limits]`: rlimits for the commands Talon runs (left out of `talon config` when empty).
     #[serde(skip_serializing_if = "limits::LimitsConfig::is_empty")]
     pub limits: limits::LimitsConfig,
+    pub digest: Option<DigestConfig>,
     pub notify: Vec<ChannelConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,

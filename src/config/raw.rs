@@ -59,6 +59,7 @@ pub struct RawMain {
     pub heartbeat: Option<RawHeartbeat>,
     /// `[limits]` rlimits for children.
     pub limits: Option<RawLimits>,
+    pub digest: Option<RawDigest>,
     /// `[policy.NAME]` escalation policies.
     pub policy: Option<BTreeMap<String, RawPolicy>>,
     /// `[[maintenance]]` windows.
@@ -121,6 +122,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "store",
     "heartbeat",
     "limits",
+    "digest",
     "notify",
     "policy",
     "maintenance",
@@ -260,4 +262,12 @@ pub struct RawLimits {
     pub open_files: Option<i64>,
     pub cpu_secs: Option<i64>,
     pub script: Option<RawLimitSet>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDigest {
+    pub at: String,
+    pub channels: Option<Vec<String>>,
+    pub always: Option<bool>,
 }

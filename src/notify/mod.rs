@@ -47,6 +47,8 @@ pub enum NoticeKind {
     Resolved,
     /// `talon notify --test`.
     Test,
+    /// The daily digest (`[digest]`): its lines are in `tried`.
+    Digest,
 }
 
 impl NoticeKind {
@@ -56,6 +58,7 @@ impl NoticeKind {
             NoticeKind::Reminder => "reminder",
             NoticeKind::Resolved => "resolved",
             NoticeKind::Test => "test",
+            NoticeKind::Digest => "digest",
         }
     }
     /// Firing (something is wrong) rather than an all-clear or a test.
@@ -138,6 +141,7 @@ impl Notice {
             NoticeKind::Reminder => format!("Reminder: {} is still {}{inc}", self.host, self.state),
             NoticeKind::Resolved => format!("Resolved: {} is healthy again{inc}", self.host),
             NoticeKind::Test => format!("Test: Talon notification from {}", self.host),
+            NoticeKind::Digest => format!("Digest: {}, the last 24 hours", self.host),
         }
     }
 
@@ -150,6 +154,13 @@ impl Notice {
                 "This is a test sent by `talon notify --test` at {}. If you can read it, this channel works.\n",
                 format::rfc3339(self.at_ms)
             ));
+            return t;
+        }
+        if self.kind == NoticeKind::Digest {
+            for l in &self.tried {
+                t.push_str(l);
+                t.push('\n');
+            }
             return t;
         }
         if let Some(id) = &self.incident_id {
@@ -248,6 +259,9 @@ pub struct NotifyCtx {
     pub redactor: Arc<Redactor>,
     /// Per channel.
     pub timeout: Duration,
+    /// The daemon's one-message-per-incident book (Telegram edits); `None`: every notice is a
+    /// new message (`talon notify --test`, library callers).
+    pub threads: Option<telegram::ThreadBook>,
 }
 
 impl NotifyCtx {
@@ -257,6 +271,7 @@ impl NotifyCtx {
             search_path,
             redactor,
             timeout: DEFAULT_CHANNEL_TIMEOUT,
+            threads: None,
         })
     }
 }
@@ -313,7 +328,9 @@ pub async fn send(
     let deadline = Instant::now() + ctx.timeout;
     let fut = async {
         match &channel.kind {
-            ChannelKind::Telegram(s) => telegram::send(s, &notice, ctx, deadline).await,
+            ChannelKind::Telegram(s) => {
+                telegram::send(&channel.name, s, &notice, ctx, deadline).await
+            }
             ChannelKind::Imessage(s) => imessage::send(s, &notice, ctx).await,
             ChannelKind::Slack(s) => slack::send(s, &notice, ctx).await,
             ChannelKind::Ntfy(s) => ntfy::send(s, &notice, ctx).await,

@@ -31,6 +31,7 @@ pub async fn send(spec: &NtfySpec, notice: &Notice, ctx: &NotifyCtx) -> Result<(
         super::NoticeKind::Sos | super::NoticeKind::Reminder => "rotating_light",
         super::NoticeKind::Resolved => "white_check_mark",
         super::NoticeKind::Test => "test_tube",
+        super::NoticeKind::Digest => "newspaper",
     };
     let resp = ctx
         .http

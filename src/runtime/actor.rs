@@ -6,6 +6,7 @@
 //! answers come back as messages, and stores what each step produced.
 
 use super::boot::{Boot, RunOptions};
+use super::chat::ChatState;
 use super::effects::{AgentJob, Delivery, Effects, HealJob, History, Worker};
 use super::inbox::{Inbox, Msg};
 use super::schedule::Schedule;
@@ -54,6 +55,8 @@ pub struct Runtime {
     pub(super) redactor: Arc<Redactor>,
     pub(super) worker: WorkerSlot,
     pub(super) surfaces: Surfaces,
+    /// Commands from chat, incident messages, who acknowledged and silenced.
+    pub(super) chat: ChatState,
     /// The `push` probes' pings (the engine reads the same map).
     pub(super) pushes: crate::probe::push::Pushes,
 }
@@ -65,6 +68,8 @@ pub(super) struct Timers {
     /// The core's one timer ([`Action::WakeAt`]), wall time.
     pub(super) wake: Option<Millis>,
     pub(super) prune_at: Instant,
+    /// The next daily digest (`[digest]`), wall time.
+    pub(super) digest: Option<Millis>,
 }
 
 impl Timers {
@@ -75,6 +80,9 @@ impl Timers {
             next = next.min(p);
         }
         if let Some(at) = self.wake {
+            next = next.min(clock.instant_at(at));
+        }
+        if let Some(at) = self.digest {
             next = next.min(clock.instant_at(at));
         }
         next
@@ -154,6 +162,7 @@ impl Runtime {
                 schedule,
                 wake: None,
                 prune_at: clock.now(),
+                digest: None,
             },
             last: BTreeMap::new(),
             worker: WorkerSlot {
@@ -180,6 +189,7 @@ impl Runtime {
                 store_failures_seen: 0,
                 store_notice,
             },
+            chat: ChatState::default(),
             effects,
             clock,
         };
@@ -214,6 +224,8 @@ impl Runtime {
         if let Some(rx) = self.surfaces.control_rx.take() {
             self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
         }
+        self.load_chat_state();
+        self.digest_tick();
         self.start_worker();
         self.update_log();
         // A tick right away lets the core re-issue what a restore left pending (re-probes,
@@ -309,9 +321,11 @@ impl Runtime {
             Msg::Timer => self.on_timer(),
             Msg::Reload(trigger) => self.reload(trigger).await,
             Msg::Control(req) => self.on_control(req),
+            Msg::Chat(m) => self.on_chat(m),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Shutdown(sig) => return Some(sig),
         }
+        self.persist_threads();
         self.publish();
         None
     }
@@ -328,6 +342,13 @@ impl Runtime {
                 at: self.clock.wall_ms(),
             });
         }
+        if self
+            .timers
+            .digest
+            .is_some_and(|at| at <= self.clock.wall_ms())
+        {
+            self.digest_tick();
+        }
         if self.timers.prune_at <= now {
             self.timers.prune_at = now + PRUNE_EVERY;
             if let Some(h) = &self.history {
@@ -342,6 +363,7 @@ impl Runtime {
         for a in &actions {
             if let Action::Record(r) = a {
                 self.note_record(r);
+                self.note_for_threads(r);
             }
         }
         if let Some(h) = &self.history {
@@ -425,6 +447,7 @@ impl Runtime {
                     cfg: self.cfg.clone(),
                     notification: n,
                     redactor: self.redactor.clone(),
+                    threads: self.chat.threads.clone(),
                 });
                 self.spawn_effect(async move {
                     Msg::Delivered {
@@ -474,7 +497,7 @@ impl Runtime {
         if let Some(srv) = self.surfaces.server.take() {
             srv.shutdown().await;
         }
-        for p in self.pumps.drain(..) {
+        for p in self.pumps.drain(..).chain(self.chat.pollers.drain(..)) {
             p.abort();
         }
         self.surfaces.watch = None;

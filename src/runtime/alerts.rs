@@ -211,6 +211,8 @@ mod tests {
             started_unix: 900,
             failing_probes: failing.iter().map(|f| f.to_string()).collect(),
             acknowledged: false,
+            acked_by: None,
+            acked_at_unix: None,
             timeline: Vec::new(),
         });
         s

@@ -84,11 +84,53 @@ pub struct Delivery {
     pub notification: Notification,
     /// The daemon's redactor (it keeps secrets learned at run time).
     pub redactor: Arc<Redactor>,
+    /// Each incident's message per Telegram channel (edited in place by later notices).
+    pub threads: crate::notify::telegram::ThreadBook,
+}
+
+/// A notice that is not a core notification (the daily digest), for some channels.
+pub struct NoticeJob {
+    pub notice: crate::notify::Notice,
+    pub channels: Vec<crate::config::channel::ChannelConfig>,
+    pub search_path: SearchPath,
+    pub redactor: Arc<Redactor>,
 }
 
 /// Delivers notifications: one result per channel.
 pub trait Notifier: Send + Sync {
     fn deliver(&self, job: Delivery) -> BoxFuture<'static, Vec<ChannelResult>>;
+    /// Send a notice of the runtime's own (the digest) on its channels. By default the real
+    /// fan-out ([`crate::notify::deliver`]).
+    fn notice(&self, job: NoticeJob) -> BoxFuture<'static, Vec<ChannelResult>> {
+        Box::pin(async move {
+            let ctx = match crate::notify::NotifyCtx::new(job.search_path, job.redactor) {
+                Ok(c) => c,
+                Err(e) => {
+                    return job
+                        .channels
+                        .iter()
+                        .map(|c| ChannelResult {
+                            channel: c.name.clone(),
+                            delivered: false,
+                            detail: e.to_string(),
+                        })
+                        .collect();
+                }
+            };
+            crate::notify::deliver(&job.notice, &job.channels, &ctx)
+                .await
+                .into_iter()
+                .map(|d| ChannelResult {
+                    channel: d.channel.clone(),
+                    delivered: d.result.is_ok(),
+                    detail: match &d.result {
+                        Ok(()) => format!("delivered in {} ms", d.duration_ms),
+                        Err(e) => e.to_string(),
+                    },
+                })
+                .collect()
+        })
+    }
 }
 
 /// Where each step's history goes. Writes never block the loop.

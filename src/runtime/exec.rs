@@ -238,6 +238,7 @@ pub async fn deliver(
     cfg: &Config,
     n: &Notification,
     redactor: Arc<Redactor>,
+    threads: Option<notify::telegram::ThreadBook>,
 ) -> Vec<ChannelResult> {
     // An escalation policy's step names its channels; otherwise every channel.
     let wanted = |name: &str| {
@@ -245,7 +246,7 @@ pub async fn deliver(
             .as_ref()
             .is_none_or(|w| w.iter().any(|c| c == name))
     };
-    let channels = match notify::Channels::from_config(cfg, redactor) {
+    let mut channels = match notify::Channels::from_config(cfg, redactor) {
         Ok(c) => c,
         Err(e) => {
             return cfg
@@ -260,6 +261,7 @@ pub async fn deliver(
                 .collect();
         }
     };
+    channels.ctx.threads = threads;
     let msg = notice(n, &cfg.host_name());
     let targets: Vec<_> = channels
         .channels

@@ -3,6 +3,7 @@
 //! [`Msg`]; the actor takes them one at a time and handles each variant in exactly one place
 //! (`Runtime::handle` in `actor.rs`). Nothing else touches the runtime's state.
 
+use super::chat::ChatMsg;
 use crate::core::ProbeResult;
 use crate::core::{ActionId, ChannelResult, IncidentId, RunOutcome};
 use crate::server::control::ControlRequest;
@@ -18,9 +19,9 @@ use tokio::task::JoinHandle;
 /// when it hands the result to the core, so the core sees times in the order it sees events.
 ///
 /// Operator commands arrive as [`Msg::Control`] (the CLI's `talon ack` / `talon silence` reach
-/// the daemon through the HTTP control endpoints). Commands from a chat channel are meant to be
-/// one more variant beside it (`Chat(ChatCommand)`), answered by the same `ack`/`silence`
-/// handlers in `surfaces.rs` with the reply going back to the chat instead of the HTTP client.
+/// the daemon through the HTTP control endpoints). Commands from a chat channel arrive as
+/// [`Msg::Chat`], answered by the same `ack`/`silence` handlers in `surfaces.rs` with the reply
+/// going back to the chat instead of the HTTP client.
 #[derive(Debug)]
 pub enum Msg {
     /// A scheduled run of the probes that were due finished (with the probes reported
@@ -60,6 +61,8 @@ pub enum Msg {
     Reload(ReloadTrigger),
     /// An operator's `ack` or `silence` (HTTP control endpoints, used by the CLI).
     Control(ControlRequest),
+    /// An update from a `commands = true` Telegram channel's long poll (`/ack`, `/silence`, …).
+    Chat(ChatMsg),
     /// A signal to pass on to the worker's group (`worker.forward_signals`).
     Forward(Signal),
     /// SIGTERM or SIGINT: stop starting work, kill what runs, drain the worker, flush the store.

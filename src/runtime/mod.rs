@@ -31,6 +31,9 @@
 //! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe |
 //! | `reload.rs`   | hot reload: parse, diff, apply what changed |
 //! | `surfaces.rs` | status board, timeline, ack/silence, HTTP server, log |
+//! | `chat.rs`     | commands from chat: grammar, the Telegram long-poll task, what is kept about them |
+//! | `digest.rs`   | the daily digest: when it is due, what the last 24 hours held, sending it |
+//! | `commands.rs` | chat commands answered (same ack/silence handlers), who did what, incident messages |
 //! | `push.rs`     | the `push` probes' pings: recorded, persisted, watched from start and reload |
 //! | `sources.rs`  | [`Runtime::run`]: signals, config watcher, sd_notify, heartbeat into the inbox |
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
@@ -38,6 +41,9 @@
 mod actor;
 mod alerts;
 mod boot;
+mod chat;
+mod commands;
+mod digest;
 pub mod effects;
 mod exec;
 mod inbox;

@@ -79,7 +79,9 @@ pub struct Channels;
 
 impl Notifier for Channels {
     fn deliver(&self, job: Delivery) -> BoxFuture<'static, Vec<ChannelResult>> {
-        Box::pin(async move { exec::deliver(&job.cfg, &job.notification, job.redactor).await })
+        Box::pin(async move {
+            exec::deliver(&job.cfg, &job.notification, job.redactor, Some(job.threads)).await
+        })
     }
 }
 

@@ -43,6 +43,8 @@ impl Runtime {
                         }
                     }
                     let rebind = self.cfg.health != new.health;
+                    let chat_changed =
+                        self.cfg.notify != new.notify || self.cfg.search_path != new.search_path;
                     self.timers.schedule.sync(&new.probes, self.clock.now());
                     self.last
                         .retain(|n, _| new.probes.iter().any(|p| &p.name == n));
@@ -64,7 +66,12 @@ impl Runtime {
                     if rebind {
                         self.rebind_server().await;
                     }
+                    // Pollers run under `run` (the daemon), which also watches the files.
+                    if chat_changed && self.surfaces.watch.is_some() {
+                        self.start_pollers();
+                    }
                     self.update_log();
+                    self.digest_tick();
                     self.step(Event::Reload {
                         at: self.clock.wall_ms(),
                         config: Box::new(core_cfg),

@@ -26,6 +26,8 @@ impl Runtime {
         let pumps = signals(&self.inbox, &forwarded)?;
         self.pumps.extend(pumps);
         self.start_server().await;
+        self.load_chat_state();
+        self.start_pollers();
         let (changes_tx, changes) = mpsc::channel(16);
         self.surfaces.watch = Some(crate::watch::spawn(
             self.watched_paths(),

@@ -37,9 +37,12 @@ impl Runtime {
             }
             p.streak = v.fail_streak.max(v.pass_streak);
             p.flapping = v.state.as_str() == "flapping";
+            let who = self.chat.silences.get(&v.name);
             p.silenced = v.silenced_until.filter(|u| *u > now).map(|u| Silence {
                 until_unix: secs(u),
-                reason: None,
+                reason: who.and_then(|w| w.reason.clone()),
+                by: who.map(|w| w.by.clone()),
+                since_unix: who.map(|w| secs(w.at)),
             });
             snap.probes.push(p);
         }
@@ -62,6 +65,8 @@ impl Runtime {
                 started_unix: secs(i.opened_at),
                 failing_probes: i.probes.iter().cloned().collect(),
                 acknowledged: i.acked_at.is_some(),
+                acked_by: self.chat.acked.get(&i.id).map(|w| w.by.clone()),
+                acked_at_unix: i.acked_at.map(secs),
                 timeline: self.surfaces.timeline.clone(),
             });
         }
@@ -160,19 +165,29 @@ impl Runtime {
         sf.timeline.drain(..excess);
     }
 
-    /// An `ack` or `silence` from the HTTP control endpoints (the CLI uses them too).
+    /// An `ack`, `silence`, `approve` or `deny` from the HTTP control endpoints (the CLI uses
+    /// them too) or from chat (`commands.rs`).
     pub(super) fn on_control(&mut self, req: ControlRequest) {
         match req {
-            ControlRequest::Ack { incident, reply } => {
-                let _ = reply.send(self.ack(incident.as_deref()));
+            ControlRequest::Ack {
+                incident,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.ack(incident.as_deref(), &by));
             }
             ControlRequest::Silence {
                 probe,
                 duration,
                 reason,
+                by,
                 reply,
             } => {
-                let _ = reply.send(self.silence(&probe, duration, reason.as_deref()));
+                let _ = reply.send(self.silence(&probe, duration, reason.as_deref(), &by));
+            }
+            // The guarded agent's approvals are not here yet: nothing can be pending.
+            ControlRequest::Approve { reply, .. } | ControlRequest::Deny { reply, .. } => {
+                let _ = reply.send(ControlReply::Rejected("nothing is pending".into()));
             }
             ControlRequest::Push {
                 probe,
@@ -299,7 +314,8 @@ impl Runtime {
     }
 
     /// Acknowledge the open incident (`wanted`: its id, `#` optional; `None`: whichever is open).
-    pub(super) fn ack(&mut self, wanted: Option<&str>) -> ControlReply {
+    /// Who (`by`) and when are recorded in the incident's timeline and shown by `/status`.
+    pub(super) fn ack(&mut self, wanted: Option<&str>, by: &str) -> ControlReply {
         let open = self.core.incident().map(|i| i.id);
         let id: Option<IncidentId> = match wanted {
             None => open,
@@ -308,11 +324,22 @@ impl Runtime {
         match (open, id) {
             (None, _) => ControlReply::Rejected("no incident is open".into()),
             (Some(o), Some(w)) if o == w => {
-                self.step(Event::Ack {
-                    at: self.clock.wall_ms(),
-                    incident: w,
-                });
-                ControlReply::Done(format!("incident {w} acknowledged: no more reminders"))
+                let at = self.clock.wall_ms();
+                if let Some(prev) = self.chat.acked.get(&w) {
+                    return ControlReply::Done(format!(
+                        "incident {w} was already acknowledged by {} at {}: {}",
+                        prev.by,
+                        crate::format::utc(prev.at),
+                        self.incident_summary()
+                    ));
+                }
+                self.step(Event::Ack { at, incident: w });
+                self.noted_ack(w, by, at);
+                ControlReply::Done(format!(
+                    "incident {w} acknowledged by {by} at {}: no more reminders. {}",
+                    crate::format::utc(at),
+                    self.incident_summary()
+                ))
             }
             (Some(o), _) => ControlReply::NotFound(format!(
                 "incident {} is not open (the open one is {o})",
@@ -321,27 +348,33 @@ impl Runtime {
         }
     }
 
-    /// Silence a probe's alerts for `duration`.
+    /// Silence a probe's alerts for `duration` (zero: lift its silence).
     pub(super) fn silence(
         &mut self,
         probe: &str,
         duration: Duration,
         reason: Option<&str>,
+        by: &str,
     ) -> ControlReply {
         if !self.core.config().probes.contains_key(probe) {
             return ControlReply::NotFound(format!("no probe named `{probe}`"));
         }
         let now = self.clock.wall_ms();
         let until = now + duration.as_millis() as i64;
-        tracing::info!(probe = %probe, until, reason = ?reason, "probe silenced");
+        tracing::info!(probe = %probe, until, reason = ?reason, by = %by, "probe silenced");
         self.step(Event::Silence {
             at: now,
             probe: probe.to_string(),
             until,
         });
+        self.noted_silence(probe, duration, reason, by, now);
+        if duration.is_zero() {
+            return ControlReply::Done(format!("{probe}: silence lifted by {by}"));
+        }
         ControlReply::Done(format!(
-            "{probe} silenced for {}",
-            crate::core::fmt_duration(duration.as_millis() as i64)
+            "{probe} silenced for {} by {by} (until {})",
+            crate::core::fmt_duration(duration.as_millis() as i64),
+            crate::format::utc(until)
         ))
     }
 

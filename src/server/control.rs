@@ -16,13 +16,29 @@ pub enum ControlRequest {
     /// Acknowledge an incident (stop its reminders). `None` = the open incident.
     Ack {
         incident: Option<String>,
+        /// Who asked: `cli`, `http`, `telegram:<chat id> (<username>)`.
+        by: String,
         reply: oneshot::Sender<ControlReply>,
     },
-    /// Silence a probe's alerts for a while.
+    /// Silence a probe's alerts for a while (a zero duration lifts a silence).
     Silence {
         probe: String,
         duration: Duration,
         reason: Option<String>,
+        /// Who asked (as for `Ack`).
+        by: String,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// Approve a pending approval (the guarded agent's).
+    Approve {
+        approval: u64,
+        by: String,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// Deny a pending approval.
+    Deny {
+        approval: u64,
+        by: String,
         reply: oneshot::Sender<ControlReply>,
     },
     /// A `push` probe's job reported (`POST /ping/NAME[/start|/fail]`; the token was checked).
@@ -115,6 +131,16 @@ pub enum ControlReply {
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     pub incident: Option<String>,
+    /// `"cli"` when `talon ack` sends it; anything else is recorded as `http`.
+    pub by: Option<String>,
+}
+
+/// Who sent a request over HTTP: `cli` when the CLI says so, else `http`.
+pub fn http_caller(by: Option<&str>) -> String {
+    match by {
+        Some("cli") => "cli".into(),
+        _ => "http".into(),
+    }
 }
 
 /// `POST /silence` body: `{"probe": "api", "for": "30m", "reason": "deploy"}`. `for` is seconds
@@ -126,6 +152,8 @@ pub struct SilenceBody {
     #[serde(rename = "for")]
     pub duration: DurationArg,
     pub reason: Option<String>,
+    /// As [`AckBody::by`].
+    pub by: Option<String>,
 }
 
 /// A duration given as seconds or as `<n><unit>`.

@@ -398,6 +398,7 @@ async fn ack(
     let b: AckBody = parse_body(&body)?;
     forward(&st, control, |reply| ControlRequest::Ack {
         incident: b.incident,
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await
@@ -424,6 +425,7 @@ async fn silence(
         probe: b.probe,
         duration,
         reason: b.reason,
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await

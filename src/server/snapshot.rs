@@ -220,6 +220,12 @@ impl ProbeStatus {
 pub struct Silence {
     pub until_unix: i64,
     pub reason: Option<String>,
+    /// Who silenced it (`cli`, `http`, `telegram:<chat id> (<username>)`), when known.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// When it was silenced, when known.
+    #[serde(default)]
+    pub since_unix: Option<i64>,
 }
 
 /// The supervised worker.
@@ -241,6 +247,12 @@ pub struct IncidentStatus {
     pub started_unix: i64,
     pub failing_probes: Vec<String>,
     pub acknowledged: bool,
+    /// Who acknowledged it (`cli`, `http`, `telegram:<chat id> (<username>)`), when known.
+    #[serde(default)]
+    pub acked_by: Option<String>,
+    /// When it was acknowledged.
+    #[serde(default)]
+    pub acked_at_unix: Option<i64>,
     /// Everything that happened in it, oldest first.
     pub timeline: Vec<TimelineEntry>,
 }

@@ -551,8 +551,19 @@ critical_after_consecutive_failures = 1
         "{}",
         crate::support::stderr(&out)
     );
-    assert!(stdout(&out).contains("acknowledged"), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!("incident {id} acknowledged by cli at 20")) && said.contains("Z: "),
+        "who and when: {said}"
+    );
+    let v = d.json(&["status"]);
+    assert_eq!(v["incident"]["acked_by"], "cli", "{v:#}");
+    assert!(v["incident"]["acked_at_unix"].is_i64(), "{v:#}");
     let detail = d.json(&["incident", &id]).to_string();
+    assert!(
+        detail.contains("acknowledged by cli"),
+        "who is recorded in the incident's timeline: {detail}"
+    );
     assert!(
         detail.contains("ack"),
         "the ack is recorded in the incident: {detail}"
@@ -579,6 +590,29 @@ critical_after_consecutive_failures = 1
         Some(0),
         "{}",
         crate::support::stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("target silenced for 1h by cli (until 20"),
+        "{}",
+        stdout(&out)
+    );
+    let v = d.json(&["status"]);
+    let p = v["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "target")
+        .unwrap()
+        .clone();
+    assert_eq!(p["silenced"]["by"], "cli", "{v:#}");
+    assert_eq!(p["silenced"]["reason"], "maintenance", "{v:#}");
+    assert!(p["silenced"]["since_unix"].is_i64(), "{v:#}");
+    let human = stdout(&ctl(&["status"]));
+    assert!(
+        human.contains("(acknowledged by cli ")
+            && human.contains("silenced: target until ")
+            && human.contains("by cli: maintenance"),
+        "{human}"
     );
     let out = ctl(&["silence", "nope", "--for", "1h"]);
     assert_eq!(out.status.code(), Some(1));

@@ -27,15 +27,15 @@ fn effective(text: &str) -> Value {
 }
 
 /// The effective config of an empty file, plus what only appears once a section exists: the
-/// `[worker]` and `[heartbeat]` sections with their required keys only, and one probe
+/// `[worker]`, `[heartbeat]` and `[digest]` sections with their required keys only, and one probe
 /// (`probe.KEY`) with only its kind's required key.
 fn defaults() -> BTreeMap<String, Value> {
     let mut leaves = BTreeMap::new();
     flatten("", &effective(""), &mut leaves);
     let with_sections = effective(
-        "[worker]\ncommand = [\"true\"]\n\n[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\n\n[script.s]\ncommand = \"true\"\n",
+        "[worker]\ncommand = [\"true\"]\n\n[heartbeat]\nurl = \"http://127.0.0.1:9/ping\"\n\n[digest]\nat = \"08:00\"\n\n[script.s]\ncommand = \"true\"\n",
     );
-    for section in ["worker", "heartbeat"] {
+    for section in ["worker", "heartbeat", "digest"] {
         assert_eq!(
             leaves.remove(section),
             Some(Value::Null),

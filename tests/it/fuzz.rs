@@ -812,6 +812,44 @@ proptest! {
 proptest! {
     #![proptest_config(cases(256))]
 
+    /// getUpdates results are untrusted: any JSON, any shape, never a panic; every element with
+    /// an integer `update_id` is kept (so the offset moves past it), a message only with text.
+    #[test]
+    fn telegram_updates_of_any_shape(
+        ids in prop::collection::vec(prop::option::of(any::<i64>()), 0..6),
+        texts in prop::collection::vec(prop::option::of("\\PC{0,40}"), 6),
+        chat in any::<i64>(),
+        junk in "\\PC{0,200}",
+    ) {
+        use talon::notify::telegram::parse_updates;
+        let items: Vec<serde_json::Value> = ids
+            .iter()
+            .zip(&texts)
+            .map(|(id, text)| {
+                let mut u = serde_json::json!({ "message": {
+                    "message_id": 1, "date": 0, "chat": { "id": chat }, "from": { "id": 1 } } });
+                if let Some(id) = id {
+                    u["update_id"] = serde_json::json!(id);
+                }
+                if let Some(t) = text {
+                    u["message"]["text"] = serde_json::json!(t);
+                }
+                u
+            })
+            .collect();
+        let got = parse_updates(&serde_json::Value::Array(items));
+        prop_assert_eq!(got.len(), ids.iter().flatten().count());
+        for (u, t) in got.iter().zip(ids.iter().zip(&texts).filter(|(id, _)| id.is_some())) {
+            prop_assert_eq!(Some(u.update_id), *t.0);
+            prop_assert_eq!(u.message.as_ref().map(|m| m.text.clone()), t.1.clone());
+            if let Some(m) = &u.message {
+                prop_assert_eq!(m.chat_id, chat);
+            }
+        }
+        let v: serde_json::Value = serde_json::from_str(&junk).unwrap_or(serde_json::Value::String(junk));
+        let _ = parse_updates(&v);
+    }
+
     #[test]
     fn telegram_arbitrary_answers_never_panic_and_never_count_as_delivered(status in any::<u16>(), body in "\\PC{0,300}") {
         use talon::notify::telegram::{ApiAnswer, interpret};

@@ -33,6 +33,7 @@ mod statuspage;
 mod store;
 mod supervise;
 mod support;
+mod telegram;
 mod tls;
 mod validate;
 mod watch;

@@ -119,6 +119,8 @@ fn telegram(api: &str, token_command: String) -> ChannelConfig {
             token_command: Some(token_command),
             token_command_timeout_secs: Some(10.0),
             api_base: Some(api.to_string()),
+            commands: false,
+            command_chat_ids: Vec::new(),
         }),
     }
 }
@@ -757,6 +759,8 @@ async fn original_sos_keys_load_as_channels_and_a_token_file_works() {
             token_command: None,
             token_command_timeout_secs: None,
             api_base: Some(peer.url.clone()),
+            commands: false,
+            command_chat_ids: Vec::new(),
         }),
     };
     assert_eq!(ch.known_secrets(), vec![TOKEN.to_string()]);

@@ -56,6 +56,8 @@ fn fail(board: &StatusBoard) {
             started_unix: 1_790_000_090,
             failing_probes: vec!["api".into()],
             acknowledged: false,
+            acked_by: None,
+            acked_at_unix: None,
             timeline: vec![TimelineEntry {
                 at_unix: 1_790_000_090,
                 kind: "transition".into(),
@@ -253,8 +255,12 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
         let mut seen = Vec::new();
         while let Some(req) = rx.recv().await {
             match req {
-                ControlRequest::Ack { incident, reply } => {
-                    seen.push(format!("ack {incident:?}"));
+                ControlRequest::Ack {
+                    incident,
+                    by,
+                    reply,
+                } => {
+                    seen.push(format!("ack {incident:?} by {by}"));
                     let r = match incident.as_deref() {
                         Some("missing") => ControlReply::NotFound("no incident missing".into()),
                         _ => ControlReply::Done("acknowledged".into()),
@@ -265,13 +271,17 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     probe,
                     duration,
                     reason,
+                    by,
                     reply,
                 } => {
                     seen.push(format!(
-                        "silence {probe} {}s {reason:?}",
+                        "silence {probe} {}s {reason:?} by {by}",
                         duration.as_secs()
                     ));
                     let _ = reply.send(ControlReply::Done(format!("{probe} silenced")));
+                }
+                ControlRequest::Approve { reply, .. } | ControlRequest::Deny { reply, .. } => {
+                    let _ = reply.send(ControlReply::Rejected("nothing is pending".into()));
                 }
                 ControlRequest::Push {
                     probe,
@@ -322,7 +332,13 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["ok"], true);
     assert_eq!(v["message"], "acknowledged");
-    let (code, v) = post(&app, "/ack", Some(&bearer), r#"{"incident":"missing"}"#).await;
+    let (code, v) = post(
+        &app,
+        "/ack",
+        Some(&bearer),
+        r#"{"incident":"missing","by":"cli"}"#,
+    )
+    .await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"], "no incident missing");
 
@@ -368,9 +384,9 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
     assert_eq!(
         seen,
         [
-            "ack None",
-            "ack Some(\"missing\")",
-            "silence api 1800s Some(\"deploy\")"
+            "ack None by http",
+            "ack Some(\"missing\") by cli",
+            "silence api 1800s Some(\"deploy\") by http"
         ]
     );
 }

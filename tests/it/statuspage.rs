@@ -51,6 +51,8 @@ fn snapshot() -> StatusSnapshot {
         started_unix: 1_795_000_000,
         failing_probes: vec!["api".into()],
         acknowledged: false,
+        acked_by: None,
+        acked_at_unix: None,
         timeline: vec![
             TimelineEntry {
                 at_unix: 1_795_000_000,

@@ -654,3 +654,50 @@ fn redact_builtin_off_is_accepted_with_a_warning() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn telegram_commands_and_digest_are_validated() {
+    let c = Case::new();
+    let main = r#"[notify.phone]
+kind = "telegram"
+chat_id = "@ops"
+token_env = "TG_TOKEN"
+commands = true
+command_chat_ids = [42, "@friend"]
+
+[digest]
+at = "8 am"
+channels = ["phone", "pager"]
+
+[script.api]
+command = "true"
+"#;
+    let errors = c.errors(main, "");
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e["key"].as_str()).collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(keys.iter().any(|k| k.ends_with("commands")), "{errors:#?}");
+    for (key, msg) in [
+        ("commands", "numeric chat ids"),
+        ("command_chat_ids", "numeric chat id"),
+        ("digest.at", "`8 am` is not a local time of day"),
+        ("digest.channels", "no channel `[notify.pager]`"),
+    ] {
+        let e = errors
+            .iter()
+            .find(|e| e["key"].as_str().is_some_and(|k| k.ends_with(key)))
+            .unwrap_or_else(|| panic!("no error for {key}: {errors:#?}"));
+        assert!(e["message"].as_str().unwrap().contains(msg), "{e}");
+        assert!(e["line"].as_u64().unwrap() > 1, "{e}");
+    }
+    // A typo is rejected like every other key.
+    let errors = c.errors(
+        "[notify.phone]\nkind = \"telegram\"\nchat_id = 1\ntoken_env = \"T\"\ncomands = true\n",
+        "",
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("comands")),
+        "{errors:#?}"
+    );
+}

@@ -191,6 +191,8 @@ pub fn with_legacy(
                 )),
                 token_command_timeout_secs: None,
                 api_base: None,
+                commands: false,
+                command_chat_ids: Vec::new(),
             }),
         });
     }

@@ -1,5 +1,7 @@
 //! `telegram` channel spec: the chat and where the bot token comes from (exactly one of
-//! `token_env`, `token_file`, `token_command`). Sending lives in `crate::notify::telegram`.
+//! `token_env`, `token_file`, `token_command`), and whether the bot takes commands from chat
+//! (`commands`, `command_chat_ids`). Sending lives in `crate::notify::telegram`, the commands'
+//! grammar in `crate::notify::chat`, the long-poll in the runtime.
 
 use super::{blank, url_problem};
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,14 @@ pub enum ChatId {
 }
 
 impl ChatId {
+    /// The numeric id (a number, or a string of one such as `"-100123"`); `None` for `@name`.
+    pub fn numeric(&self) -> Option<i64> {
+        match self {
+            ChatId::Number(n) => Some(*n),
+            ChatId::Text(s) => s.trim().parse().ok(),
+        }
+    }
+
     /// The chat id as the Bot API takes it.
     pub fn as_json(&self) -> serde_json::Value {
         match self {
@@ -35,6 +45,13 @@ pub struct TelegramSpec {
     pub token_command_timeout_secs: Option<f64>,
     /// Bot API base URL (default <https://api.telegram.org>).
     pub api_base: Option<String>,
+    /// Long-poll `getUpdates` and answer `/ack`, `/silence`, `/status`, … from `chat_id` (and
+    /// the chats in `command_chat_ids`).
+    #[serde(default)]
+    pub commands: bool,
+    /// More chats whose commands are accepted (numeric ids).
+    #[serde(default)]
+    pub command_chat_ids: Vec<ChatId>,
 }
 
 /// `~/x` → `$HOME/x`.
@@ -102,7 +119,35 @@ impl TelegramSpec {
         if let Some(p) = self.api_base.as_deref().and_then(url_problem) {
             v.push(("api_base", p));
         }
+        if self.commands && self.chat_id.numeric().is_none() {
+            v.push((
+                "commands",
+                "commands are accepted only from numeric chat ids: give `chat_id` as a number \
+                 (see docs/notify.md, finding the chat id)"
+                    .into(),
+            ));
+        }
+        if self.command_chat_ids.iter().any(|c| c.numeric().is_none()) {
+            v.push((
+                "command_chat_ids",
+                "every entry must be a numeric chat id (e.g. 123456789 or -1001234567890)".into(),
+            ));
+        }
+        if !self.commands && !self.command_chat_ids.is_empty() {
+            v.push((
+                "command_chat_ids",
+                "has no effect without `commands = true`".into(),
+            ));
+        }
         v
+    }
+
+    /// The chats whose commands are accepted: `chat_id` and `command_chat_ids` (numeric ones).
+    pub fn command_chats(&self) -> Vec<i64> {
+        std::iter::once(&self.chat_id)
+            .chain(&self.command_chat_ids)
+            .filter_map(ChatId::numeric)
+            .collect()
     }
 
     /// The token when it can be read without running anything (env var or file).

@@ -255,3 +255,37 @@ async fn worker_crash_loop_is_healed_by_a_restart_through_the_real_heal_runner()
     rig.run(table).await;
     rig.stop().await;
 }
+
+/// Commands from chat enter the same inbox: a stranger's `/ack` changes nothing, the allowed
+/// chat's stops the reminders, and an update seen twice (a poller restarted by a reload asks
+/// again) is applied once.
+#[tokio::test(start_paused = true)]
+async fn chat_ack_from_the_allowed_chat_only() {
+    let tg = "[notify.tg]\nkind = \"telegram\"\nchat_id = 42\ntoken_env = \"TALON_TEST_NO_SUCH_TOKEN\"\ncommands = true\n";
+    let mut rig = Rig::new(&config("", tg));
+    let mut table = up_to_sos();
+    table.extend([
+        At(secs(SOS_AT), Notify(Sos, Some(0), Taken)),
+        At(secs(SOS_AT), Paged),
+        Chat(100, 999, "/ack"),
+        At(secs(SOS_AT + H4), Notify(Reminder, Some(0), Taken)),
+        Quiet(secs(0), secs(SOS_AT + H4 + 1), Acked),
+        Chat(101, 42, "/ack@talon_bot"),
+        At(secs(SOS_AT + H4), Acked),
+        Chat(101, 42, "/silence target 1h"),
+        Quiet(
+            secs(SOS_AT + H4),
+            secs(SOS_AT + 3 * H4),
+            AnyNotify(Reminder),
+        ),
+    ]);
+    rig.run(table).await;
+    let snap = rig.running().board.get();
+    let inc = snap.incident.expect("open");
+    assert_eq!(inc.acked_by.as_deref(), Some("telegram:42 (op)"));
+    let target = snap.probes.iter().find(|p| p.name == "target").unwrap();
+    assert!(
+        target.silenced.is_none(),
+        "update 101 seen twice is applied once"
+    );
+}

@@ -7,6 +7,7 @@
 //! started and every system-level record it stored, each stamped with its virtual time since the
 //! test began) at a given time.
 
+mod digest;
 mod ladder;
 mod policy;
 mod push;
@@ -76,6 +77,8 @@ pub enum Seen {
     Acked(u64),
     /// The scripted worker was asked to restart.
     WorkerRestart,
+    /// The daily digest was sent (its lines).
+    Digest(Vec<String>),
 }
 
 /// One journal line: what, and when (virtual time since the rig was made).
@@ -102,6 +105,8 @@ pub enum Want {
     Paged,
     Acked,
     WorkerRestart,
+    /// A digest whose text contains this.
+    Digest(&'static str),
 }
 
 impl Want {
@@ -130,6 +135,7 @@ impl Want {
             }
             (Want::Paged, Seen::Paged(_)) | (Want::Acked, Seen::Acked(_)) => true,
             (Want::WorkerRestart, Seen::WorkerRestart) => true,
+            (Want::Digest(t), Seen::Digest(lines)) => lines.join("\n").contains(t),
             _ => false,
         }
     }
@@ -158,6 +164,8 @@ pub enum Step {
     Until(Duration),
     /// `talon ack` (the open incident); expects it to be done.
     Ack,
+    /// An update from the `tg` channel's poller: (update id, chat id, text).
+    Chat(i64, i64, &'static str),
     /// `talon maintenance …`; expects it to be done.
     Maintenance(crate::server::control::MaintenanceOp),
     /// A worker event from the supervisor.
@@ -264,6 +272,21 @@ impl AgentRunner for Scripted {
 }
 
 impl Notifier for Scripted {
+    fn notice(&self, job: super::effects::NoticeJob) -> BoxFuture<'static, Vec<ChannelResult>> {
+        self.0.log_now(Seen::Digest(job.notice.tried.clone()));
+        let channels: Vec<String> = job.channels.iter().map(|c| c.name.clone()).collect();
+        Box::pin(async move {
+            channels
+                .into_iter()
+                .map(|channel| ChannelResult {
+                    channel,
+                    delivered: true,
+                    detail: "ok".into(),
+                })
+                .collect()
+        })
+    }
+
     fn deliver(&self, job: Delivery) -> BoxFuture<'static, Vec<ChannelResult>> {
         let plan = self
             .0
@@ -603,6 +626,7 @@ impl Rig {
                     let (reply, answer) = oneshot::channel();
                     let req = ControlRequest::Ack {
                         incident: None,
+                        by: "test".into(),
                         reply,
                     };
                     assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
@@ -610,6 +634,22 @@ impl Rig {
                         Ok(ControlReply::Done(_)) => {}
                         other => panic!("{ctx}: {other:?}"),
                     }
+                }
+                Step::Chat(update_id, chat_id, text) => {
+                    let msg = super::chat::ChatMsg {
+                        channel: "tg".into(),
+                        update_id,
+                        message: Some(crate::notify::telegram::ChatMessage {
+                            message_id: update_id,
+                            date: self.clock.wall_ms() / 1000,
+                            chat_id,
+                            username: Some("op".into()),
+                            text: text.into(),
+                        }),
+                        bot: Some("talon_bot".into()),
+                    };
+                    assert!(self.running().inbox.send(Msg::Chat(msg)), "{ctx}");
+                    self.settle().await;
                 }
                 Step::Ping(probe, event, body, recorded) => {
                     let (reply, answer) = oneshot::channel();
@@ -678,6 +718,7 @@ impl Rig {
             probe: "(barrier)".into(),
             duration: Duration::from_secs(1),
             reason: None,
+            by: "test".into(),
             reply,
         };
         assert!(self.running().inbox.send(Msg::Control(barrier)));
