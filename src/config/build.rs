@@ -56,6 +56,8 @@ impl Builder<'_, '_> {
         let heartbeat = raw.heartbeat.map(|hb| self.heartbeat(hb));
         let worker = raw.worker.map(|w| self.worker(w));
         let probes = self.probes(drafts, &probe_defaults, check_interval);
+        let actions = self.actions(raw.actions.unwrap_or_default(), &probes);
+        self.agent_mode_warning(&agent);
         // The original's `[escalation]` SOS keys become channels.
         let notify = channel::with_legacy(notify, &escalation);
 
@@ -78,6 +80,7 @@ impl Builder<'_, '_> {
             store,
             heartbeat,
             notify,
+            actions,
             probes,
         }
     }

@@ -12,6 +12,7 @@
 //! `[heartbeat]`); `programs.rs` resolves every program on the compiled PATH ([`path`]). Every
 //! default is in [`defaults`]; probe and channel kinds' specs are in [`probe`] and [`channel`].
 
+mod actions;
 mod build;
 mod builder;
 pub mod channel;
@@ -29,6 +30,9 @@ pub mod raw;
 pub mod tomlx;
 mod worker;
 
+pub use actions::{
+    ActionConfig, AgentMode, Approval, BUILTIN_PREFIXES, RESTART_WORKER, pattern_covers,
+};
 pub use daemon::{HealthConfig, HeartbeatConfig, LogConfig, StoreConfig};
 pub use defaults::{config_path as default_config_path, state_dir as default_state_dir};
 pub use escalation::{AgentConfig, EscalationConfig};
@@ -95,6 +99,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub heartbeat: Option<HeartbeatConfig>,
     pub notify: Vec<ChannelConfig>,
+    /// `[actions.NAME]` (the built-ins are derived: `crate::escalate::catalogue`).
+    pub actions: Vec<ActionConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
 }

@@ -120,6 +120,7 @@ fn config(k: &Knobs) -> CoreConfig {
         agent_local: k.agents.1,
         channels: vec!["tg".into()],
         probes,
+        guard: Default::default(),
     }
 }
 
@@ -196,6 +197,7 @@ fn check_step(
             Action::Reprobe { probes, .. } => w.reprobes.push(probes.clone()),
             Action::Notify(n) => {
                 match n.kind {
+                    NotifyKind::Approval => {}
                     NotifyKind::Sos | NotifyKind::Reminder => {
                         let list = w.pages.entry(n.incident).or_default();
                         if !list.iter().any(|(id, _)| *id == n.id) {

@@ -1,0 +1,1 @@
+//! `talon agent eval`: see below.
