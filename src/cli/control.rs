@@ -39,7 +39,11 @@ pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
     post(cfg, "/silence", body)
 }
 
-fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::Result<Exit> {
+pub(super) fn post(
+    cfg: &Option<PathBuf>,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Exit> {
     let loaded = config::load(&load_options(cfg, false));
     let Some(c) = loaded.config else {
         print_diagnostics(&loaded.diags);
