@@ -7,6 +7,7 @@ mod daemon;
 mod defaults;
 mod effective;
 mod fuzz;
+mod guard;
 mod heal;
 mod heartbeat;
 mod helper;
