@@ -139,7 +139,7 @@ impl Core {
         let Some(mut inc) = self.s.incident.take() else {
             return;
         };
-        if !inc.running.as_ref().is_some_and(|r| r.id == id) {
+        if inc.running.as_ref().is_none_or(|r| r.id != id) {
             self.s.incident = Some(inc);
             return;
         }
