@@ -167,7 +167,8 @@ impl Builder<'_, '_> {
                 let covers = probes
                     .iter()
                     .any(|p| pattern_covers(pat, &p.name, p.kind.name()))
-                    || pattern_covers(pat, crate::core::WORKER_PROBE, "worker");
+                    // The supervised worker's pseudo-probe (`core::WORKER_PROBE`).
+                    || pattern_covers(pat, "worker", "worker");
                 if !covers && !pat.contains(['*', '?']) {
                     let names = probes.iter().map(|p| p.name.as_str());
                     let hint = suggest(pat, names)
