@@ -202,6 +202,20 @@ fn talon_actions_lists_the_catalogue_and_validate_checks_it() {
         "{err}"
     );
 
+    // An action's program is resolved on Talon's PATH like every other command.
+    let missing = write(
+        dir,
+        "missing.toml",
+        "state_dir = \"state\"\n[actions.y]\ncommand = \"no-such-tool-xyz --now\"\nfor = [\"marker\"]\n",
+    );
+    let out = talon_in(dir, &missing, &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("missing.toml:3:11") && err.contains("`no-such-tool-xyz` not found"),
+        "{err}"
+    );
+
     // An agent command without `mode`: valid, with a warning naming the choice.
     let legacy = write(
         dir,

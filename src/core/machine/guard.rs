@@ -417,3 +417,166 @@ fn one_line(s: &str) -> String {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentMode;
+
+    const T: Millis = 1_700_000_000_000;
+
+    fn core(mode: AgentMode) -> Core {
+        let mut cfg = CoreConfig {
+            agent_cloud: true,
+            ..CoreConfig::default()
+        };
+        cfg.guard.mode = mode;
+        cfg.probes.insert(
+            "target".into(),
+            ProbeRule {
+                critical: true,
+                fail_after: 1,
+                recover_after: 1,
+                depends_on: Vec::new(),
+                witness: None,
+                heal: None,
+            },
+        );
+        Core::new(cfg)
+    }
+
+    fn fail(at: Millis) -> Event {
+        Event::ProbeResults {
+            at,
+            results: vec![ProbeResult {
+                name: "target".into(),
+                kind: "script".into(),
+                passed: false,
+                status: Status::Fail,
+                output: "down".into(),
+                detail: String::new(),
+                duration_ms: 1,
+                started_at: at,
+            }],
+        }
+    }
+
+    fn item(name: &str, verdict: Verdict, max: u32) -> Reviewed {
+        Reviewed {
+            name: name.into(),
+            reason: "because".into(),
+            verdict,
+            max_per_day: max,
+        }
+    }
+
+    fn agent_id(out: &[Action]) -> ActionId {
+        out.iter()
+            .find_map(|a| match a {
+                Action::RunAgent { id, .. } => Some(*id),
+                _ => None,
+            })
+            .expect("an agent run")
+    }
+
+    #[test]
+    fn max_per_day_refuses_the_run_over_budget_and_records_why() {
+        let mut c = core(AgentMode::Propose);
+        let id = agent_id(&c.step(fail(T)));
+        let out = c.step(Event::AgentProposed {
+            at: T + 1000,
+            id,
+            outcome: RunOutcome::Exited { code: 0 },
+            output: String::new(),
+            diagnosis: Some("it is down".into()),
+            note: "proposal: 2 action(s)".into(),
+            items: vec![
+                item("fix", Verdict::Auto, 1),
+                item("again", Verdict::Auto, 1),
+                item("fix", Verdict::Auto, 1),
+                item("nope", Verdict::Refused("not in the catalogue".into()), 0),
+            ],
+        });
+        let ran: Vec<&str> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::RunCatalogued { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ran, ["fix"], "one at a time, the first cleared one first");
+        let items = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Record(Record::Proposal { items, .. }) => Some(items.clone()),
+                _ => None,
+            })
+            .expect("the proposal is recorded");
+        assert_eq!(items[0].verdict, Verdict::Auto);
+        assert_eq!(items[1].verdict, Verdict::Auto);
+        assert!(
+            matches!(&items[2].verdict, Verdict::Refused(w) if w.contains("over budget")),
+            "{items:?}"
+        );
+        assert_eq!(
+            c.incident().unwrap().queue.len(),
+            1,
+            "`again` waits its turn"
+        );
+        assert_eq!(c.persisted().action_runs.len(), 1);
+    }
+
+    #[test]
+    fn diagnose_mode_runs_nothing_and_keeps_the_diagnosis() {
+        let mut c = core(AgentMode::Diagnose);
+        let id = agent_id(&c.step(fail(T)));
+        let out = c.step(Event::AgentProposed {
+            at: T + 1000,
+            id,
+            outcome: RunOutcome::Exited { code: 0 },
+            output: String::new(),
+            diagnosis: Some("disk full".into()),
+            note: "proposal: 1 action(s)".into(),
+            items: vec![item("fix", Verdict::Auto, 5)],
+        });
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::RunCatalogued { .. }))
+        );
+        let inc = c.incident().unwrap();
+        assert_eq!(inc.diagnosis.as_deref(), Some("disk full"));
+        assert!(
+            inc.last_action
+                .as_deref()
+                .unwrap()
+                .contains("diagnosis: disk full"),
+            "{inc:?}"
+        );
+        // The run is verified like any agent run.
+        assert!(inc.verify.is_some());
+    }
+
+    #[test]
+    fn state_saved_before_the_guard_still_loads() {
+        let mut v = serde_json::to_value(PersistedState::default()).unwrap();
+        let m = v.as_object_mut().unwrap();
+        for k in [
+            "agent_runs",
+            "action_runs",
+            "agent_misses",
+            "breaker_open",
+            "last_approval",
+        ] {
+            assert!(m.remove(k).is_some(), "{k}");
+        }
+        let s: PersistedState = serde_json::from_value(v).unwrap();
+        assert!(!s.breaker_open && s.agent_runs.is_empty());
+        let cfg: CoreConfig = serde_json::from_value({
+            let mut v = serde_json::to_value(CoreConfig::default()).unwrap();
+            v.as_object_mut().unwrap().remove("guard");
+            v
+        })
+        .unwrap();
+        assert_eq!(cfg.guard, GuardConfig::default());
+    }
+}
