@@ -64,6 +64,15 @@ impl Runtime {
                 timeline: self.surfaces.timeline.clone(),
             });
         }
+        snap.agent = crate::server::snapshot::AgentGuard {
+            breaker_open: self.core.persisted().breaker_open,
+            misses: self.core.persisted().agent_misses,
+            approvals: self
+                .core
+                .incident()
+                .map(|i| i.approvals.clone())
+                .unwrap_or_default(),
+        };
         snap.transitions = self.surfaces.transitions.clone();
         snap.config_error = self.surfaces.config_error_detail.clone();
         snap.next_escalation = o.next.as_ref().map(|n| NextStep {

@@ -48,8 +48,22 @@ pub struct StatusSnapshot {
     /// same objects `talon status --json` shows from the store.
     #[serde(default)]
     pub pending_notifications: Vec<crate::core::Notification>,
+    /// The guarded agent: its circuit breaker and the proposed actions waiting for a human.
+    #[serde(default)]
+    pub agent: AgentGuard,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
+}
+
+/// The guarded agent's state, as `talon status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGuard {
+    /// The agent tier is skipped until a run fixes something or `talon agent reset`.
+    pub breaker_open: bool,
+    /// Agent runs in a row that fixed nothing.
+    pub misses: u32,
+    /// Proposed actions waiting for `talon approve N` / `talon deny N`.
+    pub approvals: Vec<crate::core::PendingApproval>,
 }
 
 impl StatusSnapshot {
@@ -69,6 +83,7 @@ impl StatusSnapshot {
             store_error: None,
             store_write_failures: 0,
             pending_notifications: Vec::new(),
+            agent: AgentGuard::default(),
             updated_at_unix: now_unix,
         }
     }

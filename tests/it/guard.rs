@@ -280,6 +280,12 @@ bind = "127.0.0.1:{port}"
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!dir.join("marker").exists(), "nothing runs before approval");
+    let status = stdout(&talon_in(dir, &config, &["status"]));
+    assert!(
+        status.contains("approval: #1 `create-marker` for incident #1")
+            && status.contains("talon approve 1"),
+        "{status}"
+    );
     // An unknown approval is refused.
     let out = talon_in(dir, &config, &["deny", "7"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

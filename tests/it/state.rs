@@ -214,8 +214,14 @@ fn check_step(
                                 let inc = core.incident();
                                 prop_assert!(inc.is_some_and(|i| i.id == n.incident));
                                 let since = inc.and_then(|i| i.critical_since);
+                                // An open agent circuit breaker goes straight to SOS, saying so.
+                                let breaker = core.persisted().breaker_open
+                                    && inc
+                                        .and_then(|i| i.last_action.as_deref())
+                                        .is_some_and(|l| l.contains("circuit breaker open"));
                                 prop_assert!(
-                                    since.is_some_and(|s| at - s >= cfg.critical_threshold),
+                                    breaker
+                                        || since.is_some_and(|s| at - s >= cfg.critical_threshold),
                                     "SOS before critical_threshold of critical"
                                 );
                             }
