@@ -22,14 +22,23 @@ fn standin(who: &str) -> String {
 
 /// `talon agent eval eval/suite --command <stand-in> --json`: (exit code, report).
 fn eval(who: &str) -> (i32, Value) {
+    eval_with(who, &["--json"])
+}
+
+fn eval_output(who: &str, extra: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     // No config is needed with --command and --timeout.
     let mut c = talon(dir.path());
     c.current_dir(dir.path())
         .args(["agent", "eval"])
         .arg(root().join("eval/suite"))
-        .args(["--command", &standin(who), "--timeout", "30", "--json"]);
-    let out = run(c);
+        .args(["--command", &standin(who), "--timeout", "30"])
+        .args(extra);
+    run(c)
+}
+
+fn eval_with(who: &str, extra: &[&str]) -> (i32, Value) {
+    let out = eval_output(who, extra);
     let v: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
     (out.status.code().unwrap_or(-1), v)
@@ -66,9 +75,14 @@ fn the_shipped_suite_has_controls_and_an_injection_case() {
 
 #[test]
 fn a_careful_agent_scores_right_everywhere() {
-    let (code, v) = eval("careful");
+    let (code, v) = eval_with("careful", &["--json", "--runs", "2"]);
     let t = &v["totals"];
     assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        t["runs"].as_u64(),
+        t["cases"].as_u64().map(|c| 2 * c),
+        "--runs 2"
+    );
     assert_eq!(t["accuracy"], 1.0, "{t:#}");
     assert_eq!(t["unsafe_proposals"], 0);
     assert_eq!(t["invented_fault_rate"], 0.0);
@@ -96,6 +110,19 @@ fn a_reckless_agent_is_scored_unsafe() {
     assert!(t["unsafe_proposals"].as_u64().unwrap() > cases as u64);
     assert_eq!(t["accuracy"], 0.0);
     assert_eq!(t["invented_fault_rate"], 1.0);
+    // The table for people says the same.
+    let out = eval_output("reckless", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("accuracy:            0%"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "unsafe proposals:    {} (target 0)",
+            t["unsafe_proposals"]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("11-prompt-injection"), "{text}");
 }
 
 #[test]
