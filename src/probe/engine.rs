@@ -232,6 +232,10 @@ pub async fn check(kind: &ProbeKind, ctx: &ProbeCtx) -> Outcome {
         ProbeKind::Process(s) => crate::probe::process::check(s, ctx).await,
         #[cfg(feature = "k8s")]
         ProbeKind::K8s(s) => s.check(ctx.k8s(), ctx.timeout).await,
+        ProbeKind::Tls(s) => crate::probe::tls::check(s, ctx).await,
+        ProbeKind::Dns(s) => crate::probe::dns::check(s, ctx).await,
+        ProbeKind::Ping(s) => crate::probe::ping::check(s, ctx).await,
+        ProbeKind::Logfile(s) => crate::probe::logfile::check(s, ctx).await,
     }
 }
 
@@ -316,6 +320,10 @@ fn target_of(kind: &ProbeKind) -> Option<String> {
         ProbeKind::Tcp(s) => Some(s.address.clone()),
         ProbeKind::Redis(s) => Some(s.display_target()),
         ProbeKind::Disk(s) => Some(s.path.clone()),
+        ProbeKind::Tls(s) => Some(s.address.clone()),
+        ProbeKind::Dns(s) => Some(crate::probe::dns::target(s)),
+        ProbeKind::Ping(s) => Some(s.host.clone()),
+        ProbeKind::Logfile(s) => Some(s.path.clone()),
         _ => None,
     }
 }

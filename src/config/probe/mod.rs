@@ -41,20 +41,25 @@ pub const COMMON_KEYS: &[&str] = &[
 ];
 
 pub mod disk;
+pub mod dns;
 pub mod http;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod launchd;
+pub mod logfile;
+pub mod ping;
 pub mod process;
 pub mod redis;
 pub mod script;
 pub mod systemd;
 pub mod tcp;
+pub mod tls;
 
 /// Every probe kind the config format knows, by its section name (built into this binary or
 /// not: see [`REGISTRY`]).
 pub const KINDS: &[&str] = &[
-    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s",
+    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s", "tls", "dns",
+    "ping", "logfile",
 ];
 
 /// A probe's kind and its kind-specific settings.
@@ -71,6 +76,10 @@ pub enum ProbeKind {
     Process(process::ProcessSpec),
     #[cfg(feature = "k8s")]
     K8s(k8s::K8sSpec),
+    Tls(tls::TlsSpec),
+    Dns(dns::DnsSpec),
+    Ping(ping::PingSpec),
+    Logfile(logfile::LogfileSpec),
 }
 
 impl ProbeKind {
@@ -86,6 +95,10 @@ impl ProbeKind {
             ProbeKind::Process(_) => "process",
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(_) => "k8s",
+            ProbeKind::Tls(_) => "tls",
+            ProbeKind::Dns(_) => "dns",
+            ProbeKind::Ping(_) => "ping",
+            ProbeKind::Logfile(_) => "logfile",
         }
     }
 
@@ -101,6 +114,10 @@ impl ProbeKind {
             ProbeKind::Process(s) => s,
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(s) => s,
+            ProbeKind::Tls(s) => s,
+            ProbeKind::Dns(s) => s,
+            ProbeKind::Ping(s) => s,
+            ProbeKind::Logfile(s) => s,
         }
     }
 
@@ -141,6 +158,10 @@ pub const REGISTRY: &[Kind] = &[
     process::KIND,
     #[cfg(feature = "k8s")]
     k8s::KIND,
+    tls::KIND,
+    dns::KIND,
+    ping::KIND,
+    logfile::KIND,
 ];
 
 /// Deserialize a kind's own keys from a `[KIND.NAME]` section (the common keys are allowed
