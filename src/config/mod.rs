@@ -16,6 +16,7 @@ mod actions;
 mod build;
 mod builder;
 pub mod channel;
+pub mod cron;
 mod daemon;
 pub mod defaults;
 pub mod diag;

@@ -14,6 +14,7 @@ pub mod launchd;
 pub mod logfile;
 pub mod ping;
 pub mod process;
+pub mod push;
 pub mod redis;
 pub mod script;
 pub mod systemd;

@@ -54,6 +54,8 @@ pub struct Runtime {
     pub(super) redactor: Arc<Redactor>,
     pub(super) worker: WorkerSlot,
     pub(super) surfaces: Surfaces,
+    /// The `push` probes' pings (the engine reads the same map).
+    pub(super) pushes: crate::probe::push::Pushes,
 }
 
 /// The loop's deadlines: probes due, the core's one wake-up, the history prune.
@@ -124,6 +126,7 @@ impl Runtime {
             core,
             history,
             log,
+            pushes,
         } = boot;
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
@@ -131,7 +134,8 @@ impl Runtime {
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, clock.now());
         let board = crate::server::StatusBoard::new(StatusSnapshot::new(clock.wall_ms() / 1000));
-        Runtime {
+        let mut rt = Runtime {
+            pushes,
             redactor: Arc::new(cfg.redactor()),
             cfg: Arc::new(cfg),
             opts,
@@ -171,7 +175,9 @@ impl Runtime {
             },
             effects,
             clock,
-        }
+        };
+        rt.watch_pushes();
+        rt
     }
 
     /// Where to send messages to this runtime.

@@ -205,6 +205,14 @@ impl Runtime {
                     "agent circuit breaker was closed; its miss count is reset".into()
                 }));
             }
+            ControlRequest::Push {
+                probe,
+                event,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(self.on_push(&probe, event, &body));
+            }
         }
     }
 

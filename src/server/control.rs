@@ -1,6 +1,6 @@
 //! Write endpoints (`POST /ack`, `POST /silence`, `POST /approve`, `POST /deny`,
-//! `POST /agent/reset`): authenticated with a bearer token read from
-//! `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
+//! `POST /agent/reset`, and the `push` probes' `POST /ping/NAME`): authenticated with a bearer
+//! token read from `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
 use crate::store::layout::{FILE_MODE, TOKEN_FILE};
@@ -41,6 +41,15 @@ pub enum ControlRequest {
     /// Close the agent's circuit breaker (`talon agent reset`).
     AgentReset {
         by: String,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// A `push` probe's job reported (`POST /ping/NAME[/start|/fail]`; the token was checked).
+    Push {
+        probe: String,
+        event: crate::probe::push::PushEvent,
+        /// The request body (the job's output, for a failure), at most
+        /// [`crate::probe::push::MAX_PING_BODY`] bytes.
+        body: String,
         reply: oneshot::Sender<ControlReply>,
     },
 }

@@ -49,6 +49,7 @@ pub mod launchd;
 pub mod logfile;
 pub mod ping;
 pub mod process;
+pub mod push;
 pub mod redis;
 pub mod script;
 pub mod systemd;
@@ -59,7 +60,7 @@ pub mod tls;
 /// not: see [`REGISTRY`]).
 pub const KINDS: &[&str] = &[
     "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s", "tls", "dns",
-    "ping", "logfile",
+    "ping", "logfile", "push",
 ];
 
 /// A probe's kind and its kind-specific settings.
@@ -74,6 +75,7 @@ pub enum ProbeKind {
     Systemd(systemd::SystemdSpec),
     Disk(disk::DiskSpec),
     Process(process::ProcessSpec),
+    Push(push::PushSpec),
     #[cfg(feature = "k8s")]
     K8s(k8s::K8sSpec),
     Tls(tls::TlsSpec),
@@ -93,6 +95,7 @@ impl ProbeKind {
             ProbeKind::Systemd(_) => "systemd",
             ProbeKind::Disk(_) => "disk",
             ProbeKind::Process(_) => "process",
+            ProbeKind::Push(_) => "push",
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(_) => "k8s",
             ProbeKind::Tls(_) => "tls",
@@ -112,6 +115,7 @@ impl ProbeKind {
             ProbeKind::Systemd(s) => s,
             ProbeKind::Disk(s) => s,
             ProbeKind::Process(s) => s,
+            ProbeKind::Push(s) => s,
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(s) => s,
             ProbeKind::Tls(s) => s,
@@ -156,6 +160,7 @@ pub const REGISTRY: &[Kind] = &[
     systemd::KIND,
     disk::KIND,
     process::KIND,
+    push::KIND,
     #[cfg(feature = "k8s")]
     k8s::KIND,
     tls::KIND,
