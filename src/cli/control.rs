@@ -39,6 +39,8 @@ pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
     post(cfg, "/silence", body)
 }
 
+/// POST `body` to the running daemon's control endpoint `path` with the API token; print its
+/// message. Exit 0 done, 1 not found / rejected, 2 error.
 pub(super) fn post(
     cfg: &Option<PathBuf>,
     path: &str,

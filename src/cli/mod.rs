@@ -9,6 +9,7 @@ mod history;
 mod incidents;
 mod init;
 mod install;
+mod maintenance;
 mod notify;
 mod push;
 mod run;
@@ -77,6 +78,9 @@ pub enum Command {
     Ack(control::AckArgs),
     /// Silence a probe in the running daemon for a while (still probed and recorded).
     Silence(control::SilenceArgs),
+    /// Maintenance windows in the running daemon: start NAME|--probes … --for 2h, list, end.
+    /// Probes still run; nothing pages for them; a probe still failing at the end escalates.
+    Maintenance(maintenance::Args),
     /// Run one probe cycle with the daemon's engine and print the results (writes no state).
     /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
     Check(check::Args),
@@ -152,6 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run(a) => run::run(&cli.config, a),
         Command::Ack(a) => control::ack(&cli.config, a),
         Command::Silence(a) => control::silence(&cli.config, a),
+        Command::Maintenance(a) => maintenance::run(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),

@@ -24,6 +24,7 @@ pub mod envfile;
 mod escalation;
 mod load;
 pub mod path;
+pub mod policy;
 pub mod probe;
 mod probes;
 mod programs;
@@ -104,6 +105,9 @@ pub struct Config {
     pub actions: Vec<ActionConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+    /// `[policy.*]`, probes' `policy`/`severity`, `[[maintenance]]` (`docs/notify.md`).
+    #[serde(flatten)]
+    pub policy: policy::PolicyConfig,
 }
 
 impl Config {

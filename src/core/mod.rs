@@ -22,10 +22,12 @@ pub mod guard;
 mod machine;
 pub mod outcome;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
 
-pub use config::{CoreConfig, GuardConfig, OwnHeal, ProbeRule, WORKER_PROBE};
-pub use machine::{Core, NextStep, Outlook, ProbeView, fmt_duration};
+pub use config::{CoreConfig, GuardConfig, OwnHeal, ProbeRule, Routing, Step, WORKER_PROBE};
+pub use machine::{Core, NextStep, Outlook, ProbeView, WindowView, fmt_duration};
 
 pub use guard::{ActionRun, PendingApproval, Queued, Reviewed, Verdict};
 pub use outcome::{Outcome, ProbeResult, Status};
@@ -255,6 +257,9 @@ pub struct Notification {
     #[serde(default)]
     pub tried: Vec<String>,
     pub text: String,
+    /// The channels to send on (an escalation policy's step); `None`: every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 /// One channel's answer to a delivery.
@@ -522,6 +527,11 @@ pub enum Event {
         probe: String,
         until: Millis,
     },
+    /// Start or end a run-time maintenance window.
+    Maintenance {
+        at: Millis,
+        change: MaintenanceChange,
+    },
 }
 
 impl Event {
@@ -540,7 +550,8 @@ impl Event {
             | Event::Tick { at }
             | Event::Reload { at, .. }
             | Event::Ack { at, .. }
-            | Event::Silence { at, .. } => *at,
+            | Event::Silence { at, .. }
+            | Event::Maintenance { at, .. } => *at,
         }
     }
 }
@@ -648,6 +659,13 @@ pub struct Incident {
     /// its attempt).
     #[serde(default)]
     pub agent_attempts: u32,
+    /// When the incident went to `sos` (escalation policies count their steps from here).
+    #[serde(default)]
+    pub sos_at: Option<Millis>,
+    /// Escalation policy → how many of its steps were reached (`*`: every channel at once, for
+    /// probes without a policy). Persisted, so a restart neither repeats nor skips a step.
+    #[serde(default)]
+    pub steps: BTreeMap<String, u32>,
 }
 
 /// How many ended actions an incident keeps for its messages.
@@ -700,6 +718,32 @@ pub struct PersistedState {
     /// The last approval id.
     #[serde(default)]
     pub last_approval: u64,
+    /// Maintenance windows started at run time (`talon maintenance start`).
+    #[serde(default)]
+    pub maintenance: Vec<ManualWindow>,
+}
+
+/// A maintenance window started at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualWindow {
+    pub name: String,
+    /// Probe names or globs.
+    pub probes: Vec<String>,
+    pub start: Millis,
+    pub end: Millis,
+    /// Heal and run agents inside the window (never page).
+    #[serde(default)]
+    pub heal: bool,
+}
+
+/// Start or end a run-time maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceChange {
+    Start(ManualWindow),
+    /// End the named run-time window (`None`: every run-time window).
+    End {
+        name: Option<String>,
+    },
 }
 
 impl Default for PersistedState {
@@ -722,6 +766,7 @@ impl Default for PersistedState {
             agent_misses: 0,
             breaker_open: false,
             last_approval: 0,
+            maintenance: Vec::new(),
         }
     }
 }

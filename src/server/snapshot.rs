@@ -51,6 +51,13 @@ pub struct StatusSnapshot {
     /// The guarded agent: its circuit breaker and the proposed actions waiting for a human.
     #[serde(default)]
     pub agent: AgentGuard,
+    /// Escalation policy steps the open incident reached (`db step 1 of 3`); empty without
+    /// `[policy.*]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation_steps: Vec<String>,
+    /// Maintenance windows, configured and run-time (`talon maintenance list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::core::WindowView>,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
 }
@@ -84,6 +91,8 @@ impl StatusSnapshot {
             store_write_failures: 0,
             pending_notifications: Vec::new(),
             agent: AgentGuard::default(),
+            escalation_steps: Vec::new(),
+            maintenance: Vec::new(),
             updated_at_unix: now_unix,
         }
     }

@@ -121,6 +121,7 @@ fn config(k: &Knobs) -> CoreConfig {
         channels: vec!["tg".into()],
         probes,
         guard: Default::default(),
+        routing: Default::default(),
     }
 }
 

@@ -89,6 +89,8 @@ mod tests {
             episode: None,
             diagnosis: None,
             agent_attempts: 0,
+            sos_at: None,
+            steps: BTreeMap::new(),
         }
     }
 
