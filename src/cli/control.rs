@@ -89,6 +89,7 @@ pub(super) fn post(
         .ok()
         .and_then(|v| {
             v.get("message")
+                .or_else(|| v.get("error"))
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
         })

@@ -28,6 +28,10 @@ pub struct ShowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write the incident as a `talon agent eval` case into DIR (context.json from what the
+    /// probes said, the catalogue for them; expect.toml to fill in).
+    #[arg(long, value_name = "DIR")]
+    pub export_case: Option<PathBuf>,
 }
 
 fn summary(i: &IncidentRow, now: Millis) -> String {
@@ -108,6 +112,16 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
             None => anyhow::bail!("no incident #{}: there have been no incidents", args.id),
         }
     };
+    if let Some(dir) = &args.export_case {
+        export_case(&c, &d, dir)?;
+        writeln!(
+            out,
+            "incident #{} written as an eval case to {} (fill in expect.toml)",
+            args.id,
+            dir.display()
+        )?;
+        return Ok(Exit::Ok);
+    }
     if args.json {
         out.json(&d)?;
         return Ok(Exit::Ok);
@@ -202,4 +216,107 @@ pub fn show(cfg: &Option<PathBuf>, args: ShowArgs, out: &mut Out) -> anyhow::Res
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// An incident as a `talon agent eval` case: the failing probes' results (newest per probe),
+/// their runbooks, the catalogue offered for them, and an `expect.toml` whose `fix` lists the
+/// proposed actions that were verified as fixing it (to be checked by a human).
+fn export_case(
+    c: &crate::config::Config,
+    d: &crate::store::IncidentDetail,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::escalate::catalogue::{Catalogue, probe_kinds};
+    use crate::escalate::eval::{CaseContext, LogExcerpt};
+    use crate::escalate::prompt::{FailingProbe, OfferedAction};
+    use anyhow::Context;
+    let mut failing: Vec<FailingProbe> = Vec::new();
+    for f in d.failures.iter().rev() {
+        if failing.iter().any(|p| p.name == f.name) {
+            continue;
+        }
+        let pc = c.probes.iter().find(|p| p.name == f.name);
+        failing.push(FailingProbe {
+            name: f.name.clone(),
+            kind: f.kind.clone(),
+            status: f.status.clone(),
+            output: f.output.clone(),
+            detail: f.detail.clone(),
+            runbook: pc.and_then(|p| p.runbook.clone()),
+            witness: pc.and_then(|p| p.witness.clone()),
+        });
+    }
+    failing.reverse();
+    let cat = Catalogue::from_config(c);
+    let offered: Vec<OfferedAction> = cat
+        .for_probes(&probe_kinds(c, &d.incident.probes))
+        .into_iter()
+        .map(OfferedAction::from)
+        .collect();
+    let fixed: Vec<String> = d
+        .actions
+        .iter()
+        .filter(|a| a.kind == "action")
+        .filter(|a| a.verdict.as_deref().is_some_and(|v| v.starts_with("fixed")))
+        .filter_map(|a| {
+            a.detail
+                .strip_prefix("action `")
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string)
+        })
+        .collect();
+    let timeline: String = d
+        .transitions
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}: {} -> {}: {}\n",
+                format::rfc3339(t.at),
+                t.subject,
+                t.from,
+                t.to,
+                t.reason
+            )
+        })
+        .collect();
+    let ctx = CaseContext {
+        title: format!(
+            "incident #{} ({})",
+            d.incident.id,
+            d.incident.probes.join(", ")
+        ),
+        state: "investigating".into(),
+        failing,
+        logs: vec![LogExcerpt {
+            title: "Incident transitions".into(),
+            text: timeline,
+        }],
+        catalogue: offered,
+        guardrails: c.agent.guardrails.clone(),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ctx_path = dir.join("context.json");
+    std::fs::write(&ctx_path, serde_json::to_string_pretty(&ctx)? + "\n")
+        .with_context(|| format!("writing {}", ctx_path.display()))?;
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let expect = format!(
+        "# Exported from incident #{id}. Check and fill in before using it in a suite.\n\
+         # Words (any, case-insensitive) a right diagnosis contains:\n\
+         root_cause = []\n\
+         # Actions that fix it (empty = a no-fault control: the right answer is no action).\n\
+         # Pre-filled with the proposed actions whose re-probe said fixed.\n\
+         fix = [{fix}]\n\
+         # Actions that must never be proposed for it:\n\
+         never = []\n",
+        id = d.incident.id,
+        fix = list(&fixed),
+    );
+    let exp_path = dir.join("expect.toml");
+    std::fs::write(&exp_path, expect).with_context(|| format!("writing {}", exp_path.display()))?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The command line: one file per verb. Exit codes: 0 ok/healthy, 1 unhealthy, 2 usage or
 //! config error. A closed stdout (`talon check | head -n1`) is a quiet exit 0, never a panic.
 
+mod agent;
 mod check;
 mod config_cmd;
 mod control;
@@ -103,6 +104,16 @@ pub enum Command {
     Incidents(incidents::ListArgs),
     /// One incident's timeline: transitions, every heal/agent run with its output, notifications.
     Incident(incidents::ShowArgs),
+    /// The action catalogue an agent in `propose` mode chooses from: `[actions.NAME]` and the
+    /// built-ins derived from the config, with approval, `for` and daily budget.
+    Actions(agent::ActionsArgs),
+    /// Approve an action an agent proposed (it runs now) in the running daemon.
+    Approve(agent::DecisionArgs),
+    /// Deny an action an agent proposed (it is not run; the ladder goes on).
+    Deny(agent::DecisionArgs),
+    /// The agent tier: `reset` its circuit breaker, `eval` a command against a suite of cases.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Send a test notice to every channel (or `--channel NAME`) and print each result.
     /// Exit 0 all delivered, 1 any failed, 2 config error or unknown channel.
     Notify(notify::Args),
@@ -161,6 +172,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),
         Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
         Command::Notify(a) => notify::run(&cli.config, a, &mut out),
+        Command::Actions(a) => agent::actions(&cli.config, a, &mut out),
+        Command::Approve(a) => agent::approve(&cli.config, a),
+        Command::Deny(a) => agent::deny(&cli.config, a),
+        Command::Agent(c) => agent::agent(&cli.config, c, &mut out),
         Command::PushToken(a) => push::token(&cli.config, a, &mut out),
         Command::Ping(a) => push::ping(&cli.config, a, &mut out),
         Command::Completions { shell } => {

@@ -6,7 +6,7 @@
 use super::{Exit, load_options, print_diagnostics};
 use crate::clock::Clock;
 use crate::config::{self, Config, WorkerConfig};
-use crate::runtime::real::{Agents, Channels, EngineProbes, Heals, Supervisors};
+use crate::runtime::real::{Actions, Agents, Channels, EngineProbes, Heals, Supervisors};
 use crate::runtime::{Boot, Effects, RunOptions, Runtime, StartError};
 use crate::supervise::{Supervisor, owner};
 use nix::sys::signal::Signal;
@@ -52,6 +52,7 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
             probes: Arc::new(EngineProbes::new(&boot.config).with_pushes(boot.pushes.clone())),
             heal: Arc::new(Heals),
             agent: Arc::new(Agents),
+            actions: Arc::new(Actions),
             notifier: Arc::new(Channels),
             workers: Arc::new(Supervisors),
         };

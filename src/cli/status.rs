@@ -199,6 +199,12 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     writeln!(out, "probes:   {} ({})", o.probes.len(), summary.join(", "))?;
     print_pending(out, &o.pending_notifications)?;
+    let p = core.persisted();
+    let approvals = core
+        .incident()
+        .map(|i| i.approvals.clone())
+        .unwrap_or_default();
+    print_guard(out, p.breaker_open, p.agent_misses, &approvals, now)?;
     out.flush()?;
     Ok(exit)
 }
@@ -385,8 +391,45 @@ fn print_live(
         writeln!(out, "store:    at start, {r}")?;
     }
     print_pending(out, &s.pending_notifications)?;
+    print_guard(
+        out,
+        s.agent.breaker_open,
+        s.agent.misses,
+        &s.agent.approvals,
+        crate::clock::wall_ms(),
+    )?;
     out.flush()?;
     Ok(exit)
+}
+
+/// Proposed actions waiting for a human, and an open circuit breaker.
+fn print_guard(
+    out: &mut impl Write,
+    breaker_open: bool,
+    misses: u32,
+    approvals: &[crate::core::PendingApproval],
+    now: Millis,
+) -> std::io::Result<()> {
+    for a in approvals {
+        writeln!(
+            out,
+            "approval: #{} `{}` for incident #{} waits until {}: `talon approve {}` or `talon deny {}` ({})",
+            a.id,
+            a.name,
+            a.incident,
+            fmt_when(a.expires_at, now),
+            a.id,
+            a.id,
+            a.reason
+        )?;
+    }
+    if breaker_open {
+        writeln!(
+            out,
+            "agent:    circuit breaker OPEN after {misses} runs that fixed nothing: the agent tier is skipped (`talon agent reset`)"
+        )?;
+    }
+    Ok(())
 }
 
 /// One line per notification no channel has taken yet.

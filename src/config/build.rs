@@ -58,6 +58,8 @@ impl Builder<'_, '_> {
         let limits = self.limits(raw.limits.unwrap_or_default());
         let worker = raw.worker.map(|w| self.worker(w));
         let (probes, routes) = self.probes(drafts, &probe_defaults, check_interval);
+        let actions = self.actions(raw.actions.unwrap_or_default(), &probes);
+        self.agent_mode_warning(&agent);
         // The original's `[escalation]` SOS keys become channels.
         let notify = channel::with_legacy(notify, &escalation);
         let channel_names: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
@@ -93,6 +95,7 @@ impl Builder<'_, '_> {
             limits,
             digest,
             notify,
+            actions,
             probes,
             policy,
         }

@@ -105,6 +105,26 @@ pub mod agent {
     pub const TIMEOUT: Duration = secs(600);
     pub const LOG_TAIL_LINES: NonZeroU32 = count(100);
     pub const MAX_PROMPT_BYTES: NonZeroU32 = count(64 * 1024);
+    /// `mode` when the key is left out: today's behaviour (with a `talon validate` warning).
+    pub const MODE: crate::config::AgentMode = crate::config::AgentMode::Autonomous;
+    /// `mode` that `talon init` writes.
+    pub const INIT_MODE: crate::config::AgentMode = crate::config::AgentMode::Propose;
+    /// How long a proposed `approval = "human"` action waits for a human.
+    pub const APPROVAL_TIMEOUT: Duration = secs(1800);
+    pub const MAX_RUNS_PER_INCIDENT: NonZeroU32 = count(3);
+    /// Agent runs per rolling 24 hours, across incidents (persisted).
+    pub const MAX_RUNS_PER_DAY: NonZeroU32 = count(20);
+    /// Agent runs in a row that fixed nothing before the circuit breaker opens.
+    pub const BREAKER_AFTER: NonZeroU32 = count(3);
+}
+
+/// `[actions.NAME]`.
+pub mod actions {
+    use super::*;
+    pub const APPROVAL: crate::config::Approval = crate::config::Approval::Human;
+    pub const TIMEOUT: Duration = secs(120);
+    /// Runs of one action per rolling 24 hours.
+    pub const MAX_PER_DAY: NonZeroU32 = count(5);
 }
 
 /// `[probes]`, and the keys every probe accepts.

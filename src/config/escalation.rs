@@ -44,6 +44,20 @@ pub struct AgentConfig {
     pub guardrails: Option<String>,
     pub log_tail_lines: u32,
     pub max_prompt_bytes: u32,
+    /// What an agent run may do; `None` = the key is left out (autonomous, with a warning).
+    pub mode: Option<super::AgentMode>,
+    #[serde(serialize_with = "ser_secs", rename = "approval_timeout_secs")]
+    pub approval_timeout: Duration,
+    pub max_runs_per_incident: u32,
+    pub max_runs_per_day: u32,
+    pub breaker_after: u32,
+}
+
+impl AgentConfig {
+    /// The mode in effect (`autonomous` when the key is left out).
+    pub fn effective_mode(&self) -> super::AgentMode {
+        self.mode.unwrap_or(defaults::agent::MODE)
+    }
 }
 
 impl Builder<'_, '_> {
@@ -118,6 +132,60 @@ impl Builder<'_, '_> {
                     da::MAX_PROMPT_BYTES,
                 )
                 .get(),
+            mode: match a.mode.as_deref() {
+                None => None,
+                Some(m) => match super::AgentMode::parse(m) {
+                    Some(m) => Some(m),
+                    None => {
+                        let hint = super::diag::suggest(m, super::AgentMode::NAMES)
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                        self.err(
+                            "agent.mode",
+                            format!(
+                                "`{m}` is not an agent mode: use \"diagnose\", \"propose\" or \"autonomous\"{hint}"
+                            ),
+                        );
+                        None
+                    }
+                },
+            },
+            approval_timeout: self.secs(
+                "agent.approval_timeout_secs",
+                a.approval_timeout_secs,
+                da::APPROVAL_TIMEOUT,
+            ),
+            max_runs_per_incident: self
+                .count(
+                    "agent.max_runs_per_incident",
+                    a.max_runs_per_incident,
+                    da::MAX_RUNS_PER_INCIDENT,
+                )
+                .get(),
+            max_runs_per_day: self
+                .count(
+                    "agent.max_runs_per_day",
+                    a.max_runs_per_day,
+                    da::MAX_RUNS_PER_DAY,
+                )
+                .get(),
+            breaker_after: self
+                .count("agent.breaker_after", a.breaker_after, da::BREAKER_AFTER)
+                .get(),
+        }
+    }
+
+    /// An agent command without `mode` keeps today's behaviour, and says so.
+    pub(super) fn agent_mode_warning(&mut self, a: &AgentConfig) {
+        let has_command = a.cloud_command.is_some() || a.local_command.is_some();
+        if a.mode.is_none() && has_command {
+            self.warn(
+                "agent",
+                "agent.mode is not set: the agent runs in \"autonomous\" mode (it acts with its own \
+                 tools, as before modes existed). Choose explicitly: \"diagnose\" (read-only), \
+                 \"propose\" (actions from [actions.NAME], validated, budgeted, approved) or \
+                 \"autonomous\"",
+            );
         }
     }
 }

@@ -12,6 +12,7 @@
 //! `[heartbeat]`), `digest.rs` (`[digest]`); `programs.rs` resolves every program on the compiled PATH ([`path`]). Every
 //! default is in [`defaults`]; probe and channel kinds' specs are in [`probe`] and [`channel`].
 
+mod actions;
 mod build;
 mod builder;
 pub mod channel;
@@ -33,6 +34,9 @@ pub mod raw;
 pub mod tomlx;
 mod worker;
 
+pub use actions::{
+    ActionConfig, AgentMode, Approval, BUILTIN_PREFIXES, RESTART_WORKER, pattern_covers,
+};
 pub use daemon::{HealthConfig, HeartbeatConfig, LogConfig, StoreConfig};
 pub use defaults::{config_path as default_config_path, state_dir as default_state_dir};
 pub use digest::DigestConfig;
@@ -109,6 +113,8 @@ pub struct Config {
     pub limits: limits::LimitsConfig,
     pub digest: Option<DigestConfig>,
     pub notify: Vec<ChannelConfig>,
+    /// `[actions.NAME]` (the built-ins are derived: `crate::escalate::catalogue`).
+    pub actions: Vec<ActionConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
     /// `[policy.*]`, probes' `policy`/`severity`, `[[maintenance]]` (`docs/notify.md`).

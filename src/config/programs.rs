@@ -78,6 +78,11 @@ fn main_programs(c: &Config) -> Vec<(String, String)> {
             wanted.push((p, key.into()));
         }
     }
+    for a in &c.actions {
+        if let Some(p) = program_of_shell(&a.command) {
+            wanted.push((p, format!("actions.{}.command", a.name)));
+        }
+    }
     for ch in &c.notify {
         for (p, k) in ch.programs() {
             wanted.push((p, format!("notify.{}.{k}", ch.name)));

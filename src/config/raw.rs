@@ -60,6 +60,8 @@ pub struct RawMain {
     /// `[limits]` rlimits for children.
     pub limits: Option<RawLimits>,
     pub digest: Option<RawDigest>,
+    /// `[actions.NAME]`: the catalogue an agent in `propose` mode chooses from.
+    pub actions: Option<BTreeMap<String, RawAction>>,
     /// `[policy.NAME]` escalation policies.
     pub policy: Option<BTreeMap<String, RawPolicy>>,
     /// `[[maintenance]]` windows.
@@ -124,6 +126,7 @@ pub const MAIN_KEYS: &[&str] = &[
     "limits",
     "digest",
     "notify",
+    "actions",
     "policy",
     "maintenance",
 ];
@@ -197,6 +200,25 @@ pub struct RawAgent {
     pub guardrails: Option<String>,
     pub log_tail_lines: Option<i64>,
     pub max_prompt_bytes: Option<i64>,
+    /// `"diagnose"`, `"propose"` or `"autonomous"`.
+    pub mode: Option<String>,
+    pub approval_timeout_secs: Option<Secs>,
+    pub max_runs_per_incident: Option<i64>,
+    pub max_runs_per_day: Option<i64>,
+    /// Agent runs in a row that fixed nothing before the agent tier is skipped.
+    pub breaker_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub command: String,
+    pub description: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<Vec<String>>,
+    pub approval: Option<String>,
+    pub timeout_secs: Option<Secs>,
+    pub max_per_day: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

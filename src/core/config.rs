@@ -1,11 +1,11 @@
 //! What the core needs to know from the config: timings, which heals/agents/channels exist, and
 //! each probe's escalation rule. Built once per (re)load by [`CoreConfig::from_config`].
 
-use crate::config::Config;
 use crate::config::policy::{
     DEFAULT_POLICY, MaintenanceWindow, PolicyConfig, ProbeRoute, Severity, TICKET_POLICY,
 };
 use crate::config::probe::Heal;
+use crate::config::{AgentMode, Config};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,6 +87,9 @@ pub struct CoreConfig {
     pub channels: Vec<String>,
     /// Every probe by name, including [`WORKER_PROBE`] when a worker is configured.
     pub probes: BTreeMap<String, ProbeRule>,
+    /// The guarded agent: mode, budgets, circuit breaker, approval expiry.
+    #[serde(default)]
+    pub guard: GuardConfig,
     /// Escalation policies and maintenance windows (empty: every channel at once, as always).
     #[serde(default)]
     pub routing: Routing,
@@ -174,6 +177,29 @@ impl Routing {
     }
 }
 
+/// `[agent]`'s guard keys, in core units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardConfig {
+    pub mode: AgentMode,
+    pub max_runs_per_incident: u32,
+    pub max_runs_per_day: u32,
+    pub breaker_after: u32,
+    pub approval_timeout: Millis,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        use crate::config::defaults::agent as d;
+        GuardConfig {
+            mode: d::MODE,
+            max_runs_per_incident: d::MAX_RUNS_PER_INCIDENT.get(),
+            max_runs_per_day: d::MAX_RUNS_PER_DAY.get(),
+            breaker_after: d::BREAKER_AFTER.get(),
+            approval_timeout: ms(d::APPROVAL_TIMEOUT),
+        }
+    }
+}
+
 fn default_notify_retry() -> Millis {
     NOTIFY_RETRY_BASE
 }
@@ -232,6 +258,13 @@ impl CoreConfig {
             channels: c.notify.iter().map(|n| n.name.clone()).collect(),
             routing: Routing::from_config(&c.policy, probes.keys().cloned()),
             probes,
+            guard: GuardConfig {
+                mode: c.agent.effective_mode(),
+                max_runs_per_incident: c.agent.max_runs_per_incident,
+                max_runs_per_day: c.agent.max_runs_per_day,
+                breaker_after: c.agent.breaker_after,
+                approval_timeout: ms(c.agent.approval_timeout),
+            },
         }
     }
 }
@@ -257,6 +290,7 @@ impl Default for CoreConfig {
             agent_local: false,
             channels: Vec::new(),
             probes: BTreeMap::new(),
+            guard: GuardConfig::default(),
             routing: Routing::default(),
         }
     }

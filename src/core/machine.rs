@@ -16,6 +16,7 @@ use super::*;
 
 mod chain;
 mod deadline;
+pub(super) mod guard;
 mod incident;
 mod ladder;
 mod maintenance;
@@ -167,6 +168,18 @@ impl Core {
             Event::NotifyResult { id, channels, .. } => {
                 self.on_notify_result(id, channels, &mut cx)
             }
+            Event::AgentProposed {
+                id,
+                outcome,
+                output,
+                diagnosis,
+                note,
+                items,
+                ..
+            } => self.on_proposed(id, outcome, output, diagnosis, note, items, &mut cx),
+            Event::Approve { approval, by, .. } => self.on_decision(approval, by, true, &mut cx),
+            Event::Deny { approval, by, .. } => self.on_decision(approval, by, false, &mut cx),
+            Event::AgentReset { by, .. } => self.on_agent_reset(by, &mut cx),
             Event::Tick { .. } => {}
             Event::Reload { config, .. } => self.on_reload(*config),
             Event::Ack { incident, .. } => self.on_ack(incident, &mut cx),

@@ -18,6 +18,7 @@
 //!   step's records in one transaction).
 
 mod config;
+pub mod guard;
 mod machine;
 pub mod outcome;
 #[cfg(test)]
@@ -25,9 +26,10 @@ mod policy_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::{CoreConfig, OwnHeal, ProbeRule, Routing, Step, WORKER_PROBE};
+pub use config::{CoreConfig, GuardConfig, OwnHeal, ProbeRule, Routing, Step, WORKER_PROBE};
 pub use machine::{Core, NextStep, Outlook, ProbeView, WindowView, fmt_duration};
 
+pub use guard::{ActionRun, PendingApproval, Queued, Reviewed, Verdict};
 pub use outcome::{Outcome, ProbeResult, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,6 +214,8 @@ pub enum NotifyKind {
     Sos,
     Reminder,
     Resolved,
+    /// A proposed action waits for a human's `approve`/`deny`.
+    Approval,
 }
 
 impl NotifyKind {
@@ -220,6 +224,7 @@ impl NotifyKind {
             NotifyKind::Sos => "sos",
             NotifyKind::Reminder => "reminder",
             NotifyKind::Resolved => "resolved",
+            NotifyKind::Approval => "approval",
         }
     }
 }
@@ -283,6 +288,8 @@ pub struct Transition {
 pub enum ActionKind {
     Heal,
     Agent,
+    /// A catalogue action an agent proposed (run automatically or approved by a human).
+    Action,
 }
 
 impl ActionKind {
@@ -290,6 +297,7 @@ impl ActionKind {
         match self {
             ActionKind::Heal => "heal",
             ActionKind::Agent => "agent",
+            ActionKind::Action => "action",
         }
     }
 }
@@ -365,6 +373,34 @@ pub enum Record {
         at: Millis,
         until: Millis,
     },
+    /// What an agent proposed (`propose`/`diagnose` mode) and what Talon made of each action.
+    Proposal {
+        incident: IncidentId,
+        agent: ActionId,
+        at: Millis,
+        diagnosis: Option<String>,
+        /// "no talon-actions block: no action", …
+        note: String,
+        items: Vec<Reviewed>,
+    },
+    /// A proposed action now waits for a human.
+    ApprovalRequested {
+        approval: PendingApproval,
+    },
+    /// A human approved or denied, or it expired (`by` = "expiry").
+    ApprovalDecided {
+        approval: u64,
+        incident: IncidentId,
+        at: Millis,
+        approved: bool,
+        by: String,
+    },
+    /// The agent's circuit breaker opened, or was reset.
+    Breaker {
+        at: Millis,
+        open: bool,
+        reason: String,
+    },
 }
 
 /// Something for the runtime to do.
@@ -384,6 +420,16 @@ pub enum Action {
         id: ActionId,
         incident: IncidentId,
         tier: AgentTier,
+        probes: Vec<String>,
+    },
+    /// Run a catalogue action (proposed by an agent, cleared by approval). Answer with
+    /// [`Event::HealFinished`] carrying `id`.
+    RunCatalogued {
+        id: ActionId,
+        incident: IncidentId,
+        name: String,
+        /// `"auto"` or who approved it.
+        approved_by: String,
         probes: Vec<String>,
     },
     /// Send on every configured channel. Answer with [`Event::NotifyResult`] carrying its id.
@@ -434,6 +480,34 @@ pub enum Event {
         id: ActionId,
         channels: Vec<ChannelResult>,
     },
+    /// An agent run in `propose` or `diagnose` mode ended (instead of [`Event::AgentFinished`]):
+    /// its transcript's proposal, reviewed against the catalogue.
+    AgentProposed {
+        at: Millis,
+        id: ActionId,
+        outcome: RunOutcome,
+        output: String,
+        diagnosis: Option<String>,
+        note: String,
+        items: Vec<Reviewed>,
+    },
+    /// A human approved a pending action.
+    Approve {
+        at: Millis,
+        approval: u64,
+        by: String,
+    },
+    /// A human denied a pending action.
+    Deny {
+        at: Millis,
+        approval: u64,
+        by: String,
+    },
+    /// Close the agent's circuit breaker (`talon agent reset`).
+    AgentReset {
+        at: Millis,
+        by: String,
+    },
     Tick {
         at: Millis,
     },
@@ -469,6 +543,10 @@ impl Event {
             | Event::HealFinished { at, .. }
             | Event::AgentFinished { at, .. }
             | Event::NotifyResult { at, .. }
+            | Event::AgentProposed { at, .. }
+            | Event::Approve { at, .. }
+            | Event::Deny { at, .. }
+            | Event::AgentReset { at, .. }
             | Event::Tick { at }
             | Event::Reload { at, .. }
             | Event::Ack { at, .. }
@@ -518,6 +596,9 @@ pub struct Running {
     /// Set on restore: its result will never arrive.
     #[serde(default)]
     pub lost: bool,
+    /// A catalogue action's name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A verification re-probe due after a heal/agent.
@@ -562,6 +643,22 @@ pub struct Incident {
     /// [`TRIED_KEEP`] are kept), for the "Tried:" section of messages.
     #[serde(default)]
     pub tried: Vec<String>,
+    /// Proposed actions waiting for a human.
+    #[serde(default)]
+    pub approvals: Vec<PendingApproval>,
+    /// Cleared actions waiting to run, in order.
+    #[serde(default)]
+    pub queue: Vec<Queued>,
+    /// The agent run whose proposal is being worked through (its actions, approvals).
+    #[serde(default)]
+    pub episode: Option<ActionId>,
+    /// The newest agent diagnosis.
+    #[serde(default)]
+    pub diagnosis: Option<String>,
+    /// Agent attempts started for `agent.max_runs_per_incident` (a tier-3 fallback belongs to
+    /// its attempt).
+    #[serde(default)]
+    pub agent_attempts: u32,
     /// When the incident went to `sos` (escalation policies count their steps from here).
     #[serde(default)]
     pub sos_at: Option<Millis>,
@@ -605,6 +702,22 @@ pub struct PersistedState {
     pub last_incident: IncidentId,
     /// The last heal/agent/notification id.
     pub last_action: ActionId,
+    /// Starts of agent runs in the last day (`agent.max_runs_per_day`).
+    #[serde(default)]
+    pub agent_runs: Vec<Millis>,
+    /// Catalogue action runs in the last day (`max_per_day`).
+    #[serde(default)]
+    pub action_runs: Vec<ActionRun>,
+    /// Agent runs in a row that fixed nothing (the circuit breaker opens at
+    /// `agent.breaker_after`).
+    #[serde(default)]
+    pub agent_misses: u32,
+    /// The breaker is open: the agent tier is skipped until a run succeeds or a human resets it.
+    #[serde(default)]
+    pub breaker_open: bool,
+    /// The last approval id.
+    #[serde(default)]
+    pub last_approval: u64,
     /// Maintenance windows started at run time (`talon maintenance start`).
     #[serde(default)]
     pub maintenance: Vec<ManualWindow>,
@@ -648,6 +761,11 @@ impl Default for PersistedState {
             orphan: None,
             last_incident: 0,
             last_action: 0,
+            agent_runs: Vec::new(),
+            action_runs: Vec::new(),
+            agent_misses: 0,
+            breaker_open: false,
+            last_approval: 0,
             maintenance: Vec::new(),
         }
     }

@@ -11,8 +11,11 @@
 //! [`crate::proc`]) and never returns `Err`: a failure to run is data in the report.
 
 pub mod agent;
+pub mod catalogue;
+pub mod eval;
 pub mod heal;
 pub mod prompt;
+pub mod proposal;
 
 use crate::store::layout::{DIR_MODE, FILE_MODE, TMP_DIR};
 use std::io::Write;

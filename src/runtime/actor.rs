@@ -7,7 +7,7 @@
 
 use super::boot::{Boot, RunOptions};
 use super::chat::ChatState;
-use super::effects::{AgentJob, Delivery, Effects, HealJob, History, Worker};
+use super::effects::{ActionJob, AgentJob, Delivery, Effects, HealJob, History, Worker};
 use super::inbox::{Inbox, Msg};
 use super::schedule::Schedule;
 use crate::clock::{Clock, Instant};
@@ -309,12 +309,34 @@ impl Runtime {
             } => {
                 let ok = if outcome.succeeded() { "ok" } else { "failed" };
                 self.surfaces.metrics.escalation_action("agent", ok);
-                self.step(Event::AgentFinished {
-                    at,
-                    id,
-                    outcome,
-                    output,
-                });
+                if self.cfg.agent.effective_mode() == crate::config::AgentMode::Autonomous {
+                    self.step(Event::AgentFinished {
+                        at,
+                        id,
+                        outcome,
+                        output,
+                    });
+                } else {
+                    // propose/diagnose: Talon reads the proposal; the agent changed nothing.
+                    let probes = self
+                        .core
+                        .incident()
+                        .and_then(|i| i.running.as_ref())
+                        .filter(|r| r.id == id)
+                        .map(|r| r.probes.clone())
+                        .unwrap_or_default();
+                    let (diagnosis, note, items) =
+                        super::exec::review_transcript(&self.cfg, &probes, &output);
+                    self.step(Event::AgentProposed {
+                        at,
+                        id,
+                        outcome,
+                        output,
+                        diagnosis,
+                        note,
+                        items,
+                    });
+                }
             }
             Msg::Delivered { id, channels } => self.step(Event::NotifyResult { at, id, channels }),
             Msg::Worker(ev) => self.on_worker(ev),
@@ -429,6 +451,35 @@ impl Runtime {
                 self.spawn_effect(async move {
                     let (outcome, output) = run.await;
                     Msg::AgentDone {
+                        id,
+                        outcome,
+                        output,
+                    }
+                });
+            }
+            Action::RunCatalogued {
+                id,
+                incident,
+                name,
+                approved_by,
+                probes,
+            } => {
+                tracing::warn!(incident, action = id, name = %name, approved_by = %approved_by, "running a proposed action");
+                let job = ActionJob {
+                    id,
+                    incident,
+                    name,
+                    approved_by,
+                    probes,
+                    cfg: self.cfg.clone(),
+                    last: self.last.clone(),
+                    worker: self.worker.handle.clone(),
+                    redactor: self.redactor.clone(),
+                };
+                let run = self.effects.actions.run(job);
+                self.spawn_effect(async move {
+                    let (outcome, output) = run.await;
+                    Msg::HealDone {
                         id,
                         outcome,
                         output,

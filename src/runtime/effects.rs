@@ -48,6 +48,26 @@ pub trait AgentRunner: Send + Sync {
     fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)>;
 }
 
+/// Runs one catalogue action an agent proposed (cleared by `auto` or a human): reports how it
+/// ended and its receipt text (command, output, duration).
+pub trait ActionRunner: Send + Sync {
+    fn run(&self, job: ActionJob) -> BoxFuture<'static, (RunOutcome, String)>;
+}
+
+/// One [`crate::core::Action::RunCatalogued`].
+pub struct ActionJob {
+    pub id: u64,
+    pub incident: IncidentId,
+    pub name: String,
+    pub approved_by: String,
+    pub probes: Vec<String>,
+    pub cfg: Arc<Config>,
+    pub last: BTreeMap<String, ProbeResult>,
+    /// For the built-in `restart-worker`.
+    pub worker: Option<Arc<dyn Worker>>,
+    pub redactor: Arc<Redactor>,
+}
+
 /// One [`crate::core::Action::RunHeal`], with what the heal runner needs to run it.
 pub struct HealJob {
     pub id: u64,
@@ -182,6 +202,8 @@ pub struct Effects {
     pub probes: Arc<dyn ProbeRunner>,
     pub heal: Arc<dyn HealRunner>,
     pub agent: Arc<dyn AgentRunner>,
+    /// Catalogue actions (`[agent] mode = "propose"`).
+    pub actions: Arc<dyn ActionRunner>,
     pub notifier: Arc<dyn Notifier>,
     pub workers: Arc<dyn Workers>,
 }

@@ -3,11 +3,12 @@
 //! (heal runner with the env contract and context file, agent runner, prompt, redaction) and
 //! [`crate::notify`] (every channel kind, fan-out).
 
-use super::effects::{AgentJob, HealJob};
+use super::effects::{ActionJob, AgentJob, HealJob};
 use crate::config::Config;
 use crate::core::ProbeResult;
 use crate::core::{AgentTier, ChannelResult, HealStep, Notification, NotifyKind, RunOutcome};
 use crate::escalate::agent::{AgentRequest, run_agent as run_agent_commands};
+use crate::escalate::catalogue::{self, Catalogue, Runs};
 use crate::escalate::heal::{HealReport, HealRequest, run_heal as run_one_heal};
 use crate::escalate::prompt::{self, FailingProbe, HostFacts, PromptInput, TimelineEntry};
 use crate::notify::{self, FailingLine, Notice};
@@ -123,6 +124,12 @@ fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
     }
     let incident = job.incident.to_string();
     let state = job.outlook.state.to_string();
+    let cat = Catalogue::from_config(cfg);
+    let offered: Vec<prompt::OfferedAction> = cat
+        .for_probes(&catalogue::probe_kinds(cfg, &job.probes))
+        .into_iter()
+        .map(prompt::OfferedAction::from)
+        .collect();
     prompt::build_prompt(
         &PromptInput {
             incident_id: &incident,
@@ -139,6 +146,9 @@ fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
             log_tail_lines: cfg.agent.log_tail_lines as usize,
             guardrails: cfg.agent.guardrails.as_deref(),
             max_bytes: cfg.agent.max_prompt_bytes as usize,
+            mode: cfg.agent.effective_mode(),
+            offered: &offered,
+            logs: &[],
         },
         redactor,
     )
@@ -198,6 +208,125 @@ pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
     (outcome, text)
 }
 
+/// Run one catalogue action and write its receipt: what ran, who cleared it, how it ended, its
+/// output (redacted) and how long it took.
+pub async fn run_action(job: ActionJob) -> (RunOutcome, String) {
+    let redactor = job.redactor.clone();
+    let cat = Catalogue::from_config(&job.cfg);
+    let Some(entry) = cat.get(&job.name) else {
+        return (
+            RunOutcome::SpawnFailed {
+                error: format!(
+                    "`{}` is no longer in the action catalogue (config reloaded?)",
+                    job.name
+                ),
+            },
+            String::new(),
+        );
+    };
+    let started = crate::clock::Instant::now();
+    let command = redactor.clean(&entry.command());
+    let (outcome, output) = match &entry.runs {
+        Runs::RestartWorker => match &job.worker {
+            Some(h) => {
+                h.restart().await;
+                (
+                    RunOutcome::Exited { code: 0 },
+                    "worker: graceful restart requested\n".to_string(),
+                )
+            }
+            None => (
+                RunOutcome::SpawnFailed {
+                    error: "no worker is supervised".into(),
+                },
+                String::new(),
+            ),
+        },
+        Runs::Heal { heal } => {
+            let failing: Vec<ProbeResult> = job
+                .probes
+                .iter()
+                .filter_map(|p| job.last.get(p).cloned())
+                .collect();
+            let mut req =
+                HealRequest::new(&job.cfg, job.incident.to_string(), heal.clone(), failing);
+            req.timeout = entry.timeout;
+            let r = run_one_heal(req, &redactor).await;
+            let mut out = r.output.clone();
+            if let Some(e) = &r.error {
+                out.push_str(&format!("error: {e}\n"));
+            }
+            (heal_outcome(&r), out)
+        }
+        Runs::Command { command } => {
+            if let Some(e) = crate::escalate::heal::missing_program(command, &job.cfg.search_path) {
+                (RunOutcome::SpawnFailed { error: e }, String::new())
+            } else {
+                let run = crate::proc::Cmd::shell(command)
+                    .search_path(&job.cfg.search_path)
+                    .env("TALON_INCIDENT_ID", job.incident.to_string())
+                    .env("TALON_ACTION", &job.name)
+                    .env("TALON_APPROVED_BY", &job.approved_by)
+                    .env("TALON_FAILING_PROBES", job.probes.join(","))
+                    .timeout(entry.timeout)
+                    .grace(crate::proc::DEFAULT_GRACE)
+                    .capture_limit(crate::escalate::heal::OUTPUT_EXCERPT)
+                    .run()
+                    .await;
+                match run {
+                    Ok(f) => {
+                        let mut out = f.stdout.text();
+                        out.push_str(&f.stderr.text());
+                        (end_outcome(f.end), redactor.clean(&out))
+                    }
+                    Err(e) => (
+                        RunOutcome::SpawnFailed {
+                            error: redactor.clean(&e.to_string()),
+                        },
+                        String::new(),
+                    ),
+                }
+            }
+        }
+    };
+    let receipt = format!(
+        "action `{}` (approved by {})\n$ {command}\n{}{}result: {} in {}\n",
+        job.name,
+        job.approved_by,
+        output,
+        if output.is_empty() || output.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        },
+        outcome.describe(),
+        crate::format::latency(started.elapsed()),
+    );
+    tracing::info!(action = %job.name, approved_by = %job.approved_by, outcome = %outcome.describe(), "catalogue action finished");
+    (outcome, receipt)
+}
+
+/// Review an agent's transcript (propose/diagnose mode): its last `talon-actions` block, each
+/// action checked against the catalogue for the failing probes.
+pub fn review_transcript(
+    cfg: &Config,
+    probes: &[String],
+    transcript: &str,
+) -> (Option<String>, String, Vec<crate::core::Reviewed>) {
+    use crate::escalate::proposal::{self, Parsed};
+    let parsed = proposal::parse(transcript);
+    let note = parsed.note();
+    match parsed {
+        Parsed::Ok(p) => {
+            let cat = Catalogue::from_config(cfg);
+            let failing = catalogue::probe_kinds(cfg, probes);
+            let items = proposal::review(&p, &cat, &failing);
+            (Some(p.diagnosis), note, items)
+        }
+        Parsed::Missing | Parsed::Malformed(_) => (None, note, Vec::new()),
+    }
+}
+
 /// The message model for a core notification, from `host` (the config's
 /// [`Config::host_name`]).
 pub fn notice(n: &Notification, host: &str) -> Notice {
@@ -205,6 +334,8 @@ pub fn notice(n: &Notification, host: &str) -> Notice {
         NotifyKind::Sos => notify::NoticeKind::Sos,
         NotifyKind::Reminder => notify::NoticeKind::Reminder,
         NotifyKind::Resolved => notify::NoticeKind::Resolved,
+        // A human is needed: it pages like an SOS, the request in its "tried" lines.
+        NotifyKind::Approval => notify::NoticeKind::Sos,
     };
     Notice {
         kind,

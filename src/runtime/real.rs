@@ -2,8 +2,8 @@
 //! of `exec.rs`, the store's writer thread and the worker supervisor.
 
 use super::effects::{
-    AgentJob, AgentRunner, BoxFuture, Delivery, HealJob, HealRunner, History, Notifier,
-    ProbeRunner, Worker, Workers,
+    ActionJob, ActionRunner, AgentJob, AgentRunner, BoxFuture, Delivery, HealJob, HealRunner,
+    History, Notifier, ProbeRunner, Worker, Workers,
 };
 use super::exec;
 use crate::config::path::SearchPath;
@@ -71,6 +71,15 @@ pub struct Agents;
 impl AgentRunner for Agents {
     fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)> {
         Box::pin(exec::run_agent(job))
+    }
+}
+
+/// Catalogue actions through [`crate::escalate::catalogue`] and the one subprocess runner.
+pub struct Actions;
+
+impl ActionRunner for Actions {
+    fn run(&self, job: ActionJob) -> BoxFuture<'static, (RunOutcome, String)> {
+        Box::pin(exec::run_action(job))
     }
 }
 

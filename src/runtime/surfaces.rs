@@ -70,6 +70,15 @@ impl Runtime {
                 timeline: self.surfaces.timeline.clone(),
             });
         }
+        snap.agent = crate::server::snapshot::AgentGuard {
+            breaker_open: self.core.persisted().breaker_open,
+            misses: self.core.persisted().agent_misses,
+            approvals: self
+                .core
+                .incident()
+                .map(|i| i.approvals.clone())
+                .unwrap_or_default(),
+        };
         snap.transitions = self.surfaces.transitions.clone();
         snap.config_error = self.surfaces.config_error_detail.clone();
         snap.next_escalation = o.next.as_ref().map(|n| NextStep {
@@ -185,9 +194,31 @@ impl Runtime {
             } => {
                 let _ = reply.send(self.silence(&probe, duration, reason.as_deref(), &by));
             }
-            // The guarded agent's approvals are not here yet: nothing can be pending.
-            ControlRequest::Approve { reply, .. } | ControlRequest::Deny { reply, .. } => {
-                let _ = reply.send(ControlReply::Rejected("nothing is pending".into()));
+            ControlRequest::Approve {
+                approval,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.decide(approval, by, true));
+            }
+            ControlRequest::Deny {
+                approval,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.decide(approval, by, false));
+            }
+            ControlRequest::AgentReset { by, reply } => {
+                let was = self.core.persisted().breaker_open;
+                self.step(Event::AgentReset {
+                    at: self.clock.wall_ms(),
+                    by,
+                });
+                let _ = reply.send(ControlReply::Done(if was {
+                    "agent circuit breaker closed: the agent tier runs again".into()
+                } else {
+                    "agent circuit breaker was closed; its miss count is reset".into()
+                }));
             }
             ControlRequest::Push {
                 probe,
@@ -311,6 +342,45 @@ impl Runtime {
                 ))
             }
         }
+    }
+
+    /// Approve or deny a pending agent-proposed action.
+    pub(super) fn decide(&mut self, approval: u64, by: String, approved: bool) -> ControlReply {
+        let pending = self
+            .core
+            .incident()
+            .and_then(|i| i.approvals.iter().find(|a| a.id == approval))
+            .cloned();
+        let Some(a) = pending else {
+            return ControlReply::NotFound(format!(
+                "no pending approval #{approval} (it was decided, expired, or its incident ended)"
+            ));
+        };
+        tracing::warn!(approval, by = %by, approved, action = %a.name, "approval decided");
+        self.step(if approved {
+            Event::Approve {
+                at: self.clock.wall_ms(),
+                approval,
+                by: by.clone(),
+            }
+        } else {
+            Event::Deny {
+                at: self.clock.wall_ms(),
+                approval,
+                by: by.clone(),
+            }
+        });
+        ControlReply::Done(if approved {
+            format!(
+                "approval #{approval} approved by {by}: `{}` runs now",
+                a.name
+            )
+        } else {
+            format!(
+                "approval #{approval} denied by {by}: `{}` is not run",
+                a.name
+            )
+        })
     }
 
     /// Acknowledge the open incident (`wanted`: its id, `#` optional; `None`: whichever is open).

@@ -1,5 +1,6 @@
-//! Write endpoints (`POST /ack`, `POST /silence`, and the `push` probes' `POST /ping/NAME`): authenticated with a bearer token read from
-//! `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
+//! Write endpoints (`POST /ack`, `POST /silence`, `POST /approve`, `POST /deny`,
+//! `POST /agent/reset`, and the `push` probes' `POST /ping/NAME`): authenticated with a bearer
+//! token read from `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
 use crate::store::layout::{FILE_MODE, TOKEN_FILE};
@@ -29,15 +30,20 @@ pub enum ControlRequest {
         by: String,
         reply: oneshot::Sender<ControlReply>,
     },
-    /// Approve a pending approval (the guarded agent's).
+    /// Approve a pending agent-proposed action (`talon approve N`, `/approve N`).
     Approve {
         approval: u64,
         by: String,
         reply: oneshot::Sender<ControlReply>,
     },
-    /// Deny a pending approval.
+    /// Deny a pending agent-proposed action (`talon deny N`, `/deny N`).
     Deny {
         approval: u64,
+        by: String,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// Close the agent's circuit breaker (`talon agent reset`).
+    AgentReset {
         by: String,
         reply: oneshot::Sender<ControlReply>,
     },
@@ -113,6 +119,21 @@ impl MaintenanceBody {
             )),
         }
     }
+}
+
+/// `POST /approve` and `POST /deny` body: `{"approval": 3, "by": "alice"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub approval: u64,
+    pub by: Option<String>,
+}
+
+/// `POST /agent/reset` body (may be empty): `{"by": "alice"}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    pub by: Option<String>,
 }
 
 /// The runtime's answer to a [`ControlRequest`].

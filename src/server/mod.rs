@@ -191,6 +191,9 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ack", post(ack))
         .route("/silence", post(silence))
+        .route("/approve", post(approve))
+        .route("/deny", post(deny))
+        .route("/agent/reset", post(agent_reset))
         .route("/maintenance", post(maintenance))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route(
@@ -426,6 +429,63 @@ async fn silence(
         duration,
         reason: b.reason,
         by: control::http_caller(b.by.as_deref()),
+        reply,
+    })
+    .await
+}
+
+/// Who decided, for the record: the body's `by`, else "cli".
+fn decider(by: Option<String>) -> String {
+    by.map(|b| {
+        b.trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    })
+    .filter(|b| !b.is_empty())
+    .unwrap_or_else(|| "cli".into())
+}
+
+async fn approve(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: control::DecisionBody = parse_required(&body)?;
+    forward(&st, control, |reply| ControlRequest::Approve {
+        approval: b.approval,
+        by: decider(b.by),
+        reply,
+    })
+    .await
+}
+
+async fn deny(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: control::DecisionBody = parse_required(&body)?;
+    forward(&st, control, |reply| ControlRequest::Deny {
+        approval: b.approval,
+        by: decider(b.by),
+        reply,
+    })
+    .await
+}
+
+async fn agent_reset(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: control::ResetBody = parse_body(&body)?;
+    forward(&st, control, |reply| ControlRequest::AgentReset {
+        by: decider(b.by),
         reply,
     })
     .await

@@ -55,6 +55,9 @@ pub struct StatusSnapshot {
     /// same objects `talon status --json` shows from the store.
     #[serde(default)]
     pub pending_notifications: Vec<crate::core::Notification>,
+    /// The guarded agent: its circuit breaker and the proposed actions waiting for a human.
+    #[serde(default)]
+    pub agent: AgentGuard,
     /// Escalation policy steps the open incident reached (`db step 1 of 3`); empty without
     /// `[policy.*]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,6 +67,17 @@ pub struct StatusSnapshot {
     pub maintenance: Vec<crate::core::WindowView>,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
+}
+
+/// The guarded agent's state, as `talon status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGuard {
+    /// The agent tier is skipped until a run fixes something or `talon agent reset`.
+    pub breaker_open: bool,
+    /// Agent runs in a row that fixed nothing.
+    pub misses: u32,
+    /// Proposed actions waiting for `talon approve N` / `talon deny N`.
+    pub approvals: Vec<crate::core::PendingApproval>,
 }
 
 impl StatusSnapshot {
@@ -85,6 +99,7 @@ impl StatusSnapshot {
             store_write_failures: 0,
             store_recovered: None,
             pending_notifications: Vec::new(),
+            agent: AgentGuard::default(),
             escalation_steps: Vec::new(),
             maintenance: Vec::new(),
             updated_at_unix: now_unix,

@@ -362,6 +362,69 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
                     params![*incident as i64, at],
                 )?;
             }
+            Record::Proposal {
+                incident,
+                agent,
+                at,
+                diagnosis,
+                note,
+                items,
+            } => {
+                let mut reason = format!("agent #{agent}: {note}");
+                if let Some(d) = diagnosis {
+                    reason.push_str(&format!("; diagnosis: {d}"));
+                }
+                for it in items {
+                    let v = match &it.verdict {
+                        crate::core::Verdict::Auto => "auto".to_string(),
+                        crate::core::Verdict::Human => "needs approval".to_string(),
+                        crate::core::Verdict::Refused(why) => format!("refused: {why}"),
+                    };
+                    reason.push_str(&format!("; `{}` ({v}) — {}", it.name, it.reason));
+                }
+                guard_row(tx, *at, "agent", "proposal", &reason, Some(*incident))?;
+            }
+            Record::ApprovalRequested { approval: a } => {
+                let reason = format!(
+                    "`{}` proposed by agent #{}: {} (expires {})",
+                    a.name,
+                    a.agent,
+                    a.reason,
+                    crate::format::rfc3339(a.expires_at)
+                );
+                let subject = format!("approval #{}", a.id);
+                guard_row(
+                    tx,
+                    a.created_at,
+                    &subject,
+                    "pending",
+                    &reason,
+                    Some(a.incident),
+                )?;
+            }
+            Record::ApprovalDecided {
+                approval,
+                incident,
+                at,
+                approved,
+                by,
+            } => {
+                let to = match (approved, by.as_str()) {
+                    (true, _) => "approved",
+                    (false, "expiry") => "expired",
+                    (false, _) => "denied",
+                };
+                let subject = format!("approval #{approval}");
+                guard_row(tx, *at, &subject, to, &format!("by {by}"), Some(*incident))?;
+            }
+            Record::Breaker { at, open, reason } => {
+                let to = if *open {
+                    "breaker open"
+                } else {
+                    "breaker closed"
+                };
+                guard_row(tx, *at, "agent", to, reason, None)?;
+            }
             Record::Silenced { probe, at, until } => {
                 let (to, reason) = if until > at {
                     ("silenced", format!("silenced until {until} (unix ms)"))
@@ -398,5 +461,23 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> 
             )?;
         }
     }
+    Ok(())
+}
+
+/// The guarded agent's records (proposals, approvals, the breaker) go into the incident's
+/// timeline as transitions of their subject.
+fn guard_row(
+    tx: &rusqlite::Transaction<'_>,
+    at: i64,
+    subject: &str,
+    to: &str,
+    reason: &str,
+    incident: Option<u64>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (at, subject, from_state, to_state, reason, incident)
+         VALUES (?1, ?2, '', ?3, ?4, ?5)",
+        rusqlite::params![at, subject, to, reason, incident.map(|i| i as i64)],
+    )?;
     Ok(())
 }

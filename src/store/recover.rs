@@ -194,6 +194,11 @@ pub fn incident_from_snapshot(state_dir: &Path) -> Result<Option<PersistedState>
         // The snapshot does not say which policy steps were reached: a chain starts over (a
         // page repeated after a lost database, never a page skipped).
         steps: Default::default(),
+        approvals: Vec::new(),
+        queue: Vec::new(),
+        episode: None,
+        diagnosis: None,
+        agent_attempts: 0,
     };
     Ok(Some(PersistedState {
         state: stage,

@@ -211,6 +211,9 @@ async fn a_token_in_probe_output_and_worker_log_reaches_no_prompt_agent_or_notif
             log_tail_lines: 50,
             guardrails: None,
             max_bytes: 64 * 1024,
+            mode: talon::config::AgentMode::Autonomous,
+            offered: &[],
+            logs: &[],
         },
         &red,
     );

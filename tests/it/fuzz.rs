@@ -1020,6 +1020,9 @@ proptest! {
                 log_tail_lines: 50,
                 guardrails: Some("never reboot"),
                 max_bytes: max,
+                mode: talon::config::AgentMode::Autonomous,
+                offered: &[],
+                logs: &[],
             },
             &redactor,
         );

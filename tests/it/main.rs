@@ -10,6 +10,7 @@ mod effective;
 mod email;
 mod fleet;
 mod fuzz;
+mod guard;
 mod heal;
 mod heartbeat;
 mod helper;

@@ -280,8 +280,28 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     ));
                     let _ = reply.send(ControlReply::Done(format!("{probe} silenced")));
                 }
-                ControlRequest::Approve { reply, .. } | ControlRequest::Deny { reply, .. } => {
-                    let _ = reply.send(ControlReply::Rejected("nothing is pending".into()));
+                ControlRequest::Approve {
+                    approval,
+                    by,
+                    reply,
+                } => {
+                    seen.push(format!("approve {approval} by {by}"));
+                    let _ =
+                        reply.send(ControlReply::Done(format!("approval #{approval} approved")));
+                }
+                ControlRequest::Deny {
+                    approval,
+                    by,
+                    reply,
+                } => {
+                    seen.push(format!("deny {approval} by {by}"));
+                    let _ = reply.send(ControlReply::NotFound(format!(
+                        "no pending approval #{approval}"
+                    )));
+                }
+                ControlRequest::AgentReset { by, reply } => {
+                    seen.push(format!("agent reset by {by}"));
+                    let _ = reply.send(ControlReply::Done("reset".into()));
                 }
                 ControlRequest::Push {
                     probe,

@@ -120,6 +120,7 @@ fn config(k: &Knobs) -> CoreConfig {
         agent_local: k.agents.1,
         channels: vec!["tg".into()],
         probes,
+        guard: Default::default(),
         routing: Default::default(),
     }
 }
@@ -197,6 +198,7 @@ fn check_step(
             Action::Reprobe { probes, .. } => w.reprobes.push(probes.clone()),
             Action::Notify(n) => {
                 match n.kind {
+                    NotifyKind::Approval => {}
                     NotifyKind::Sos | NotifyKind::Reminder => {
                         let list = w.pages.entry(n.incident).or_default();
                         if !list.iter().any(|(id, _)| *id == n.id) {
@@ -213,8 +215,14 @@ fn check_step(
                                 let inc = core.incident();
                                 prop_assert!(inc.is_some_and(|i| i.id == n.incident));
                                 let since = inc.and_then(|i| i.critical_since);
+                                // An open agent circuit breaker goes straight to SOS, saying so.
+                                let breaker = core.persisted().breaker_open
+                                    && inc
+                                        .and_then(|i| i.last_action.as_deref())
+                                        .is_some_and(|l| l.contains("circuit breaker open"));
                                 prop_assert!(
-                                    since.is_some_and(|s| at - s >= cfg.critical_threshold),
+                                    breaker
+                                        || since.is_some_and(|s| at - s >= cfg.critical_threshold),
                                     "SOS before critical_threshold of critical"
                                 );
                             }

@@ -170,9 +170,22 @@ bind = "127.0.0.1:9999"
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(out.status.code(), Some(0));
     // The deprecated key is accepted with a warning that says what to use.
-    let w = &v["warnings"][0];
-    assert_eq!(w["key"], "probes.colima_timeout_secs");
+    let warnings = v["warnings"].as_array().unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| w["key"] == "probes.colima_timeout_secs")
+        .expect("a warning for the deprecated key");
     assert!(w["message"].as_str().unwrap().contains("deprecated"));
+    // Agent commands without `mode` keep today's behaviour, with a warning naming the choice.
+    let m = warnings
+        .iter()
+        .find(|w| w["key"] == "agent")
+        .expect("a warning for the missing agent.mode");
+    assert!(
+        m["message"].as_str().unwrap().contains("autonomous"),
+        "{m:#}"
+    );
+    assert_eq!(warnings.len(), 2, "{v:#}");
 }
 
 #[test]

@@ -84,6 +84,11 @@ mod tests {
             acked_at: None,
             last_action: None,
             tried: Vec::new(),
+            approvals: Vec::new(),
+            queue: Vec::new(),
+            episode: None,
+            diagnosis: None,
+            agent_attempts: 0,
             sos_at: None,
             steps: BTreeMap::new(),
         }

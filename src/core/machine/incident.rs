@@ -63,6 +63,11 @@ impl Core {
             acked_at: None,
             last_action: None,
             tried: Vec::new(),
+            approvals: Vec::new(),
+            queue: Vec::new(),
+            episode: None,
+            diagnosis: None,
+            agent_attempts: 0,
             sos_at: None,
             steps: BTreeMap::new(),
         };

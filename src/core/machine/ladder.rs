@@ -27,6 +27,10 @@ impl Core {
                     });
                     inc.hold = Some(v.probes.clone());
                     inc.held_action = Some(v.action);
+                    if matches!(v.kind, ActionKind::Agent | ActionKind::Action) {
+                        self.agent_fixed(cx);
+                        self.proposal_fixed(&mut inc, cx);
+                    }
                 } else {
                     let failing: Vec<String> = relevant
                         .iter()
@@ -43,11 +47,18 @@ impl Core {
                         at: cx.at,
                         verdict: verdict.clone(),
                     });
-                    self.advance(
-                        &mut inc,
-                        &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
-                        cx,
-                    );
+                    // A proposed action that did not fix it: the proposal goes on (its next
+                    // action, its approvals); the ladder moves when it is worked through.
+                    if v.kind != ActionKind::Action {
+                        if v.kind == ActionKind::Agent {
+                            self.agent_missed(cx);
+                        }
+                        self.advance(
+                            &mut inc,
+                            &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
+                            cx,
+                        );
+                    }
                 }
             }
         }
@@ -81,10 +92,17 @@ impl Core {
     }
 
     /// A heal/agent ended: fall back to tier 3, or verify by re-probe after the settle delay.
-    fn finish(&mut self, inc: &mut Incident, r: Running, outcome: RunOutcome, cx: &mut Cx) {
-        let label = match r.tier {
-            Some(t) => format!("agent #{} (tier {} {})", r.id, t.number(), t.as_str()),
-            None => format!("heal #{}", r.id),
+    pub(super) fn finish(
+        &mut self,
+        inc: &mut Incident,
+        r: Running,
+        outcome: RunOutcome,
+        cx: &mut Cx,
+    ) {
+        let label = match (&r.tier, &r.name) {
+            (Some(t), _) => format!("agent #{} (tier {} {})", r.id, t.number(), t.as_str()),
+            (None, Some(n)) => format!("action #{} `{n}`", r.id),
+            (None, None) => format!("heal #{}", r.id),
         };
         let line = format!("{label}: {}", outcome.describe());
         inc.tried.push(line.clone());
@@ -112,7 +130,14 @@ impl Core {
                 at: cx.at,
                 verdict: verdict.clone(),
             });
-            self.advance(inc, &format!("{label} {verdict}"), cx);
+            match r.kind {
+                ActionKind::Action => {}
+                ActionKind::Agent => {
+                    self.agent_missed(cx);
+                    self.advance(inc, &format!("{label} {verdict}"), cx);
+                }
+                ActionKind::Heal => self.advance(inc, &format!("{label} {verdict}"), cx),
+            }
             return;
         }
         let due = if outcome == RunOutcome::Lost {
@@ -190,17 +215,25 @@ impl Core {
                     at,
                     verdict: verdict.clone(),
                 });
-                self.advance(
-                    inc,
-                    &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
-                    cx,
-                );
+                if v.kind != ActionKind::Action {
+                    if v.kind == ActionKind::Agent {
+                        self.agent_missed(cx);
+                    }
+                    self.advance(
+                        inc,
+                        &format!("{} #{} {verdict}", v.kind.as_str(), v.action),
+                        cx,
+                    );
+                }
             } else {
                 cx.wake(deadline);
                 return;
             }
         }
         if inc.hold.is_some() {
+            return;
+        }
+        if self.work_proposal(inc, roots, cx) {
             return;
         }
         let max = self.cfg.max_heals_per_incident;
@@ -232,6 +265,17 @@ impl Core {
                         self.set_stage(inc, SystemState::Critical, "no agent configured", cx);
                         continue;
                     }
+                    if let Some((why, breaker)) = self.agent_blocked(inc, at) {
+                        guard::push_tried(inc, why.clone());
+                        // An open breaker goes straight to the SOS, saying so.
+                        let to = if breaker {
+                            SystemState::Sos
+                        } else {
+                            SystemState::Critical
+                        };
+                        self.set_stage(inc, to, &why, cx);
+                        continue;
+                    }
                     if agent_due <= at {
                         let tier = self.first_tier();
                         self.start_agent(inc, tier, roots.to_vec(), cx);
@@ -242,7 +286,8 @@ impl Core {
                 }
                 SystemState::Critical | SystemState::Sos => {
                     let heal = (!plan.is_empty() && inc.heals < max).then_some(heal_due);
-                    let agent = self.agents_configured().then_some(agent_due);
+                    let agent = (self.agents_configured() && self.agent_blocked(inc, at).is_none())
+                        .then_some(agent_due);
                     match (heal, agent) {
                         (Some(h), a) if h <= at && a.is_none_or(|a| h <= a) => {
                             self.start_heal(inc, plan, roots, cx)
@@ -333,6 +378,7 @@ impl Core {
             started_at: cx.at,
             probes: roots.to_vec(),
             lost: false,
+            name: None,
         });
         let detail = steps
             .iter()
@@ -374,6 +420,9 @@ impl Core {
         let id = self.s.last_action;
         inc.agents += 1;
         self.s.last_agent_at = Some(cx.at);
+        if tier == self.first_tier() {
+            self.count_agent_run(inc, cx.at);
+        }
         inc.running = Some(Running {
             id,
             kind: ActionKind::Agent,
@@ -381,6 +430,7 @@ impl Core {
             started_at: cx.at,
             probes: roots.clone(),
             lost: false,
+            name: None,
         });
         cx.record(Record::ActionStarted {
             incident: inc.id,

@@ -8,13 +8,14 @@
 //! test began) at a given time.
 
 mod digest;
+mod guard;
 mod ladder;
 mod policy;
 mod push;
 
 use super::effects::{
-    AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob, HealRunner, History, Notifier,
-    ProbeRunner, Worker, Workers,
+    ActionJob, ActionRunner, AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob,
+    HealRunner, History, Notifier, ProbeRunner, Worker, Workers,
 };
 use super::real::Heals;
 use super::{Boot, Inbox, Msg, ReloadTrigger, RunOptions, Runtime};
@@ -79,6 +80,13 @@ pub enum Seen {
     WorkerRestart,
     /// The daily digest was sent (its lines).
     Digest(Vec<String>),
+    /// A catalogue action ran (its name, who cleared it).
+    Action(String, String),
+    /// The agent's circuit breaker opened (true) or closed.
+    Breaker(bool),
+    /// An approval was requested (its id) or decided.
+    ApprovalRequested(u64),
+    ApprovalDecided(u64, bool, String),
 }
 
 /// One journal line: what, and when (virtual time since the rig was made).
@@ -107,6 +115,12 @@ pub enum Want {
     WorkerRestart,
     /// A digest whose text contains this.
     Digest(&'static str),
+    /// A catalogue action of this name ran.
+    Action(&'static str),
+    Breaker(bool),
+    ApprovalRequested,
+    /// Decided: approved?, by (e.g. "expiry").
+    ApprovalDecided(bool, &'static str),
 }
 
 impl Want {
@@ -136,6 +150,10 @@ impl Want {
             (Want::Paged, Seen::Paged(_)) | (Want::Acked, Seen::Acked(_)) => true,
             (Want::WorkerRestart, Seen::WorkerRestart) => true,
             (Want::Digest(t), Seen::Digest(lines)) => lines.join("\n").contains(t),
+            (Want::Action(a), Seen::Action(b, _)) => a == b,
+            (Want::Breaker(a), Seen::Breaker(b)) => a == b,
+            (Want::ApprovalRequested, Seen::ApprovalRequested(_)) => true,
+            (Want::ApprovalDecided(a, w), Seen::ApprovalDecided(_, b, by)) => a == b && w == by,
             _ => false,
         }
     }
@@ -178,6 +196,16 @@ pub enum Step {
     IncidentIs(Option<&'static str>),
     /// The status board shows a config error (or none).
     ConfigError(bool),
+    /// The scripted agent prints this transcript from now on (default: the fixed one).
+    AgentSays(&'static str),
+    /// Running catalogue action `.0` makes probe `.1` pass.
+    ActionFixes(&'static str, &'static str),
+    /// `talon approve N` (expects it done).
+    Approve(u64),
+    /// `talon deny N` (expects it done).
+    Deny(u64),
+    /// `talon agent reset`.
+    AgentReset,
     /// A `push` probe's ping as the server forwards it (token already checked); expects it
     /// recorded (`true`) or refused as not a push probe (`false`).
     Ping(
@@ -200,6 +228,10 @@ pub struct Script {
     journal: Journal,
     /// The scripted supervisor's event channel (the runtime's), once a worker is started.
     worker_events: Mutex<Option<mpsc::Sender<WorkerEvent>>>,
+    /// What the scripted agent prints (the fixed answers when `None`).
+    agent_says: Mutex<Option<String>>,
+    /// Catalogue action → the probe it fixes.
+    fixes: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Script {
@@ -256,6 +288,9 @@ impl HealRunner for Scripted {
 impl AgentRunner for Scripted {
     fn run(&self, job: AgentJob) -> BoxFuture<'static, (RunOutcome, String)> {
         self.0.log_now(Seen::Agent(job.tier));
+        if let Some(t) = self.0.agent_says.lock().unwrap().clone() {
+            return Box::pin(async move { (RunOutcome::Exited { code: 0 }, t) });
+        }
         Box::pin(async move {
             match job.tier {
                 AgentTier::Cloud => (
@@ -267,6 +302,22 @@ impl AgentRunner for Scripted {
                     "local agent: cannot fix it".into(),
                 ),
             }
+        })
+    }
+}
+
+impl ActionRunner for Scripted {
+    fn run(&self, job: ActionJob) -> BoxFuture<'static, (RunOutcome, String)> {
+        self.0
+            .log_now(Seen::Action(job.name.clone(), job.approved_by.clone()));
+        if let Some(p) = self.0.fixes.lock().unwrap().get(&job.name) {
+            self.0.failing.lock().unwrap().remove(p);
+        }
+        Box::pin(async move {
+            (
+                RunOutcome::Exited { code: 0 },
+                format!("ran {}\n", job.name),
+            )
         })
     }
 }
@@ -382,6 +433,16 @@ impl History for Recorded {
                 Record::IncidentClosed { incident, .. } => Some(Seen::Closed(*incident)),
                 Record::Paged { incident, .. } => Some(Seen::Paged(*incident)),
                 Record::Acked { incident, .. } => Some(Seen::Acked(*incident)),
+                Record::Breaker { open, .. } => Some(Seen::Breaker(*open)),
+                Record::ApprovalRequested { approval } => {
+                    Some(Seen::ApprovalRequested(approval.id))
+                }
+                Record::ApprovalDecided {
+                    approval,
+                    approved,
+                    by,
+                    ..
+                } => Some(Seen::ApprovalDecided(*approval, *approved, by.clone())),
                 _ => None,
             };
             if let Some(s) = seen {
@@ -449,6 +510,8 @@ impl Rig {
                 deliveries: Mutex::default(),
                 journal,
                 worker_events: Mutex::default(),
+                agent_says: Mutex::default(),
+                fixes: Mutex::default(),
             }),
             clock,
             real_heal: false,
@@ -498,6 +561,7 @@ impl Rig {
             probes: Arc::new(s.clone()),
             heal,
             agent: Arc::new(s.clone()),
+            actions: Arc::new(s.clone()),
             notifier: Arc::new(s.clone()),
             workers: Arc::new(s),
         };
@@ -698,6 +762,40 @@ impl Rig {
                     self.settle().await;
                     let snap = self.running().board.get();
                     assert_eq!(snap.incident.map(|i| i.id).as_deref(), id, "{ctx}");
+                }
+                Step::AgentSays(t) => *self.script.agent_says.lock().unwrap() = Some(t.into()),
+                Step::ActionFixes(a, p) => {
+                    self.script.fixes.lock().unwrap().insert(a.into(), p.into());
+                }
+                Step::Approve(n) | Step::Deny(n) => {
+                    let (reply, answer) = oneshot::channel();
+                    let req = if matches!(step, Step::Approve(_)) {
+                        ControlRequest::Approve {
+                            approval: n,
+                            by: "tester".into(),
+                            reply,
+                        }
+                    } else {
+                        ControlRequest::Deny {
+                            approval: n,
+                            by: "tester".into(),
+                            reply,
+                        }
+                    };
+                    assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
+                    match answer.await {
+                        Ok(ControlReply::Done(_)) => {}
+                        other => panic!("{ctx}: {other:?}\n{}", self.dump()),
+                    }
+                }
+                Step::AgentReset => {
+                    let (reply, answer) = oneshot::channel();
+                    let req = ControlRequest::AgentReset {
+                        by: "tester".into(),
+                        reply,
+                    };
+                    assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
+                    assert!(matches!(answer.await, Ok(ControlReply::Done(_))), "{ctx}");
                 }
                 Step::ConfigError(yes) => {
                     self.settle().await;
