@@ -95,9 +95,10 @@ impl Builder<'_, '_> {
             }
         };
         let port_given = w.port.is_some();
-        let health_endpoint = w.health_endpoint.as_deref().and_then(|u| {
-            self.endpoint("worker.health_endpoint", u, port, port_given)
-        });
+        let health_endpoint = w
+            .health_endpoint
+            .as_deref()
+            .and_then(|u| self.endpoint("worker.health_endpoint", u, port, port_given));
         let sync_endpoint = w
             .sync_endpoint
             .as_deref()

@@ -162,7 +162,7 @@ where
                 crate::format::latency(c.timeout)
             )),
             Err(_) => Err(format!(
-                "still running when the next check was due ({} apart): cancelled",
+                "timed out: still running when the next check was due ({} apart); cancelled",
                 crate::format::latency(period)
             )),
         };
