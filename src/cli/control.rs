@@ -40,6 +40,17 @@ pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
 }
 
 fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::Result<Exit> {
+    post_within(cfg, path, body, std::time::Duration::from_secs(10))
+}
+
+/// POST `body` to the running daemon's `path` with the API token; print its message. Exit 0
+/// done, 1 not found / rejected (HTTP 404 / 409), 2 anything else (no daemon, no token, …).
+pub(super) fn post_within(
+    cfg: &Option<PathBuf>,
+    path: &str,
+    body: serde_json::Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Exit> {
     let loaded = config::load(&load_options(cfg, false));
     let Some(c) = loaded.config else {
         print_diagnostics(&loaded.diags);
@@ -59,7 +70,7 @@ fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::R
     let (status, text) = rt
         .block_on(async {
             let client = crate::net::client()
-                .timeout(std::time::Duration::from_secs(10))
+                .timeout(timeout)
                 .build()?;
             let resp = client
                 .post(&url)

@@ -12,6 +12,7 @@ mod notify;
 mod run;
 mod status;
 mod validate;
+mod worker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::{self, IsTerminal, Write};
@@ -75,6 +76,10 @@ pub enum Command {
     Ack(control::AckArgs),
     /// Silence a probe in the running daemon for a while (still probed and recorded).
     Silence(control::SilenceArgs),
+    /// The supervised worker through the running daemon: status, graceful restart, stop (stays
+    /// stopped, also across a Talon restart, until start), start. Exit 0 done, 1 failed, 2 no
+    /// daemon or usage.
+    Worker(worker::Args),
     /// Run one probe cycle with the daemon's engine and print the results (writes no state).
     /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
     Check(check::Args),
@@ -136,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run(a) => run::run(&cli.config, a),
         Command::Ack(a) => control::ack(&cli.config, a),
         Command::Silence(a) => control::silence(&cli.config, a),
+        Command::Worker(a) => worker::run(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),

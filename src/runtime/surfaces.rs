@@ -170,6 +170,7 @@ impl Runtime {
             } => {
                 let _ = reply.send(self.silence(&probe, duration, reason.as_deref()));
             }
+            ControlRequest::Worker { action, reply } => self.worker_control(action, reply),
         }
     }
 

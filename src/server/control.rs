@@ -1,4 +1,4 @@
-//! Write endpoints (`POST /ack`, `POST /silence`): authenticated with a bearer token read from
+//! Write endpoints (`POST /ack`, `POST /silence`, `POST /worker`): authenticated with a bearer token read from
 //! `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
@@ -25,7 +25,23 @@ pub enum ControlRequest {
         reason: Option<String>,
         reply: oneshot::Sender<ControlReply>,
     },
+    /// `talon worker status|restart|stop|start`; answered when the action is done.
+    Worker {
+        action: crate::supervise::WorkerAction,
+        reply: oneshot::Sender<ControlReply>,
+    },
 }
+
+/// `POST /worker` body: `{"action": "status" | "restart" | "stop" | "start"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerBody {
+    pub action: crate::supervise::WorkerAction,
+}
+
+/// How long `POST /worker` waits for the runtime: a graceful stop takes up to the worker's
+/// `drain_timeout_secs`, a start its preparation (secrets, port reclaim).
+pub const WORKER_CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The runtime's answer to a [`ControlRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The HTTP surfaces: `GET /health`, `GET /status`, `GET /metrics`, the status page at `GET /`,
-//! and the token-protected write endpoints `POST /ack` and `POST /silence`.
+//! and the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /worker`.
 //!
 //! Handlers read a [`StatusBoard`] that the runtime updates whenever anything changes; they clone
 //! the snapshot and let go at once, so nothing the runtime is doing (a 5-minute heal) can make
@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use control::{AckBody, ControlReply, ControlRequest, SilenceBody, bearer_matches};
+use control::{AckBody, ControlReply, ControlRequest, SilenceBody, WorkerBody, bearer_matches};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use snapshot::StatusSnapshot;
@@ -176,7 +176,7 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
         .route("/ack", post(ack))
         .route("/silence", post(silence))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overload_response))
@@ -185,6 +185,28 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
                     opts.max_in_flight.max(1),
                 ))
                 .timeout(opts.request_timeout),
+        )
+        .merge(worker_router(state, opts))
+}
+
+/// `POST /worker` waits for a graceful stop (up to the worker's `drain_timeout_secs`) and a
+/// start: its own, longer request limit, and its own small concurrency bound.
+fn worker_router(state: ServerState, opts: &ServerOptions) -> Router {
+    Router::new()
+        .route("/worker", post(worker))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overload_response))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    opts.max_in_flight.clamp(1, 4),
+                ))
+                .timeout(
+                    opts.request_timeout
+                        .max(control::WORKER_CONTROL_TIMEOUT + Duration::from_secs(5)),
+                ),
         )
 }
 
@@ -318,6 +340,15 @@ async fn forward(
     control: &Control,
     make: impl FnOnce(oneshot::Sender<ControlReply>) -> ControlRequest,
 ) -> Result<Response, ApiError> {
+    forward_within(st, control, st.control_timeout, make).await
+}
+
+async fn forward_within(
+    st: &ServerState,
+    control: &Control,
+    reply_timeout: Duration,
+    make: impl FnOnce(oneshot::Sender<ControlReply>) -> ControlRequest,
+) -> Result<Response, ApiError> {
     let (reply_tx, reply_rx) = oneshot::channel();
     let unavailable = |m: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m);
     control
@@ -325,7 +356,7 @@ async fn forward(
         .send_timeout(make(reply_tx), st.control_timeout)
         .await
         .map_err(|_| unavailable("the runtime is not accepting requests"))?;
-    let reply = tokio::time::timeout(st.control_timeout, reply_rx)
+    let reply = tokio::time::timeout(reply_timeout, reply_rx)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -378,6 +409,22 @@ async fn silence(
         probe: b.probe,
         duration,
         reason: b.reason,
+        reply,
+    })
+    .await
+}
+
+/// `POST /worker {"action": "restart"}`: the worker's controls, answered when done.
+async fn worker(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: WorkerBody = parse_required(&body)?;
+    let wait = st.control_timeout.max(control::WORKER_CONTROL_TIMEOUT);
+    forward_within(&st, control, wait, |reply| ControlRequest::Worker {
+        action: b.action,
         reply,
     })
     .await
