@@ -69,9 +69,7 @@ pub(super) fn post_within(
         .build()?;
     let (status, text) = rt
         .block_on(async {
-            let client = crate::net::client()
-                .timeout(timeout)
-                .build()?;
+            let client = crate::net::client().timeout(timeout).build()?;
             let resp = client
                 .post(&url)
                 .bearer_auth(token.trim())

@@ -85,7 +85,9 @@ impl Runtime {
                 self.worker.held,
             );
             if self.worker.held {
-                tracing::warn!("the worker was stopped on purpose (`talon worker stop`) and stays stopped until `talon worker start`");
+                tracing::warn!(
+                    "the worker was stopped on purpose (`talon worker stop`) and stays stopped until `talon worker start`"
+                );
             }
             self.worker.handle = Some(handle);
         }
@@ -217,9 +219,8 @@ impl Runtime {
         self.worker.held = held;
         let now = self.clock.wall_ms();
         if let Some(h) = &self.history {
-            let value = held.then(|| {
-                serde_json::json!({ "at": now, "by": "talon worker stop" }).to_string()
-            });
+            let value = held
+                .then(|| serde_json::json!({ "at": now, "by": "talon worker stop" }).to_string());
             h.write(Batch::kv(now, WORKER_STOPPED_KEY, value));
         }
     }

@@ -121,7 +121,9 @@ impl Actor {
             if owner::configured(&self.cfg) {
                 self.refresh_owner().await;
                 if let Some(o) = &self.owner {
-                    let msg = format!("the worker is run by its external owner ({o}); Talon stands aside");
+                    let msg = format!(
+                        "the worker is run by its external owner ({o}); Talon stands aside"
+                    );
                     self.answer(Err(msg));
                     self.set(|s| {
                         s.state = WorkerState::External;
@@ -237,7 +239,9 @@ impl Actor {
                     return Flow::Next;
                 }
                 Some(Command::Restart(None)) => {
-                    tracing::info!("worker is stopped on purpose; restart not done (`talon worker start` runs it)");
+                    tracing::info!(
+                        "worker is stopped on purpose; restart not done (`talon worker start` runs it)"
+                    );
                 }
                 Some(Command::Stop(reply)) => {
                     let _ = reply.send(Ok("worker is already stopped".into()));
@@ -246,7 +250,10 @@ impl Actor {
                     self.apply(*cfg, search);
                 }
                 Some(Command::Forward(sig)) => {
-                    tracing::info!(signal = sig.as_str(), "worker stopped on purpose; signal not forwarded");
+                    tracing::info!(
+                        signal = sig.as_str(),
+                        "worker stopped on purpose; signal not forwarded"
+                    );
                 }
             }
         }
@@ -308,7 +315,9 @@ impl Actor {
             }
             WorkerEvent::Stopped => tracing::info!("worker supervision stopped"),
             WorkerEvent::StoppedOnPurpose => {
-                tracing::warn!("worker stopped on purpose; it stays stopped until `talon worker start`")
+                tracing::warn!(
+                    "worker stopped on purpose; it stays stopped until `talon worker start`"
+                )
             }
         }
         let _ = self.events.send(ev).await;

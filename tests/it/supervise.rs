@@ -874,9 +874,17 @@ struct Talon {
 
 impl Talon {
     fn start(fx: &Fx, config: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::spawn(fx, &["run", "--worker-only"], config, extra_env)
+    }
+    /// The whole daemon (`talon run`): HTTP server and control endpoints included.
+    fn daemon(fx: &Fx, config: &Path) -> Self {
+        Self::spawn(fx, &["run"], config, &[])
+    }
+    fn spawn(fx: &Fx, args: &[&str], config: &Path, extra_env: &[(&str, &str)]) -> Self {
         let stderr = fx.path("talon.stderr");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_talon"));
-        cmd.args(["run", "--worker-only", "--config"])
+        cmd.args(args)
+            .arg("--config")
             .arg(config)
             .env("HOME", fx.dir.path())
             .env_remove("RUST_LOG")
@@ -1051,4 +1059,124 @@ async fn binary_exits_2_without_a_worker_or_with_an_external_owner_or_a_bad_env_
         log.contains("worker.env_file") && log.contains("line 2"),
         "{log}"
     );
+}
+
+/// `talon worker ARGS` against the daemon running `config` (exit code, stdout + stderr).
+fn worker_ctl(fx: &Fx, config: &Path, action: &str) -> (Option<i32>, String) {
+    let mut c = crate::support::talon(fx.dir.path());
+    c.args(["worker", action, "--config"]).arg(config);
+    let out = crate::support::run(c);
+    let text = format!(
+        "{}{}",
+        crate::support::stdout(&out),
+        crate::support::stderr(&out)
+    );
+    (out.status.code(), text)
+}
+
+/// Every process the test worker reported (its own pid per start, its grandchild `sleep`, its
+/// TERM-ignoring child) that is still alive.
+fn alive(fx: &Fx) -> Vec<u32> {
+    started_pids(fx)
+        .into_iter()
+        .chain(fx.pids("grandchild"))
+        .chain(fx.pids("child"))
+        .filter(|p| pid_alive(*p))
+        .collect()
+}
+
+#[tokio::test]
+async fn binary_worker_restart_stop_start_leave_nothing_behind_and_stop_survives_a_talon_restart() {
+    let fx = Fx::new();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let top = format!(
+        "state_dir = \"{}\"\n[health]\nbind = \"{bind}\"\n",
+        fx.path("state").display()
+    );
+    let config = fx.config(&top, "", "GRANDCHILD = \"1\"\nSTUBBORN_CHILD = \"1\"");
+    let healthy = |n: usize| {
+        let starts = started_pids(&fx);
+        starts.len() == n
+            && fx
+                .events()
+                .contains(&format!("health pid={}", starts[n - 1]))
+    };
+    let mut t = Talon::daemon(&fx, &config);
+    wait_until("the first worker answers health", || healthy(1)).await;
+    let first = started_pids(&fx)[0];
+    wait_until("the daemon answers `talon worker status`", || {
+        worker_ctl(&fx, &config, "status").0 == Some(0)
+    })
+    .await;
+    let (code, out) = worker_ctl(&fx, &config, "status");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("pid {first}")), "{out}");
+    assert_eq!(alive(&fx).len(), 3, "worker, grandchild, stubborn child");
+
+    // restart: graceful, the stubborn child is KILLed after the drain, a new worker runs.
+    let (code, out) = worker_ctl(&fx, &config, "restart");
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", t.log());
+    assert!(
+        out.contains(&format!("worker restarted: pid {first}")),
+        "{out}"
+    );
+    // Answered once the new worker is spawned; it reports itself once it listens.
+    wait_until("the second worker answers health", || healthy(2)).await;
+    let second = started_pids(&fx)[1];
+    assert!(out.contains(&format!("→ pid {second}")), "{out}");
+    let left: Vec<u32> = alive(&fx);
+    assert_eq!(left.len(), 3, "only the new worker's three: {left:?}");
+    assert!(left.contains(&second) && !left.contains(&first));
+
+    // stop: nothing left, and nothing started again.
+    let (code, out) = worker_ctl(&fx, &config, "stop");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("worker stopped: pid {second}")),
+        "{out}"
+    );
+    assert_eq!(alive(&fx), Vec::<u32>::new(), "stop left processes behind");
+    let (code, out) = worker_ctl(&fx, &config, "status");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("worker: stopped_on_purpose"), "{out}");
+    let (code, out) = worker_ctl(&fx, &config, "stop");
+    assert_eq!((code, out.trim()), (Some(0), "worker is already stopped"));
+
+    // Talon restarts: the worker stays stopped.
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    let (code, out) = worker_ctl(&fx, &config, "status");
+    assert_eq!(code, Some(2), "no daemon is exit 2: {out}");
+    let mut t = Talon::daemon(&fx, &config);
+    wait_until("the restarted daemon answers", || {
+        worker_ctl(&fx, &config, "status").0 == Some(0)
+    })
+    .await;
+    let (_, out) = worker_ctl(&fx, &config, "status");
+    assert!(out.contains("worker: stopped_on_purpose"), "{out}");
+    assert_eq!(started_pids(&fx).len(), 2, "a worker was started: {out}");
+    assert_eq!(alive(&fx), Vec::<u32>::new());
+
+    // start: a new worker; a second start says so; stopping Talon leaves nothing.
+    let (code, out) = worker_ctl(&fx, &config, "start");
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", t.log());
+    assert!(out.contains("worker started: pid"), "{out}");
+    wait_until("the third worker answers health", || healthy(3)).await;
+    let third = started_pids(&fx)[2];
+    let (code, out) = worker_ctl(&fx, &config, "start");
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&format!("already running: pid {third}")),
+        "{out}"
+    );
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    assert_eq!(alive(&fx), Vec::<u32>::new(), "left after Talon exited");
+
+    // And a Talon restart after `start` runs the worker again at once.
+    let mut t = Talon::daemon(&fx, &config);
+    wait_until("a fourth worker answers health", || healthy(4)).await;
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    assert_eq!(alive(&fx), Vec::<u32>::new());
 }
