@@ -56,7 +56,7 @@ impl Builder<'_, '_> {
         default: Duration,
     ) -> Duration {
         match v {
-            Some(Secs(s)) if s == 0.0 => Duration::ZERO,
+            Some(Secs(0.0)) => Duration::ZERO,
             v => self.secs(key, v, default),
         }
     }

@@ -23,7 +23,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Start the actor on a new task; the handle keeps the other ends.
+/// Start the actor on a new task; the handle keeps the other ends. `held`: start out stopped on
+/// purpose.
+#[allow(clippy::too_many_arguments)] // one call site, in `Supervisor::start_held`
 pub(super) fn spawn(
     cfg: WorkerConfig,
     held: bool,
