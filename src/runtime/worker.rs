@@ -235,3 +235,40 @@ impl Runtime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_on_purpose_is_read_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!stopped_on_purpose(dir.path()), "no store yet: not stopped");
+        let mut store = crate::store::Store::open(dir.path()).unwrap();
+        assert!(!stopped_on_purpose(dir.path()));
+        store
+            .apply(&Batch::kv(1, WORKER_STOPPED_KEY, Some("{}".into())))
+            .unwrap();
+        assert!(stopped_on_purpose(dir.path()));
+        store
+            .apply(&Batch::kv(2, WORKER_STOPPED_KEY, None))
+            .unwrap();
+        assert!(!stopped_on_purpose(dir.path()));
+    }
+
+    #[test]
+    fn status_text_names_state_pid_and_the_last_error() {
+        let st = WorkerStatus {
+            state: crate::supervise::WorkerState::StoppedOnPurpose,
+            restarts: 2,
+            last_error: Some("health check failed".into()),
+            ..WorkerStatus::default()
+        };
+        let t = status_text(&st);
+        assert!(
+            t.starts_with("worker: stopped_on_purpose\nrestarts: 2"),
+            "{t}"
+        );
+        assert!(t.contains("last error: health check failed"), "{t}");
+    }
+}

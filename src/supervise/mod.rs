@@ -457,6 +457,13 @@ mod tests {
         .unwrap();
         assert_eq!(o.status, Status::Fail);
         assert!(o.output.contains("5 deaths in 300 s") && o.output.contains("not found"));
+        let held = WorkerEvent::StoppedOnPurpose.probe_outcome().unwrap();
+        assert_eq!(
+            held.status,
+            Status::Pass,
+            "stopped on purpose is not a failure"
+        );
+        assert!(held.output.contains("stopped on purpose"));
         assert_eq!(st(WorkerEvent::Spawned { pid: 1 }), None);
         assert_eq!(
             st(WorkerEvent::Exited {

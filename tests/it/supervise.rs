@@ -475,6 +475,46 @@ async fn three_hangs_in_a_row_are_each_replaced_at_the_third_failure() {
     }
 }
 
+/// Started held (an operator's stop from before a Talon restart): nothing runs, a heal's restart
+/// does not start it, an operator's `start` does.
+#[tokio::test]
+async fn a_held_worker_starts_only_when_an_operator_says_so() {
+    let fx = Fx::new();
+    let (cfg, sp) = fx.load("", "", "");
+    let (tx, rx) = mpsc::channel(256);
+    let h = Supervisor::start_held(cfg, sp, tx, true);
+    let mut ev = Events {
+        rx,
+        seen: Vec::new(),
+    };
+    ev.next("stopped on purpose", |e| {
+        matches!(e, WorkerEvent::StoppedOnPurpose)
+    })
+    .await;
+    assert_eq!(h.status().state, WorkerState::StoppedOnPurpose);
+    h.restart().await; // what the `worker` probe's heal calls: not an operator
+    // Commands are served in order: this answer comes after the restart was handled.
+    assert_eq!(h.stop().await, Ok("worker is already stopped".into()));
+    assert!(started_pids(&fx).is_empty(), "a held worker was started");
+    assert_eq!(h.status().state, WorkerState::StoppedOnPurpose);
+    let msg = h.start().await.expect("started");
+    let pid = ev.healthy().await;
+    assert_eq!(msg, format!("worker started: pid {pid}"));
+    let stopped = h.stop().await.expect("stopped");
+    assert!(
+        stopped.starts_with(&format!("worker stopped: pid {pid}")),
+        "{stopped}"
+    );
+    assert!(!pid_alive(pid));
+    let restarted = h.restart_now().await.expect("restart ends the stop");
+    assert!(
+        restarted.starts_with("worker was stopped; started: pid"),
+        "{restarted}"
+    );
+    ev.healthy().await;
+    h.shutdown().await;
+}
+
 /// The original's form: endpoints as paths on the worker's `port`.
 #[tokio::test]
 async fn path_endpoints_are_called_on_the_workers_port() {
