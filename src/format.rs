@@ -123,6 +123,19 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
+/// A round trip, which on a LAN or loopback is well under a millisecond: `0.04 ms`, `1.3 ms`,
+/// then as [`latency`] from 10 ms on.
+pub fn rtt(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        latency(d)
+    }
+}
+
 /// How far from a cut a line or word boundary is looked for.
 const BOUNDARY_NEAR: usize = 200;
 
@@ -178,6 +191,9 @@ mod tests {
         assert_eq!(latency(Duration::from_millis(12)), "12 ms");
         assert_eq!(latency(Duration::from_secs(2)), "2 s");
         assert_eq!(latency(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(rtt(Duration::from_micros(42)), "0.04 ms");
+        assert_eq!(rtt(Duration::from_micros(1340)), "1.3 ms");
+        assert_eq!(rtt(Duration::from_millis(25)), "25 ms");
     }
 
     #[test]

@@ -72,7 +72,9 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         .build()?;
     let t0 = Instant::now();
     let mut results = runtime.block_on(async {
-        let engine = Engine::new(&config);
+        // `push` probes judge the pings the daemon recorded in the store.
+        let engine =
+            Engine::new(&config).with_pushes(crate::probe::push::Pushes::load(&config.state_dir));
         engine.run(&selected).await
     });
     // What a probe printed is masked here as in the daemon: `check` output is pasted into

@@ -9,6 +9,7 @@ mod incidents;
 mod init;
 mod install;
 mod notify;
+mod push;
 mod run;
 mod status;
 mod validate;
@@ -104,6 +105,10 @@ pub enum Command {
     /// Send a test notice to every channel (or `--channel NAME`) and print each result.
     /// Exit 0 all delivered, 1 any failed, 2 config error or unknown channel.
     Notify(notify::Args),
+    /// Print the URL a `push` probe's job pings (it carries the probe's own token).
+    PushToken(push::TokenArgs),
+    /// Report to a `push` probe from this host: success (default), `--start` or `--fail`.
+    Ping(push::PingArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -152,6 +157,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Incidents(a) => incidents::list(&cli.config, a, &mut out),
         Command::Incident(a) => incidents::show(&cli.config, a, &mut out),
         Command::Notify(a) => notify::run(&cli.config, a, &mut out),
+        Command::PushToken(a) => push::token(&cli.config, a, &mut out),
+        Command::Ping(a) => push::ping(&cli.config, a, &mut out),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             // Generated into memory first: clap_complete panics on a write error, and a script

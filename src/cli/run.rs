@@ -48,7 +48,7 @@ pub fn run(cfg_path: &Option<PathBuf>, args: Args) -> anyhow::Result<Exit> {
         };
         // The real effects and the host's clock; the runtime's tests wire scripted ones.
         let effects = Effects {
-            probes: Arc::new(EngineProbes::new(&boot.config)),
+            probes: Arc::new(EngineProbes::new(&boot.config).with_pushes(boot.pushes.clone())),
             heal: Arc::new(Heals),
             agent: Arc::new(Agents),
             notifier: Arc::new(Channels),

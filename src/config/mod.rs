@@ -15,6 +15,7 @@
 mod build;
 mod builder;
 pub mod channel;
+pub mod cron;
 mod daemon;
 pub mod defaults;
 pub mod diag;

@@ -13,6 +13,7 @@
 
 pub mod alertmanager;
 pub mod command;
+pub mod email;
 pub mod imessage;
 pub mod ntfy;
 pub mod slack;
@@ -319,6 +320,7 @@ pub async fn send(
             ChannelKind::Webhook(s) => webhook::send(s, &notice, ctx).await,
             ChannelKind::Alertmanager(s) => alertmanager::send(s, &notice, ctx).await,
             ChannelKind::Command(s) => command::send(s, &notice, ctx).await,
+            ChannelKind::Email(s) => email::send(s, &notice, ctx).await,
         }
     };
     match tokio::time::timeout_at(deadline, fut).await {

@@ -17,6 +17,10 @@ pub struct ProbeCtx {
     pub timeout: Duration,
     /// How much detail a failing outcome may carry (`[probes] detail_bytes`).
     pub detail_bytes: usize,
+    /// The name of the probe being checked (empty outside the engine).
+    pub probe: String,
+    /// Pings of `push` probes, shared with the HTTP server that receives them.
+    pub pushes: super::push::Pushes,
 }
 
 struct Shared {
@@ -47,7 +51,21 @@ impl ProbeCtx {
             }),
             timeout,
             detail_bytes: crate::config::defaults::probes::DETAIL_BYTES as usize,
+            probe: String::new(),
+            pushes: super::push::Pushes::default(),
         }
+    }
+
+    /// The same context reading `push` pings from `pushes`.
+    pub fn with_pushes(mut self, pushes: super::push::Pushes) -> Self {
+        self.pushes = pushes;
+        self
+    }
+
+    /// The same context for the probe named `name`.
+    pub fn for_probe(mut self, name: &str) -> Self {
+        self.probe = name.to_string();
+        self
     }
 
     /// The same context keeping at most `n` bytes of detail.
@@ -61,6 +79,8 @@ impl ProbeCtx {
             shared: self.shared.clone(),
             timeout,
             detail_bytes: self.detail_bytes,
+            probe: self.probe.clone(),
+            pushes: self.pushes.clone(),
         }
     }
 

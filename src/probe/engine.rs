@@ -65,6 +65,13 @@ impl Engine {
         })
     }
 
+    /// The same engine, with `push` probes reading their pings from `pushes` (the daemon shares
+    /// them with its HTTP server; `talon check` loads them from the store).
+    pub fn with_pushes(mut self, pushes: super::push::Pushes) -> Self {
+        self.ctx = self.ctx.with_pushes(pushes);
+        self
+    }
+
     pub fn with_options(opts: EngineOptions) -> Self {
         crate::net::install_tls_provider();
         Self {
@@ -168,7 +175,7 @@ impl Engine {
         if let Err(reason) = probe.kind.available() {
             return Outcome::error(reason);
         }
-        let ctx = self.ctx.with_timeout(probe.timeout);
+        let ctx = self.ctx.with_timeout(probe.timeout).for_probe(&probe.name);
         let limit = if bounds_itself(&probe.kind) {
             probe.timeout + PROBE_KILL_GRACE + BACKSTOP
         } else {
@@ -230,8 +237,13 @@ pub async fn check(kind: &ProbeKind, ctx: &ProbeCtx) -> Outcome {
         ProbeKind::Systemd(s) => crate::probe::systemd::check(s, ctx).await,
         ProbeKind::Disk(s) => crate::probe::disk::check(s, ctx).await,
         ProbeKind::Process(s) => crate::probe::process::check(s, ctx).await,
+        ProbeKind::Push(s) => crate::probe::push::check(s, ctx),
         #[cfg(feature = "k8s")]
         ProbeKind::K8s(s) => s.check(ctx.k8s(), ctx.timeout).await,
+        ProbeKind::Tls(s) => crate::probe::tls::check(s, ctx).await,
+        ProbeKind::Dns(s) => crate::probe::dns::check(s, ctx).await,
+        ProbeKind::Ping(s) => crate::probe::ping::check(s, ctx).await,
+        ProbeKind::Logfile(s) => crate::probe::logfile::check(s, ctx).await,
     }
 }
 
@@ -316,6 +328,10 @@ fn target_of(kind: &ProbeKind) -> Option<String> {
         ProbeKind::Tcp(s) => Some(s.address.clone()),
         ProbeKind::Redis(s) => Some(s.display_target()),
         ProbeKind::Disk(s) => Some(s.path.clone()),
+        ProbeKind::Tls(s) => Some(s.address.clone()),
+        ProbeKind::Dns(s) => Some(crate::probe::dns::target(s)),
+        ProbeKind::Ping(s) => Some(s.host.clone()),
+        ProbeKind::Logfile(s) => Some(s.path.clone()),
         _ => None,
     }
 }

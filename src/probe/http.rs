@@ -100,7 +100,11 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
     };
     let status = resp.status().as_u16();
     let elapsed = latency(t0.elapsed());
-    let head = format!("HTTP {status} from {} in {elapsed}", spec.url);
+    let head = format!(
+        "HTTP {status} from {} in {elapsed}{}",
+        spec.url,
+        certificate_note(&resp)
+    );
     if !status_ok(&spec.expect_status, status) {
         let mut msg = format!("{head} (expected {})", expected_text(&spec.expect_status));
         if resp.status().is_redirection()
@@ -160,7 +164,16 @@ pub async fn check(spec: &HttpSpec, ctx: &ProbeCtx) -> Outcome {
     Outcome::pass(head)
 }
 
-/// Whether `status` is accepted (no expectation = any 2xx).
+/// "; certificate expires in 80 days (…)" for an answer that came over TLS.
+fn certificate_note(resp: &reqwest::Response) -> String {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .and_then(|der| super::cert::parse(der).ok())
+        .map(|c| format!("; certificate {}", c.expiry_text(crate::clock::wall_ms())))
+        .unwrap_or_default()
+}
+
 /// A short, specific reason for a request that got no response.
 fn describe_error(e: &reqwest::Error) -> String {
     use std::error::Error;

@@ -54,6 +54,8 @@ pub struct Runtime {
     pub(super) redactor: Arc<Redactor>,
     pub(super) worker: WorkerSlot,
     pub(super) surfaces: Surfaces,
+    /// The `push` probes' pings (the engine reads the same map).
+    pub(super) pushes: crate::probe::push::Pushes,
 }
 
 /// The loop's deadlines: probes due, the core's one wake-up, the history prune.
@@ -127,6 +129,7 @@ impl Runtime {
             core,
             history,
             log,
+            pushes,
         } = boot;
         // Read once, before anything starts: an operator's `talon worker stop` outlives Talon.
         let worker_held = history.is_some()
@@ -138,7 +141,8 @@ impl Runtime {
         let mut schedule = Schedule::default();
         schedule.sync(&cfg.probes, clock.now());
         let board = crate::server::StatusBoard::new(StatusSnapshot::new(clock.wall_ms() / 1000));
-        Runtime {
+        let mut rt = Runtime {
+            pushes,
             redactor: Arc::new(cfg.redactor()),
             cfg: Arc::new(cfg),
             opts,
@@ -179,7 +183,9 @@ impl Runtime {
             },
             effects,
             clock,
-        }
+        };
+        rt.watch_pushes();
+        rt
     }
 
     /// Where to send messages to this runtime.

@@ -42,6 +42,8 @@ pub struct Boot {
     pub history: Option<Box<dyn History>>,
     /// The JSON log (`None` when it could not be opened: lines go to stderr).
     pub log: Option<crate::logging::LogGuard>,
+    /// The `push` probes' pings as the store kept them; shared with the probe engine.
+    pub pushes: crate::probe::push::Pushes,
 }
 
 impl Boot {
@@ -64,6 +66,7 @@ impl Boot {
         log_host_problems(&opts);
         secure_state(&cfg)?;
         let lock = store::lock::acquire(&cfg.state_dir)?;
+        let pushes = crate::probe::push::Pushes::load(&cfg.state_dir);
         let (core, history) = restore(&cfg.state_dir, CoreConfig::from_config(&cfg));
         Ok((
             Boot {
@@ -72,6 +75,7 @@ impl Boot {
                 core,
                 history: history.map(|w| Box::new(w) as Box<dyn History>),
                 log,
+                pushes,
             },
             lock,
         ))
@@ -185,7 +189,7 @@ fn secure_state(cfg: &Config) -> Result<(), StartError> {
 }
 
 /// Create the state dir (0700 when Talon creates it).
-pub(super) fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -31,6 +31,7 @@
 //! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe |
 //! | `reload.rs`   | hot reload: parse, diff, apply what changed |
 //! | `surfaces.rs` | status board, timeline, ack/silence, HTTP server, log |
+//! | `push.rs`     | the `push` probes' pings: recorded, persisted, watched from start and reload |
 //! | `sources.rs`  | [`Runtime::run`]: signals, config watcher, sd_notify, heartbeat into the inbox |
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
 
@@ -40,6 +41,7 @@ pub mod effects;
 mod exec;
 mod inbox;
 mod probing;
+mod push;
 pub mod real;
 mod reload;
 mod schedule;
@@ -50,7 +52,7 @@ mod tests;
 mod worker;
 
 pub use actor::Runtime;
-pub use boot::{Boot, RunOptions, StartError, restore};
+pub use boot::{Boot, RunOptions, StartError, create_private_dir, restore};
 pub use effects::Effects;
 pub use effects::{AgentJob, HealJob};
 pub use inbox::{Inbox, Msg, ReloadTrigger};

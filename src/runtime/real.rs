@@ -22,11 +22,17 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The probe [`Engine`] (rebuilt on reload: compiled PATH, `probes.concurrency`, clients).
-pub struct EngineProbes(RwLock<Engine>);
+pub struct EngineProbes(RwLock<Engine>, crate::probe::push::Pushes);
 
 impl EngineProbes {
     pub fn new(cfg: &Config) -> Self {
-        EngineProbes(RwLock::new(Engine::new(cfg)))
+        EngineProbes(RwLock::new(Engine::new(cfg)), Default::default())
+    }
+
+    /// The same, with `push` probes reading `pushes` (the runtime records the pings there).
+    pub fn with_pushes(self, pushes: crate::probe::push::Pushes) -> Self {
+        let engine = self.engine().with_pushes(pushes.clone());
+        EngineProbes(RwLock::new(engine), pushes)
     }
 
     fn engine(&self) -> Engine {
@@ -44,7 +50,7 @@ impl ProbeRunner for EngineProbes {
     }
 
     fn reconfigure(&self, cfg: &Config) {
-        let engine = Engine::new(cfg);
+        let engine = Engine::new(cfg).with_pushes(self.1.clone());
         match self.0.write() {
             Ok(mut e) => *e = engine,
             Err(poisoned) => *poisoned.into_inner() = engine,

@@ -52,6 +52,7 @@ impl Runtime {
                     let worker_changed =
                         self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                     self.cfg = Arc::new(new);
+                    self.watch_pushes();
                     if worker_changed {
                         self.reconfigure_worker();
                     }

@@ -171,6 +171,14 @@ impl Runtime {
                 let _ = reply.send(self.silence(&probe, duration, reason.as_deref()));
             }
             ControlRequest::Worker { action, reply } => self.worker_control(action, reply),
+            ControlRequest::Push {
+                probe,
+                event,
+                body,
+                reply,
+            } => {
+                let _ = reply.send(self.on_push(&probe, event, &body));
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-//! Write endpoints (`POST /ack`, `POST /silence`, `POST /worker`): authenticated with a bearer token read from
+//! Write endpoints (`POST /ack`, `POST /silence`, `POST /worker`, and the `push` probes' `POST /ping/NAME`): authenticated with a bearer token read from
 //! `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
@@ -28,6 +28,15 @@ pub enum ControlRequest {
     /// `talon worker status|restart|stop|start`; answered when the action is done.
     Worker {
         action: crate::supervise::WorkerAction,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// A `push` probe's job reported (`POST /ping/NAME[/start|/fail]`; the token was checked).
+    Push {
+        probe: String,
+        event: crate::probe::push::PushEvent,
+        /// The request body (the job's output, for a failure), at most
+        /// [`crate::probe::push::MAX_PING_BODY`] bytes.
+        body: String,
         reply: oneshot::Sender<ControlReply>,
     },
 }

@@ -1,5 +1,6 @@
 //! The HTTP surfaces: `GET /health`, `GET /status`, `GET /metrics`, the status page at `GET /`,
-//! and the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /worker`.
+//! the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /worker`, and the
+//! `push` probes' `POST /ping/NAME` (`/start`, `/fail`), each ping authenticated by its probe's own token.
 //!
 //! Handlers read a [`StatusBoard`] that the runtime updates whenever anything changes; they clone
 //! the snapshot and let go at once, so nothing the runtime is doing (a 5-minute heal) can make
@@ -27,9 +28,10 @@ pub mod page;
 pub mod snapshot;
 
 use crate::metrics::{self, Metrics};
+use crate::probe::push::{self, PushEvent};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -176,6 +178,14 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
         .route("/ack", post(ack))
         .route("/silence", post(silence))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route(
+            "/ping/{name}",
+            post(ping).layer(DefaultBodyLimit::max(push::MAX_PING_BODY)),
+        )
+        .route(
+            "/ping/{name}/{event}",
+            post(ping_event).layer(DefaultBodyLimit::max(push::MAX_PING_BODY)),
+        )
         .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
@@ -425,6 +435,81 @@ async fn worker(
     let wait = st.control_timeout.max(control::WORKER_CONTROL_TIMEOUT);
     forward_within(&st, control, wait, |reply| ControlRequest::Worker {
         action: b.action,
+        reply,
+    })
+    .await
+}
+
+/// `?token=` of a ping URL (the token may also come as `Authorization: Bearer`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct PingQuery {
+    token: Option<String>,
+}
+
+/// `POST /ping/NAME`: the `push` probe NAME's job succeeded.
+async fn ping(
+    State(st): State<ServerState>,
+    Path(name): Path<String>,
+    Query(q): Query<PingQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    push_report(&st, name, PushEvent::Success, q, &headers, &body).await
+}
+
+/// `POST /ping/NAME/start` and `POST /ping/NAME/fail` (the body is the job's output).
+async fn ping_event(
+    State(st): State<ServerState>,
+    Path((name, event)): Path<(String, String)>,
+    Query(q): Query<PingQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let event = match event.as_str() {
+        "start" => PushEvent::Start,
+        "fail" => PushEvent::Fail,
+        "success" => PushEvent::Success,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown ping; use /ping/NAME, /ping/NAME/start or /ping/NAME/fail",
+            ));
+        }
+    };
+    push_report(&st, name, event, q, &headers, &body).await
+}
+
+/// Check the probe's own token (query or bearer), then hand the report to the runtime.
+async fn push_report(
+    st: &ServerState,
+    probe: String,
+    event: PushEvent,
+    q: PingQuery,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let Some(control) = &st.control else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pings are disabled (no API token)",
+        ));
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let given = q.token.as_deref().or(bearer).unwrap_or("");
+    if !push::token_matches(&control.token, &probe, given) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token for this check (`talon push-token NAME` prints its URL)",
+        ));
+    }
+    let body = String::from_utf8_lossy(body).into_owned();
+    forward(st, control, |reply| ControlRequest::Push {
+        probe,
+        event,
+        body,
         reply,
     })
     .await

@@ -13,7 +13,8 @@
 //!   talon.lock                 LOCK_FILE        single-instance flock, holds the owner's pid
 //!   state.json                 STATE_FILE       snapshot for tools that read files
 //!   last-probe.json            LAST_PROBE_FILE  the newest scheduled cycle
-//!   api.token                  TOKEN_FILE       bearer token of the control API
+//!   api.token                  TOKEN_FILE       bearer token of the control API (push probes'
+//!                                               ping tokens are derived from it)
 //!   tmp/                       TMP_DIR          context files handed to heals and agents
 //!   talon.log[.N]                               the log, when `log.file` is left at its
 //!                                               default (a config default, see `config`)

@@ -122,6 +122,26 @@ min_free_percent = 5
 
 [process.sshd]
 pattern = "sshd"
+
+[tls.web]
+address = "127.0.0.1:443"
+server_name = "localhost"
+warn_days = 21
+
+[dns.db]
+name = "db.example.com"
+type = "A"
+server = "127.0.0.1:53"
+expect = ["10.0.0.1"]
+
+[ping.gw]
+host = "127.0.0.1"
+count = 2
+
+[logfile.gw]
+path = "/var/log/gateway.log"
+pattern = "409: Conflict"
+window_secs = 300
 "#;
 
 /// Tokens a mutation inserts: TOML syntax, known keys, and awkward values.
@@ -193,6 +213,12 @@ const TOKENS: &[&str] = &[
     "process",
     "systemd",
     "launchd",
+    "tls",
+    "dns",
+    "ping",
+    "logfile",
+    "window_secs",
+    "within_lines",
     "[http.x]\nurl = \"http://h\"\n",
     "[notify.n]\nkind = \"slack\"\n",
     "services_file = \"services.toml\"\n",
@@ -984,4 +1010,94 @@ proptest! {
         r.redact_json(&mut v);
         prop_assert!(!v.to_string().contains(&secret));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS replies and X.509 certificates (what `dns` and `tls` probes read off the network)
+// ---------------------------------------------------------------------------------------------
+
+/// A reply to a query for `name` A carrying `addrs`, the names compressed to the question.
+fn dns_reply(id: u16, name: &str, addrs: &[[u8; 4]]) -> Vec<u8> {
+    let mut m = talon::probe::dns::encode_query(id, name, 1).unwrap();
+    m[2] = 0x81;
+    m[3] = 0x80;
+    m[6..8].copy_from_slice(&(addrs.len() as u16).to_be_bytes());
+    for a in addrs {
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        m.extend_from_slice(a);
+    }
+    m
+}
+
+/// A real certificate's DER, made once.
+fn cert_der() -> &'static [u8] {
+    static DER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    DER.get_or_init(|| {
+        rcgen::generate_simple_self_signed(vec!["fuzz.test".into()])
+            .unwrap()
+            .cert
+            .der()
+            .to_vec()
+    })
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn dns_arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = talon::probe::dns::parse_reply(&b);
+    }
+
+    #[test]
+    fn dns_replies_round_trip_and_their_mutations_never_panic(
+        id in any::<u16>(),
+        labels in prop::collection::vec("[a-z0-9-]{1,20}", 1..5),
+        addrs in prop::collection::vec(any::<[u8; 4]>(), 0..8),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let name = labels.join(".");
+        let m = dns_reply(id, &name, &addrs);
+        let r = talon::probe::dns::parse_reply(&m).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(r.id, id);
+        prop_assert_eq!(r.question, Some((name.clone(), 1)));
+        let got: Vec<String> = r.answers.iter().map(|a| a.data.text()).collect();
+        let want: Vec<String> = addrs.iter().map(|a| std::net::Ipv4Addr::from(*a).to_string()).collect();
+        prop_assert_eq!(got, want);
+        prop_assert!(r.answers.iter().all(|a| a.name == name));
+        let mut bad = m.clone();
+        for (at, v) in &flips {
+            let i = at.index(bad.len());
+            bad[i] = *v;
+        }
+        let _ = talon::probe::dns::parse_reply(&bad);
+        let _ = talon::probe::dns::parse_reply(&m[..cut.index(m.len())]);
+    }
+
+    #[test]
+    fn certificates_arbitrary_and_mutated_never_panic(
+        b in prop::collection::vec(any::<u8>(), 0..400),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let _ = talon::probe::cert::parse(&b);
+        let der = cert_der();
+        let mut bad = der.to_vec();
+        for (at, v) in &flips {
+            let i = at.index(bad.len());
+            bad[i] = *v;
+        }
+        let _ = talon::probe::cert::parse(&bad);
+        let _ = talon::probe::cert::parse(&der[..cut.index(der.len())]);
+    }
+}
+
+#[test]
+fn a_real_certificate_is_read_right() {
+    let c = talon::probe::cert::parse(cert_der()).unwrap();
+    // rcgen's defaults: valid until 4096-01-01, subject "CN=rcgen self signed cert".
+    assert_eq!(c.not_after, 67_090_118_400);
+    assert_eq!(c.subject, "CN=rcgen self signed cert");
+    assert!(c.self_signed);
 }

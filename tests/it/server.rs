@@ -283,6 +283,15 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     };
                     let _ = reply.send(r);
                 }
+                ControlRequest::Push {
+                    probe,
+                    event,
+                    body,
+                    reply,
+                } => {
+                    seen.push(format!("push {probe} {} {}", event.as_str(), body.len()));
+                    let _ = reply.send(ControlReply::Done(format!("{probe} recorded")));
+                }
             }
         }
         seen
@@ -729,6 +738,49 @@ async fn health_stays_consistent_under_concurrent_updates() {
     }
     writer.await.unwrap();
     h.shutdown().await;
+}
+
+#[tokio::test]
+async fn pings_need_their_own_probe_token_and_take_job_output_beyond_the_json_limit() {
+    let (tx, rx) = mpsc::channel(4);
+    let rt = fake_runtime(rx);
+    let app = router(
+        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
+        &ServerOptions::default(),
+    );
+    let tok = talon::probe::push::token(TOKEN, "backup");
+    let api_bearer = format!("Bearer {TOKEN}");
+    // The API token itself is not a ping token, nor is another probe's.
+    assert_eq!(
+        post(&app, "/ping/backup", Some(&api_bearer), "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = talon::probe::push::token(TOKEN, "other");
+    let (code, _) = post(&app, &format!("/ping/backup?token={other}"), None, "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, v) = post(&app, &format!("/ping/backup?token={tok}"), None, "").await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    // A job's output may be far larger than the JSON endpoints' 16 KiB limit.
+    let big = "x".repeat(200 * 1024);
+    let bearer = format!("Bearer {tok}");
+    let (code, v) = post(&app, "/ping/backup/fail", Some(&bearer), &big).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let (code, _) = post(&app, "/ping/backup/start", Some(&bearer), "").await;
+    assert_eq!(code, StatusCode::OK);
+    // Beyond the ping limit: refused before the runtime sees it.
+    let huge = "x".repeat(talon::probe::push::MAX_PING_BODY + 1);
+    let (code, _) = post(&app, "/ping/backup/fail", Some(&bearer), &huge).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    drop(app);
+    let seen = rt.await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            "push backup ping 0".to_string(),
+            format!("push backup fail {}", 200 * 1024),
+            "push backup start 0".to_string(),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod alertmanager;
 pub mod command;
+pub mod email;
 pub mod imessage;
 pub mod ntfy;
 pub mod slack;
@@ -34,6 +35,8 @@ pub enum ChannelKind {
     Alertmanager(alertmanager::AlertmanagerSpec),
     /// Runs a command with the message on stdin.
     Command(command::CommandSpec),
+    /// Mail through an SMTP relay.
+    Email(email::EmailSpec),
 }
 
 impl ChannelKind {
@@ -46,6 +49,7 @@ impl ChannelKind {
             ChannelKind::Webhook(_) => "webhook",
             ChannelKind::Alertmanager(_) => "alertmanager",
             ChannelKind::Command(_) => "command",
+            ChannelKind::Email(_) => "email",
         }
     }
 }
@@ -65,6 +69,12 @@ impl ChannelConfig {
                 .map(|p| vec![(p, "token_command")])
                 .unwrap_or_default(),
             ChannelKind::Imessage(_) => vec![("osascript".to_string(), "recipient")],
+            ChannelKind::Email(e) => e
+                .password_command
+                .as_deref()
+                .and_then(program_of_shell)
+                .map(|p| vec![(p, "password_command")])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
@@ -76,6 +86,11 @@ impl ChannelConfig {
             ChannelKind::Telegram(t) => t.static_token().into_iter().collect(),
             ChannelKind::Webhook(w) => w.secret().into_iter().collect(),
             ChannelKind::Slack(s) => vec![s.webhook_url.clone()],
+            ChannelKind::Email(e) => e
+                .static_password()
+                .filter(|p| !p.is_empty())
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -90,6 +105,7 @@ impl ChannelConfig {
             ChannelKind::Webhook(s) => s.validate(),
             ChannelKind::Alertmanager(s) => s.validate(),
             ChannelKind::Command(s) => s.validate(),
+            ChannelKind::Email(s) => s.validate(),
         }
     }
 }

@@ -41,20 +41,26 @@ pub const COMMON_KEYS: &[&str] = &[
 ];
 
 pub mod disk;
+pub mod dns;
 pub mod http;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 pub mod launchd;
+pub mod logfile;
+pub mod ping;
 pub mod process;
+pub mod push;
 pub mod redis;
 pub mod script;
 pub mod systemd;
 pub mod tcp;
+pub mod tls;
 
 /// Every probe kind the config format knows, by its section name (built into this binary or
 /// not: see [`REGISTRY`]).
 pub const KINDS: &[&str] = &[
-    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s",
+    "http", "tcp", "script", "redis", "launchd", "systemd", "disk", "process", "k8s", "tls", "dns",
+    "ping", "logfile", "push",
 ];
 
 /// A probe's kind and its kind-specific settings.
@@ -69,8 +75,13 @@ pub enum ProbeKind {
     Systemd(systemd::SystemdSpec),
     Disk(disk::DiskSpec),
     Process(process::ProcessSpec),
+    Push(push::PushSpec),
     #[cfg(feature = "k8s")]
     K8s(k8s::K8sSpec),
+    Tls(tls::TlsSpec),
+    Dns(dns::DnsSpec),
+    Ping(ping::PingSpec),
+    Logfile(logfile::LogfileSpec),
 }
 
 impl ProbeKind {
@@ -84,8 +95,13 @@ impl ProbeKind {
             ProbeKind::Systemd(_) => "systemd",
             ProbeKind::Disk(_) => "disk",
             ProbeKind::Process(_) => "process",
+            ProbeKind::Push(_) => "push",
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(_) => "k8s",
+            ProbeKind::Tls(_) => "tls",
+            ProbeKind::Dns(_) => "dns",
+            ProbeKind::Ping(_) => "ping",
+            ProbeKind::Logfile(_) => "logfile",
         }
     }
 
@@ -99,8 +115,13 @@ impl ProbeKind {
             ProbeKind::Systemd(s) => s,
             ProbeKind::Disk(s) => s,
             ProbeKind::Process(s) => s,
+            ProbeKind::Push(s) => s,
             #[cfg(feature = "k8s")]
             ProbeKind::K8s(s) => s,
+            ProbeKind::Tls(s) => s,
+            ProbeKind::Dns(s) => s,
+            ProbeKind::Ping(s) => s,
+            ProbeKind::Logfile(s) => s,
         }
     }
 
@@ -139,8 +160,13 @@ pub const REGISTRY: &[Kind] = &[
     systemd::KIND,
     disk::KIND,
     process::KIND,
+    push::KIND,
     #[cfg(feature = "k8s")]
     k8s::KIND,
+    tls::KIND,
+    dns::KIND,
+    ping::KIND,
+    logfile::KIND,
 ];
 
 /// Deserialize a kind's own keys from a `[KIND.NAME]` section (the common keys are allowed

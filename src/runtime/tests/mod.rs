@@ -8,6 +8,7 @@
 //! test began) at a given time.
 
 mod ladder;
+mod push;
 
 use super::effects::{
     AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob, HealRunner, History, Notifier,
@@ -155,6 +156,14 @@ pub enum Step {
     IncidentIs(Option<&'static str>),
     /// The status board shows a config error (or none).
     ConfigError(bool),
+    /// A `push` probe's ping as the server forwards it (token already checked); expects it
+    /// recorded (`true`) or refused as not a push probe (`false`).
+    Ping(
+        &'static str,
+        crate::probe::push::PushEvent,
+        &'static str,
+        bool,
+    ),
 }
 
 /// The journal, observable (every push wakes the waiters).
@@ -381,6 +390,11 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// The state dir (`state_dir = "state"` in the test configs).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("state")
+    }
+
     /// A rig for this config text. Call inside a paused-time test.
     pub fn new(config: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
@@ -450,12 +464,14 @@ impl Rig {
             notifier: Arc::new(s.clone()),
             workers: Arc::new(s),
         };
+        let pushes = crate::probe::push::Pushes::load(&config.state_dir);
         let boot = Boot {
             opts,
             config,
             core,
             history: Some(history.expect("the store opens")),
             log: None,
+            pushes,
         };
         let rt = Runtime::new(boot, effects, self.clock);
         self.running = Some(Running {
@@ -578,6 +594,21 @@ impl Rig {
                     match answer.await {
                         Ok(ControlReply::Done(_)) => {}
                         other => panic!("{ctx}: {other:?}"),
+                    }
+                }
+                Step::Ping(probe, event, body, recorded) => {
+                    let (reply, answer) = oneshot::channel();
+                    let req = ControlRequest::Push {
+                        probe: probe.into(),
+                        event,
+                        body: body.into(),
+                        reply,
+                    };
+                    assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
+                    match (answer.await, recorded) {
+                        (Ok(ControlReply::Done(_)), true)
+                        | (Ok(ControlReply::NotFound(_)), false) => {}
+                        (other, _) => panic!("{ctx}: {other:?}"),
                     }
                 }
                 Step::Worker(ev) => {
