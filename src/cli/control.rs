@@ -39,12 +39,17 @@ pub fn silence(cfg: &Option<PathBuf>, a: SilenceArgs) -> anyhow::Result<Exit> {
     post(cfg, "/silence", body)
 }
 
-fn post(cfg: &Option<PathBuf>, path: &str, body: serde_json::Value) -> anyhow::Result<Exit> {
+/// POST `body` to the running daemon's control endpoint `path` with the API token; print its
+/// message. Exit 0 done, 1 not found / rejected, 2 error.
+pub(super) fn post(
+    cfg: &Option<PathBuf>,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Exit> {
     post_within(cfg, path, body, std::time::Duration::from_secs(10))
 }
 
-/// POST `body` to the running daemon's `path` with the API token; print its message. Exit 0
-/// done, 1 not found / rejected (HTTP 404 / 409), 2 anything else (no daemon, no token, …).
+/// [`post`] with a reply timeout (`talon worker` waits for a graceful stop).
 pub(super) fn post_within(
     cfg: &Option<PathBuf>,
     path: &str,

@@ -8,6 +8,7 @@ mod history;
 mod incidents;
 mod init;
 mod install;
+mod maintenance;
 mod notify;
 mod push;
 mod run;
@@ -81,6 +82,9 @@ pub enum Command {
     /// stopped, also across a Talon restart, until start), start. Exit 0 done, 1 failed, 2 no
     /// daemon or usage.
     Worker(worker::Args),
+    /// Maintenance windows in the running daemon: start NAME|--probes … --for 2h, list, end.
+    /// Probes still run; nothing pages for them; a probe still failing at the end escalates.
+    Maintenance(maintenance::Args),
     /// Run one probe cycle with the daemon's engine and print the results (writes no state).
     /// Exit 0 all pass, 1 any fails, 2 config error. `talon --check` is an alias.
     Check(check::Args),
@@ -147,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Ack(a) => control::ack(&cli.config, a),
         Command::Silence(a) => control::silence(&cli.config, a),
         Command::Worker(a) => worker::run(&cli.config, a),
+        Command::Maintenance(a) => maintenance::run(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),
         Command::Config(a) => config_cmd::run(&cli.config, a, &mut out),

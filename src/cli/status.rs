@@ -147,6 +147,18 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         }
         None => writeln!(out, "incident: none open")?,
     }
+    if !o.steps_reached.is_empty() {
+        writeln!(out, "reached:  {}", o.steps_reached.join(", "))?;
+    }
+    for w in o.maintenance.iter().filter(|w| w.active_until.is_some()) {
+        writeln!(
+            out,
+            "maintenance: {} ({}) until {}",
+            w.name,
+            w.probes.join(", "),
+            fmt_when(w.active_until.unwrap_or_default(), now)
+        )?;
+    }
     if let Some(n) = &o.next {
         match n.due {
             Some(d) if d > now => writeln!(out, "next:     {} at {}", n.what, fmt_when(d, now))?,
@@ -303,6 +315,18 @@ fn print_live(
     )?;
     if let Some(w) = &s.worker {
         writeln!(out, "worker:   {}", worker_line(w))?;
+    }
+    if !s.escalation_steps.is_empty() {
+        writeln!(out, "reached:  {}", s.escalation_steps.join(", "))?;
+    }
+    for w in s.maintenance.iter().filter(|w| w.active_until.is_some()) {
+        writeln!(
+            out,
+            "maintenance: {} ({}) until {}",
+            w.name,
+            w.probes.join(", "),
+            fmt_when(w.active_until.unwrap_or_default(), now)
+        )?;
     }
     if let Some(n) = &s.next_escalation {
         writeln!(

@@ -55,9 +55,18 @@ impl Builder<'_, '_> {
         let store = self.store(raw.store.unwrap_or_default());
         let heartbeat = raw.heartbeat.map(|hb| self.heartbeat(hb));
         let worker = raw.worker.map(|w| self.worker(w));
-        let probes = self.probes(drafts, &probe_defaults, check_interval);
+        let (probes, routes) = self.probes(drafts, &probe_defaults, check_interval);
         // The original's `[escalation]` SOS keys become channels.
         let notify = channel::with_legacy(notify, &escalation);
+        let channel_names: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
+        let probe_names: Vec<String> = probes.iter().map(|p| p.name.clone()).collect();
+        let policy = self.policy(
+            raw.policy,
+            raw.maintenance,
+            routes,
+            &channel_names,
+            &probe_names,
+        );
 
         Config {
             sources,
@@ -79,6 +88,7 @@ impl Builder<'_, '_> {
             heartbeat,
             notify,
             probes,
+            policy,
         }
     }
 

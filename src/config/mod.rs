@@ -23,6 +23,7 @@ pub mod envfile;
 mod escalation;
 mod load;
 pub mod path;
+pub mod policy;
 pub mod probe;
 mod probes;
 mod programs;
@@ -98,6 +99,9 @@ pub struct Config {
     pub notify: Vec<ChannelConfig>,
     #[serde(rename = "probe")]
     pub probes: Vec<ProbeConfig>,
+    /// `[policy.*]`, probes' `policy`/`severity`, `[[maintenance]]` (`docs/notify.md`).
+    #[serde(flatten)]
+    pub policy: policy::PolicyConfig,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 use super::builder::Builder;
 use super::defaults;
 use super::diag::{Diagnostics, Source, suggest};
+use super::policy::{ProbeRoute, RouteDraft, Severity};
 use super::probe::{COMMON_KEYS, Check, Heal, ProbeConfig, ProbeKind, RawCommon, parse_kind};
 use super::raw::{RawProbeDefaults, Secs};
 use super::ser_secs;
@@ -234,7 +235,7 @@ impl Builder<'_, '_> {
         drafts: Vec<ProbeDraft>,
         d: &ProbeDefaults,
         check_interval: Duration,
-    ) -> Vec<ProbeConfig> {
+    ) -> (Vec<ProbeConfig>, Vec<RouteDraft>) {
         let names = self.names(&drafts);
         let out: Vec<ProbeConfig> = drafts
             .iter()
@@ -253,7 +254,50 @@ impl Builder<'_, '_> {
                 format!("dependency cycle: {}", cycle.join(" → ")),
             );
         }
-        out
+        let routes = drafts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| names.by_name.get(&p.path()) == Some(i))
+            .filter_map(|(_, p)| self.route(p, &names))
+            .collect();
+        (out, routes)
+    }
+
+    /// The probe's `policy` / `severity`, when it sets either (checked against the policies in
+    /// the build).
+    fn route(&mut self, p: &ProbeDraft, names: &Names) -> Option<RouteDraft> {
+        let (policy, severity) = (&p.common.policy, &p.common.severity);
+        if policy.is_none() && severity.is_none() {
+            return None;
+        }
+        let severity = match severity.as_deref() {
+            None | Some("page") => Severity::Page,
+            Some("ticket") => Severity::Ticket,
+            Some(other) => {
+                self.diags.error(
+                    &p.src,
+                    p.key_span("severity"),
+                    &format!("{}.severity", p.path()),
+                    format!("must be \"page\" or \"ticket\", got {other:?}"),
+                );
+                Severity::Page
+            }
+        };
+        let key = if policy.is_some() {
+            "policy"
+        } else {
+            "severity"
+        };
+        Some(RouteDraft {
+            probe: names.canonical(p),
+            route: ProbeRoute {
+                policy: policy.clone(),
+                severity,
+            },
+            src: p.src.clone(),
+            span: p.key_span(key),
+            key: format!("{}.{key}", p.path()),
+        })
     }
 
     /// Canonical names and references; a KIND.NAME defined twice is an error at the second.

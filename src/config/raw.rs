@@ -54,6 +54,45 @@ pub struct RawMain {
     pub log: Option<RawLog>,
     pub store: Option<RawStore>,
     pub heartbeat: Option<RawHeartbeat>,
+    /// `[policy.NAME]` escalation policies.
+    pub policy: Option<BTreeMap<String, RawPolicy>>,
+    /// `[[maintenance]]` windows.
+    pub maintenance: Option<Vec<RawMaintenance>>,
+}
+
+/// `[policy.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub step: Option<Vec<RawStep>>,
+}
+
+/// `[[policy.NAME.step]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub after_secs: Option<Secs>,
+    pub channels: Option<Vec<String>>,
+}
+
+/// One string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[[maintenance]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub name: Option<String>,
+    pub probes: Option<Vec<String>>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub schedule: Option<OneOrMany>,
+    pub heal: Option<bool>,
 }
 
 /// Top-level keys of the main file, for did-you-mean suggestions.
@@ -76,6 +115,8 @@ pub const MAIN_KEYS: &[&str] = &[
     "store",
     "heartbeat",
     "notify",
+    "policy",
+    "maintenance",
 ];
 
 #[derive(Debug, Default, Deserialize)]

@@ -250,6 +250,11 @@ pub fn nearest_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
 pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
     let mut cur = root;
     for part in dotted.split('.') {
+        // `step[1]`: the second element of the array `step` (arrays of tables).
+        let (part, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => (name, i.parse::<usize>().ok()),
+            None => (part, None),
+        };
         let DeValue::Table(t) = cur.get_ref() else {
             return None;
         };
@@ -257,6 +262,12 @@ pub fn path_span(root: &Value<'_>, dotted: &str) -> Option<Range<usize>> {
             .iter()
             .find(|(k, _)| k.get_ref() == part)
             .map(|(_, v)| v)?;
+        if let Some(i) = index {
+            let DeValue::Array(a) = cur.get_ref() else {
+                return None;
+            };
+            cur = a.get(i)?;
+        }
     }
     Some(cur.span())
 }

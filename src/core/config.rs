@@ -2,6 +2,9 @@
 //! each probe's escalation rule. Built once per (re)load by [`CoreConfig::from_config`].
 
 use crate::config::Config;
+use crate::config::policy::{
+    DEFAULT_POLICY, MaintenanceWindow, PolicyConfig, ProbeRoute, Severity, TICKET_POLICY,
+};
 use crate::config::probe::Heal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -84,6 +87,91 @@ pub struct CoreConfig {
     pub channels: Vec<String>,
     /// Every probe by name, including [`WORKER_PROBE`] when a worker is configured.
     pub probes: BTreeMap<String, ProbeRule>,
+    /// Escalation policies and maintenance windows (empty: every channel at once, as always).
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// One rung of an escalation policy, as the core uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// After the SOS.
+    pub after: Millis,
+    pub channels: Vec<String>,
+}
+
+/// Who is paged when (`[policy.*]`, probes' `policy`/`severity`) and when nobody is
+/// (`[[maintenance]]`). Rules: `docs/notify.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Policy name → its steps, in order of `after`.
+    pub policies: BTreeMap<String, Vec<Step>>,
+    /// Probe → the policy it pages through (its own, `ticket` for `severity = "ticket"`,
+    /// else `default` when that exists). A probe not listed pages every channel at once.
+    pub probe_policy: BTreeMap<String, String>,
+    /// Configured maintenance windows (evaluated at each event's time in `zone`).
+    #[serde(skip)]
+    pub maintenance: Vec<MaintenanceWindow>,
+    #[serde(skip, default = "utc")]
+    pub zone: jiff::tz::TimeZone,
+}
+
+fn utc() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::UTC
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            policies: BTreeMap::new(),
+            probe_policy: BTreeMap::new(),
+            maintenance: Vec::new(),
+            zone: utc(),
+        }
+    }
+}
+
+impl Routing {
+    /// From the validated `[policy.*]`, probe routes and `[[maintenance]]`.
+    pub fn from_config(p: &PolicyConfig, probes: impl Iterator<Item = String>) -> Routing {
+        let policies: BTreeMap<String, Vec<Step>> = p
+            .policies
+            .iter()
+            .map(|(name, pol)| {
+                let steps = pol
+                    .steps
+                    .iter()
+                    .map(|s| Step {
+                        after: ms(s.after),
+                        channels: s.channels.clone(),
+                    })
+                    .collect();
+                (name.clone(), steps)
+            })
+            .collect();
+        let mut probe_policy = BTreeMap::new();
+        for name in probes {
+            let route = p.routes.get(&name);
+            let policy = match route {
+                Some(r) if r.severity == Severity::Ticket => Some(TICKET_POLICY.to_string()),
+                Some(ProbeRoute {
+                    policy: Some(pol), ..
+                }) => Some(pol.clone()),
+                _ => policies
+                    .contains_key(DEFAULT_POLICY)
+                    .then(|| DEFAULT_POLICY.to_string()),
+            };
+            if let Some(pol) = policy.filter(|pol| policies.contains_key(pol)) {
+                probe_policy.insert(name, pol);
+            }
+        }
+        Routing {
+            policies,
+            probe_policy,
+            maintenance: p.maintenance.clone(),
+            zone: p.zone.clone(),
+        }
+    }
 }
 
 fn default_notify_retry() -> Millis {
@@ -142,6 +230,7 @@ impl CoreConfig {
             agent_cloud: c.agent.cloud_command.is_some(),
             agent_local: c.agent.local_command.is_some(),
             channels: c.notify.iter().map(|n| n.name.clone()).collect(),
+            routing: Routing::from_config(&c.policy, probes.keys().cloned()),
             probes,
         }
     }
@@ -168,6 +257,7 @@ impl Default for CoreConfig {
             agent_local: false,
             channels: Vec::new(),
             probes: BTreeMap::new(),
+            routing: Routing::default(),
         }
     }
 }

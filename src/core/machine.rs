@@ -14,13 +14,16 @@
 use super::config::NOTIFY_RETRY_MAX;
 use super::*;
 
+mod chain;
 mod deadline;
 mod incident;
 mod ladder;
+mod maintenance;
 mod outlook;
 mod page;
 mod probes;
 
+pub use maintenance::WindowView;
 pub use outlook::{NextStep, Outlook, ProbeView};
 
 /// A verification re-probe that has not answered this long after it was due counts as "not
@@ -168,6 +171,7 @@ impl Core {
             Event::Reload { config, .. } => self.on_reload(*config),
             Event::Ack { incident, .. } => self.on_ack(incident, &mut cx),
             Event::Silence { probe, until, .. } => self.on_silence(probe, until, &mut cx),
+            Event::Maintenance { change, .. } => self.on_maintenance(change, &mut cx),
         }
         self.evaluate(&mut cx);
         if self.s != before {
@@ -210,13 +214,25 @@ impl Core {
     fn evaluate(&mut self, cx: &mut Cx) {
         let at = cx.at;
         self.track_probes(cx);
+        self.track_windows(cx);
         // Incident.
         let failing = self.failing_critical();
-        let escalating: Vec<String> = failing
-            .iter()
-            .filter(|n| !self.silenced(n, at))
-            .cloned()
-            .collect();
+        // Inside a maintenance window a probe does not escalate; with `heal = true` the ladder
+        // still works on it, but nobody is paged for it.
+        let mut escalating: Vec<String> = Vec::new();
+        let mut healing: Vec<String> = Vec::new();
+        for n in failing.iter().filter(|n| !self.silenced(n, at)) {
+            match self.window_of(n, at) {
+                None => escalating.push(n.clone()),
+                Some((_, true, _)) => healing.push(n.clone()),
+                Some((_, false, _)) => {}
+            }
+        }
+        let pages = !escalating.is_empty();
+        let mut worked: Vec<String> = escalating.clone();
+        worked.extend(healing);
+        worked.sort();
+        let escalating = worked;
         if let Some(mut inc) = self.s.incident.take() {
             if failing.is_empty() {
                 self.close(inc, cx);
@@ -230,13 +246,13 @@ impl Core {
                     });
                 }
                 if !escalating.is_empty() {
-                    self.drive(&mut inc, &escalating, cx);
+                    self.drive(&mut inc, &escalating, pages, cx);
                 }
                 self.s.incident = Some(inc);
             }
         } else if !escalating.is_empty() {
             let mut inc = self.open(&escalating, cx);
-            self.drive(&mut inc, &escalating, cx);
+            self.drive(&mut inc, &escalating, pages, cx);
             self.s.incident = Some(inc);
         }
         if self.s.incident.is_none() {
@@ -259,7 +275,7 @@ impl Core {
                 self.set_state(SystemState::Degraded, &reason, None, cx);
             }
         }
-        self.flush_notifications(!escalating.is_empty(), cx);
+        self.flush_notifications(pages, cx);
     }
 
     pub(super) fn on_reload(&mut self, new: CoreConfig) {

@@ -21,10 +21,12 @@ mod config;
 mod machine;
 pub mod outcome;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
 
-pub use config::{CoreConfig, OwnHeal, ProbeRule, WORKER_PROBE};
-pub use machine::{Core, NextStep, Outlook, ProbeView, fmt_duration};
+pub use config::{CoreConfig, OwnHeal, ProbeRule, Routing, Step, WORKER_PROBE};
+pub use machine::{Core, NextStep, Outlook, ProbeView, WindowView, fmt_duration};
 
 pub use outcome::{Outcome, ProbeResult, Status};
 use serde::{Deserialize, Serialize};
@@ -250,6 +252,9 @@ pub struct Notification {
     #[serde(default)]
     pub tried: Vec<String>,
     pub text: String,
+    /// The channels to send on (an escalation policy's step); `None`: every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 /// One channel's answer to a delivery.
@@ -448,6 +453,11 @@ pub enum Event {
         probe: String,
         until: Millis,
     },
+    /// Start or end a run-time maintenance window.
+    Maintenance {
+        at: Millis,
+        change: MaintenanceChange,
+    },
 }
 
 impl Event {
@@ -462,7 +472,8 @@ impl Event {
             | Event::Tick { at }
             | Event::Reload { at, .. }
             | Event::Ack { at, .. }
-            | Event::Silence { at, .. } => *at,
+            | Event::Silence { at, .. }
+            | Event::Maintenance { at, .. } => *at,
         }
     }
 }
@@ -551,6 +562,13 @@ pub struct Incident {
     /// [`TRIED_KEEP`] are kept), for the "Tried:" section of messages.
     #[serde(default)]
     pub tried: Vec<String>,
+    /// When the incident went to `sos` (escalation policies count their steps from here).
+    #[serde(default)]
+    pub sos_at: Option<Millis>,
+    /// Escalation policy → how many of its steps were reached (`*`: every channel at once, for
+    /// probes without a policy). Persisted, so a restart neither repeats nor skips a step.
+    #[serde(default)]
+    pub steps: BTreeMap<String, u32>,
 }
 
 /// How many ended actions an incident keeps for its messages.
@@ -587,6 +605,32 @@ pub struct PersistedState {
     pub last_incident: IncidentId,
     /// The last heal/agent/notification id.
     pub last_action: ActionId,
+    /// Maintenance windows started at run time (`talon maintenance start`).
+    #[serde(default)]
+    pub maintenance: Vec<ManualWindow>,
+}
+
+/// A maintenance window started at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualWindow {
+    pub name: String,
+    /// Probe names or globs.
+    pub probes: Vec<String>,
+    pub start: Millis,
+    pub end: Millis,
+    /// Heal and run agents inside the window (never page).
+    #[serde(default)]
+    pub heal: bool,
+}
+
+/// Start or end a run-time maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceChange {
+    Start(ManualWindow),
+    /// End the named run-time window (`None`: every run-time window).
+    End {
+        name: Option<String>,
+    },
 }
 
 impl Default for PersistedState {
@@ -604,6 +648,7 @@ impl Default for PersistedState {
             orphan: None,
             last_incident: 0,
             last_action: 0,
+            maintenance: Vec::new(),
         }
     }
 }

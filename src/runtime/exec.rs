@@ -235,12 +235,19 @@ pub async fn deliver(
     n: &Notification,
     redactor: Arc<Redactor>,
 ) -> Vec<ChannelResult> {
+    // An escalation policy's step names its channels; otherwise every channel.
+    let wanted = |name: &str| {
+        n.channels
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|c| c == name))
+    };
     let channels = match notify::Channels::from_config(cfg, redactor) {
         Ok(c) => c,
         Err(e) => {
             return cfg
                 .notify
                 .iter()
+                .filter(|ch| wanted(&ch.name))
                 .map(|ch| ChannelResult {
                     channel: ch.name.clone(),
                     delivered: false,
@@ -250,7 +257,13 @@ pub async fn deliver(
         }
     };
     let msg = notice(n);
-    notify::deliver(&msg, &channels.channels, &channels.ctx)
+    let targets: Vec<_> = channels
+        .channels
+        .iter()
+        .filter(|ch| wanted(&ch.name))
+        .cloned()
+        .collect();
+    notify::deliver(&msg, &targets, &channels.ctx)
         .await
         .into_iter()
         .map(|d| ChannelResult {

@@ -3,8 +3,8 @@
 //! `silence`) coming back in.
 
 use super::Runtime;
-use crate::core::{Event, IncidentId, Record};
-use crate::server::control::{ControlReply, ControlRequest};
+use crate::core::{Event, IncidentId, MaintenanceChange, ManualWindow, Record};
+use crate::server::control::{ControlReply, ControlRequest, MaintenanceOp};
 use crate::server::snapshot::{
     IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition, WorkerStatus,
 };
@@ -82,6 +82,8 @@ impl Runtime {
         sf.metrics
             .set_pending_notifications(o.pending_notifications.len());
         snap.pending_notifications = o.pending_notifications;
+        snap.escalation_steps = o.steps_reached;
+        snap.maintenance = o.maintenance;
         sf.metrics.set_state(snap.state);
         sf.board.replace(snap);
     }
@@ -178,6 +180,119 @@ impl Runtime {
                 reply,
             } => {
                 let _ = reply.send(self.on_push(&probe, event, &body));
+            }
+            ControlRequest::Maintenance { op, reply } => {
+                let _ = reply.send(self.maintenance(op));
+            }
+        }
+    }
+
+    /// Start, end or list maintenance windows (`talon maintenance`).
+    pub(super) fn maintenance(&mut self, op: MaintenanceOp) -> ControlReply {
+        let now = self.clock.wall_ms();
+        match op {
+            MaintenanceOp::List => {
+                let views = self.core.maintenance_view(now);
+                if views.is_empty() {
+                    return ControlReply::Done("no maintenance windows".into());
+                }
+                let lines: Vec<String> = views
+                    .iter()
+                    .map(|w| {
+                        let when = match (w.active_until, w.next_start) {
+                            (Some(u), _) => format!("OPEN until {}", crate::format::utc(u)),
+                            (None, Some(n)) => format!("next opens {}", crate::format::utc(n)),
+                            (None, None) => "closed".to_string(),
+                        };
+                        format!(
+                            "{} ({}{}): {} — {when}",
+                            w.name,
+                            w.source,
+                            if w.heal { ", heal" } else { "" },
+                            w.probes.join(", ")
+                        )
+                    })
+                    .collect();
+                ControlReply::Done(lines.join("\n"))
+            }
+            MaintenanceOp::End { name } => {
+                if let Some(n) = &name
+                    && !self.core.has_manual_window(n)
+                {
+                    return ControlReply::NotFound(format!(
+                        "no run-time maintenance window named `{n}` (configured windows end on their own schedule)"
+                    ));
+                }
+                if name.is_none()
+                    && self
+                        .core
+                        .maintenance_view(now)
+                        .iter()
+                        .all(|w| w.source != "runtime")
+                {
+                    return ControlReply::Rejected("no run-time maintenance window is open".into());
+                }
+                tracing::info!(window = ?name, "maintenance ended by an operator");
+                self.step(Event::Maintenance {
+                    at: now,
+                    change: MaintenanceChange::End { name: name.clone() },
+                });
+                ControlReply::Done(match name {
+                    Some(n) => format!("maintenance window {n} ended"),
+                    None => "every run-time maintenance window ended".into(),
+                })
+            }
+            MaintenanceOp::Start {
+                name,
+                probes,
+                duration,
+                heal,
+            } => {
+                let configured = name
+                    .as_ref()
+                    .and_then(|n| self.cfg.policy.maintenance.iter().find(|w| &w.name == n));
+                let (probes, heal) = match (probes.is_empty(), configured) {
+                    (false, _) => (probes, heal),
+                    (true, Some(w)) => (w.probes.clone(), heal || w.heal),
+                    (true, None) => {
+                        return ControlReply::NotFound(format!(
+                            "no [[maintenance]] window named `{}`; give --probes",
+                            name.unwrap_or_default()
+                        ));
+                    }
+                };
+                let names: Vec<&String> = self.core.config().probes.keys().collect();
+                for p in &probes {
+                    if !names
+                        .iter()
+                        .any(|n| crate::config::policy::glob_match(p, n))
+                    {
+                        return ControlReply::NotFound(format!("`{p}` matches no probe"));
+                    }
+                }
+                let name = name.unwrap_or_else(|| {
+                    (1..)
+                        .map(|i| format!("manual-{i}"))
+                        .find(|n| !self.core.has_manual_window(n))
+                        .expect("a free name")
+                });
+                let end = now.saturating_add(duration.as_millis() as i64);
+                tracing::info!(window = %name, probes = ?probes, end, heal, "maintenance started");
+                self.step(Event::Maintenance {
+                    at: now,
+                    change: MaintenanceChange::Start(ManualWindow {
+                        name: name.clone(),
+                        probes: probes.clone(),
+                        start: now,
+                        end,
+                        heal,
+                    }),
+                });
+                ControlReply::Done(format!(
+                    "maintenance window {name} open for {} ({}): probes still run, nothing pages",
+                    crate::core::fmt_duration(duration.as_millis() as i64),
+                    probes.join(", ")
+                ))
             }
         }
     }

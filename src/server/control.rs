@@ -39,6 +39,69 @@ pub enum ControlRequest {
         body: String,
         reply: oneshot::Sender<ControlReply>,
     },
+    /// Start, end or list maintenance windows.
+    Maintenance {
+        op: MaintenanceOp,
+        reply: oneshot::Sender<ControlReply>,
+    },
+}
+
+/// What `POST /maintenance` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceOp {
+    /// Start a run-time window now: a configured `[[maintenance]]` window by `name`, or `probes`
+    /// (names or globs) under `name` (or a generated one).
+    Start {
+        name: Option<String>,
+        probes: Vec<String>,
+        duration: Duration,
+        heal: bool,
+    },
+    /// End the named run-time window (`None`: every run-time window).
+    End { name: Option<String> },
+    /// Every window, configured and run-time.
+    List,
+}
+
+/// `POST /maintenance` body: `{"action": "start", "name": "db-upgrade", "probes": ["db*"],
+/// "for": "2h", "heal": false}`, `{"action": "end", "name": "db-upgrade"}`, `{"action": "list"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceBody {
+    pub action: String,
+    pub name: Option<String>,
+    pub probes: Option<Vec<String>>,
+    #[serde(rename = "for")]
+    pub duration: Option<DurationArg>,
+    pub heal: Option<bool>,
+}
+
+impl MaintenanceBody {
+    /// The operation, or what is wrong with the body.
+    pub fn op(self) -> Result<MaintenanceOp, String> {
+        match self.action.as_str() {
+            "start" => {
+                let Some(d) = self.duration else {
+                    return Err("`for` is required to start a window (e.g. \"2h\")".into());
+                };
+                let probes = self.probes.unwrap_or_default();
+                if self.name.is_none() && probes.is_empty() {
+                    return Err("name a configured window or give `probes`".into());
+                }
+                Ok(MaintenanceOp::Start {
+                    name: self.name,
+                    probes,
+                    duration: d.to_duration()?,
+                    heal: self.heal.unwrap_or(false),
+                })
+            }
+            "end" => Ok(MaintenanceOp::End { name: self.name }),
+            "list" => Ok(MaintenanceOp::List),
+            other => Err(format!(
+                "`action` must be start, end or list, got {other:?}"
+            )),
+        }
+    }
 }
 
 /// `POST /worker` body: `{"action": "status" | "restart" | "stop" | "start"}`.

@@ -1,6 +1,7 @@
 //! The HTTP surfaces: `GET /health`, `GET /status`, `GET /metrics`, the status page at `GET /`,
-//! the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /worker`, and the
-//! `push` probes' `POST /ping/NAME` (`/start`, `/fail`), each ping authenticated by its probe's own token.
+//! the token-protected write endpoints `POST /ack`, `POST /silence`, `POST /maintenance` and
+//! `POST /worker`, and the `push` probes' `POST /ping/NAME` (`/start`, `/fail`), each ping
+//! authenticated by its probe's own token.
 //!
 //! Handlers read a [`StatusBoard`] that the runtime updates whenever anything changes; they clone
 //! the snapshot and let go at once, so nothing the runtime is doing (a 5-minute heal) can make
@@ -36,7 +37,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use control::{AckBody, ControlReply, ControlRequest, SilenceBody, WorkerBody, bearer_matches};
+use control::{
+    AckBody, ControlReply, ControlRequest, MaintenanceBody, SilenceBody, WorkerBody, bearer_matches,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use snapshot::StatusSnapshot;
@@ -177,6 +180,7 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ack", post(ack))
         .route("/silence", post(silence))
+        .route("/maintenance", post(maintenance))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route(
             "/ping/{name}",
@@ -510,6 +514,24 @@ async fn push_report(
         probe,
         event,
         body,
+        reply,
+    })
+    .await
+}
+
+/// `POST /maintenance`: start, end or list maintenance windows (token-protected).
+async fn maintenance(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: MaintenanceBody = parse_required(&body)?;
+    let op = b
+        .op()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    forward(&st, control, |reply| ControlRequest::Maintenance {
+        op,
         reply,
     })
     .await

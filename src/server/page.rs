@@ -86,6 +86,13 @@ pub fn render(s: &StatusSnapshot) -> String {
             escape(e)
         );
     }
+    if !s.escalation_steps.is_empty() {
+        let _ = write!(
+            h,
+            "<p id=\"steps-reached\">Escalation reached: {}</p>",
+            escape(&s.escalation_steps.join(", "))
+        );
+    }
     if let Some(n) = &s.next_escalation {
         let _ = write!(
             h,
@@ -93,6 +100,17 @@ pub fn render(s: &StatusSnapshot) -> String {
             escape(&n.text),
             utc(n.due_unix)
         );
+    }
+    for w in &s.maintenance {
+        if let Some(until) = w.active_until {
+            let _ = write!(
+                h,
+                "<p class=\"maintenance\">Maintenance <b>{}</b> ({}) until {}: probed, not paged</p>",
+                escape(&w.name),
+                escape(&w.probes.join(", ")),
+                utc(until / 1000)
+            );
+        }
     }
 
     h.push_str("<h2>Probes</h2><table id=\"probes\"><thead><tr><th>Probe</th><th>Kind</th><th>Status</th><th>Streak</th><th>Duration</th><th>Last run</th><th>Output</th></tr></thead><tbody>");

@@ -48,6 +48,13 @@ pub struct StatusSnapshot {
     /// same objects `talon status --json` shows from the store.
     #[serde(default)]
     pub pending_notifications: Vec<crate::core::Notification>,
+    /// Escalation policy steps the open incident reached (`db step 1 of 3`); empty without
+    /// `[policy.*]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation_steps: Vec<String>,
+    /// Maintenance windows, configured and run-time (`talon maintenance list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::core::WindowView>,
     /// When the runtime last changed this snapshot.
     pub updated_at_unix: i64,
 }
@@ -69,6 +76,8 @@ impl StatusSnapshot {
             store_error: None,
             store_write_failures: 0,
             pending_notifications: Vec::new(),
+            escalation_steps: Vec::new(),
+            maintenance: Vec::new(),
             updated_at_unix: now_unix,
         }
     }

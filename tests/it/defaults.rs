@@ -82,6 +82,8 @@ fn effective_key(doc_key: &str) -> Option<&str> {
         "store.retention_days" => Some("store.retention"),
         // Compiled into `search_path` (platform defaults and the inherited PATH after it).
         "path" => None,
+        // Shown under `probe_routes` (by probe name) when a probe sets them.
+        "probe.policy" | "probe.severity" => None,
         k => Some(k),
     }
 }

@@ -1013,6 +1013,45 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Maintenance schedules (`schedule = "sun 02:00-04:00"`)
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Any text: a schedule or an error naming the text; a parsed schedule's occurrences are
+    /// non-empty spans, and an instant inside one is found inside it.
+    #[test]
+    fn schedules_parse_or_say_why_and_their_windows_are_consistent(
+        text in "\\PC*|(mon|tue|sun|daily|sat,sun|mon-fri|x)( )([0-9]{1,2}:[0-9]{2})-([0-9]{1,2}:[0-9]{2})",
+        at in 1_600_000_000_000i64..1_900_000_000_000i64,
+    ) {
+        use talon::config::policy::{MaintenanceWindow, Schedule, WindowTime};
+        match Schedule::parse(&text) {
+            Err(e) => prop_assert!(e.contains(&format!("{text:?}")), "{e}"),
+            Ok(s) => {
+                prop_assert!(s.days != 0 && s.start_min < 1440 && s.end_min <= 1440);
+                prop_assert!(s.start_min != s.end_min);
+                let w = MaintenanceWindow {
+                    name: "w".into(),
+                    probes: vec!["*".into()],
+                    when: WindowTime::Recurring { schedule: vec![s] },
+                    heal: false,
+                };
+                let zone = jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+                if let Some((start, end)) = w.active_at(at, &zone) {
+                    prop_assert!(start <= at && at < end && end - start <= 25 * 3_600_000);
+                    prop_assert_eq!(w.next_change(at, &zone).map(|t| t <= end), Some(true));
+                } else if let Some(next) = w.next_change(at, &zone) {
+                    prop_assert!(next > at);
+                    prop_assert!(w.active_at(next, &zone).is_some(), "it opens at {next}");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // DNS replies and X.509 certificates (what `dns` and `tls` probes read off the network)
 // ---------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ mod logfile;
 mod metrics;
 mod notify;
 mod ping;
+mod policy;
 mod probes;
 mod push;
 mod scenario;

@@ -292,6 +292,10 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     seen.push(format!("push {probe} {} {}", event.as_str(), body.len()));
                     let _ = reply.send(ControlReply::Done(format!("{probe} recorded")));
                 }
+                ControlRequest::Maintenance { op, reply } => {
+                    seen.push(format!("maintenance {op:?}"));
+                    let _ = reply.send(ControlReply::Done("ok".into()));
+                }
             }
         }
         seen

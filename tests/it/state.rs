@@ -120,6 +120,7 @@ fn config(k: &Knobs) -> CoreConfig {
         agent_local: k.agents.1,
         channels: vec!["tg".into()],
         probes,
+        routing: Default::default(),
     }
 }
 

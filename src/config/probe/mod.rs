@@ -26,6 +26,10 @@ pub struct RawCommon {
     pub runbook: Option<String>,
     pub heal: Option<String>,
     pub witness: Option<String>,
+    /// `[policy.NAME]` this probe pages through (default: `policy.default`).
+    pub policy: Option<String>,
+    /// `page` (default) or `ticket`.
+    pub severity: Option<String>,
 }
 
 pub const COMMON_KEYS: &[&str] = &[
@@ -38,6 +42,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "runbook",
     "heal",
     "witness",
+    "policy",
+    "severity",
 ];
 
 pub mod disk;

@@ -84,6 +84,8 @@ mod tests {
             acked_at: None,
             last_action: None,
             tried: Vec::new(),
+            sos_at: None,
+            steps: BTreeMap::new(),
         }
     }
 

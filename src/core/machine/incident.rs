@@ -63,6 +63,8 @@ impl Core {
             acked_at: None,
             last_action: None,
             tried: Vec::new(),
+            sos_at: None,
+            steps: BTreeMap::new(),
         };
         cx.record(Record::IncidentOpened {
             incident: id,
@@ -115,7 +117,7 @@ impl Core {
             // The probes that had failed, with their newest (passing) results: channels that
             // track alerts per probe (Alertmanager) resolve exactly those.
             let had_failed = self.failing_view(&inc.probes.iter().cloned().collect::<Vec<_>>());
-            let n = self.notification(
+            let mut n = self.notification(
                 NotifyKind::Resolved,
                 inc.id,
                 inc.opened_at,
@@ -126,6 +128,8 @@ impl Core {
                 text,
                 cx,
             );
+            // Whoever was paged hears it is over (every channel without policies).
+            n.channels = self.paged_channels(&inc);
             self.queue(n);
         }
         // Healthy/degraded is set by the caller; name the incident in the transition.

@@ -130,9 +130,13 @@ impl Core {
     }
 
     /// Move the open incident's ladder as far as the event time allows.
-    pub(super) fn drive(&mut self, inc: &mut Incident, roots: &[String], cx: &mut Cx) {
+    /// Work the ladder for `roots`; page only when `pages` (a probe escalates outside any
+    /// maintenance window).
+    pub(super) fn drive(&mut self, inc: &mut Incident, roots: &[String], pages: bool, cx: &mut Cx) {
         self.ladder(inc, roots, cx);
-        self.sos_clock(inc, cx);
+        if pages {
+            self.sos_clock(inc, cx);
+        }
     }
 
     fn ladder(&mut self, inc: &mut Incident, roots: &[String], cx: &mut Cx) {

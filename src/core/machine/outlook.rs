@@ -36,6 +36,11 @@ pub struct Outlook {
     pub next: Option<NextStep>,
     pub pending_notifications: Vec<Notification>,
     pub probes: Vec<ProbeView>,
+    /// Escalation policy steps reached by the open incident (`db step 1 of 3`); empty without
+    /// policies.
+    pub steps_reached: Vec<String>,
+    /// Maintenance windows, configured and run-time.
+    pub maintenance: Vec<WindowView>,
 }
 
 impl Core {
@@ -83,12 +88,36 @@ impl Core {
                 .map(|p| p.notification.clone())
                 .collect(),
             probes,
+            steps_reached: match &self.s.incident {
+                Some(inc) if self.chained() => self.chain_outlook(inc, at).0,
+                _ => Vec::new(),
+            },
+            maintenance: self.maintenance_view(at),
         }
     }
 
     fn next_step(&self, at: Millis, failing: &[String]) -> Option<NextStep> {
         let inc = self.s.incident.as_ref()?;
         let step = |what: String, due: Option<Millis>| Some(NextStep { what, due });
+        let quiet: Vec<(String, Millis)> = failing
+            .iter()
+            .filter(|n| !self.silenced(n, at))
+            .filter_map(|n| self.window_of(n, at).filter(|w| !w.1).map(|w| (w.0, w.2)))
+            .collect();
+        if !quiet.is_empty()
+            && failing
+                .iter()
+                .all(|n| self.silenced(n, at) || self.window_of(n, at).is_some_and(|w| !w.1))
+        {
+            let mut names: Vec<String> = quiet.iter().map(|w| w.0.clone()).collect();
+            names.sort();
+            names.dedup();
+            let until = quiet.iter().map(|w| w.1).max();
+            return step(
+                format!("paused: maintenance window {}", names.join(", ")),
+                until,
+            );
+        }
         if failing.iter().all(|n| self.silenced(n, at)) {
             let until = failing
                 .iter()
@@ -142,12 +171,29 @@ impl Core {
             SystemState::Failed | SystemState::Investigating if self.agents_configured() => {
                 step(agent_name.into(), Some(agent_due))
             }
+            SystemState::Failed | SystemState::Investigating | SystemState::Critical
+                if self.chained() =>
+            {
+                let sos = self.sos_due(inc, at);
+                let first = self.chain_outlook(inc, sos).1;
+                match first {
+                    Some((what, due)) => step(format!("SOS: {what}"), Some(due.max(sos))),
+                    None => step("SOS".into(), Some(sos)),
+                }
+            }
             SystemState::Failed | SystemState::Investigating | SystemState::Critical => {
                 step("SOS to every channel".into(), Some(self.sos_due(inc, at)))
             }
             SystemState::Sos if inc.acked_at.is_some() => {
                 step("none: acknowledged, no reminders".into(), None)
             }
+            SystemState::Sos if self.chained() => match self.chain_outlook(inc, at).1 {
+                Some((what, due)) => step(format!("escalation: {what}"), Some(due.max(at))),
+                None => step(
+                    "SOS reminder (last step reached)".into(),
+                    Some(self.reminder_due(inc, at)),
+                ),
+            },
             SystemState::Sos => step("SOS reminder".into(), Some(self.reminder_due(inc, at))),
             _ => None,
         }

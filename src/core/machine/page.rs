@@ -21,10 +21,19 @@ impl Core {
                     fmt_duration(self.cfg.critical_threshold)
                 );
                 self.set_stage(inc, SystemState::Sos, &reason, cx);
-                self.page(inc, NotifyKind::Sos, cx);
+                if self.chained() {
+                    inc.sos_at = Some(at);
+                    self.chain(inc, cx);
+                } else {
+                    self.page(inc, NotifyKind::Sos, cx);
+                }
             }
             SystemState::Sos => {
                 if inc.acked_at.is_some() {
+                    return;
+                }
+                if self.chained() {
+                    self.chain(inc, cx);
                     return;
                 }
                 if self.s.pending.iter().any(|p| {
@@ -50,6 +59,18 @@ impl Core {
     }
 
     fn page(&mut self, inc: &mut Incident, kind: NotifyKind, cx: &mut Cx) {
+        self.page_to(inc, kind, None, None, cx);
+    }
+
+    /// Page `channels` (`None`: every channel); `step` names the escalation step(s) it is.
+    pub(super) fn page_to(
+        &mut self,
+        inc: &mut Incident,
+        kind: NotifyKind,
+        channels: Option<Vec<String>>,
+        step: Option<String>,
+        cx: &mut Cx,
+    ) {
         let probes: Vec<String> = self.failing_critical();
         let failing = self.failing_view(&probes);
         let dur = fmt_duration(cx.at - inc.opened_at);
@@ -70,8 +91,12 @@ impl Core {
                 self.describe_failing(&probes)
             ),
         };
+        let text = match step {
+            Some(step) => format!("{text} (escalation: {step})"),
+            None => text,
+        };
         inc.last_page_at = Some(cx.at);
-        let n = self.notification(
+        let mut n = self.notification(
             kind,
             inc.id,
             inc.opened_at,
@@ -82,6 +107,7 @@ impl Core {
             text,
             cx,
         );
+        n.channels = channels;
         self.queue(n);
     }
 
@@ -111,6 +137,7 @@ impl Core {
             last_action,
             tried,
             text,
+            channels: None,
         }
     }
 
@@ -235,6 +262,8 @@ impl Core {
                         ),
                         cx,
                     );
+                    let mut resolved = resolved;
+                    resolved.channels = n.channels.clone();
                     self.queue(resolved);
                 }
             }

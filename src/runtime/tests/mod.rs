@@ -8,6 +8,7 @@
 //! test began) at a given time.
 
 mod ladder;
+mod policy;
 mod push;
 
 use super::effects::{
@@ -67,6 +68,8 @@ pub enum Seen {
         kind: NotifyKind,
         attempt: u32,
         plan: Plan,
+        /// An escalation step's channels (`None`: every channel).
+        channels: Option<Vec<String>>,
     },
     /// The incident paged a human (first delivered SOS).
     Paged(u64),
@@ -94,6 +97,8 @@ pub enum Want {
     Notify(NotifyKind, Option<u32>, Plan),
     /// Any delivery attempt of this kind.
     AnyNotify(NotifyKind),
+    /// A delivery attempt of this kind to exactly these channels (`None`: every channel).
+    NotifyTo(NotifyKind, Option<Vec<&'static str>>),
     Paged,
     Acked,
     WorkerRestart,
@@ -116,6 +121,13 @@ impl Want {
                 },
             ) => k == kind && p == plan && n.is_none_or(|n| n == *attempt),
             (Want::AnyNotify(k), Seen::Notify { kind, .. }) => k == kind,
+            (Want::NotifyTo(k, want), Seen::Notify { kind, channels, .. }) => {
+                k == kind
+                    && want
+                        .as_ref()
+                        .map(|w| w.iter().map(|c| c.to_string()).collect())
+                        == *channels
+            }
             (Want::Paged, Seen::Paged(_)) | (Want::Acked, Seen::Acked(_)) => true,
             (Want::WorkerRestart, Seen::WorkerRestart) => true,
             _ => false,
@@ -146,6 +158,8 @@ pub enum Step {
     Until(Duration),
     /// `talon ack` (the open incident); expects it to be done.
     Ack,
+    /// `talon maintenance …`; expects it to be done.
+    Maintenance(crate::server::control::MaintenanceOp),
     /// A worker event from the supervisor.
     Worker(WorkerEvent),
     /// Replace the config file with this text and send a reload (as SIGHUP does).
@@ -265,8 +279,15 @@ impl Notifier for Scripted {
             kind: n.kind,
             attempt: n.attempt,
             plan,
+            channels: n.channels.clone(),
         });
-        let channels: Vec<String> = job.cfg.notify.iter().map(|c| c.name.clone()).collect();
+        let channels: Vec<String> = job
+            .cfg
+            .notify
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|c| n.channels.as_ref().is_none_or(|w| w.contains(c)))
+            .collect();
         Box::pin(async move {
             if plan == Plan::Hang {
                 std::future::pending::<()>().await;
@@ -609,6 +630,15 @@ impl Rig {
                         (Ok(ControlReply::Done(_)), true)
                         | (Ok(ControlReply::NotFound(_)), false) => {}
                         (other, _) => panic!("{ctx}: {other:?}"),
+                    }
+                }
+                Step::Maintenance(op) => {
+                    let (reply, answer) = oneshot::channel();
+                    let req = ControlRequest::Maintenance { op, reply };
+                    assert!(self.running().inbox.send(Msg::Control(req)), "{ctx}");
+                    match answer.await {
+                        Ok(ControlReply::Done(_)) => {}
+                        other => panic!("{ctx}: {other:?}"),
                     }
                 }
                 Step::Worker(ev) => {
