@@ -11,6 +11,7 @@ mod install;
 mod maintenance;
 mod notify;
 mod push;
+mod remote;
 mod run;
 mod status;
 mod validate;
@@ -97,8 +98,9 @@ pub enum Command {
     Init(init::Args),
     /// Print (or --write) a systemd unit or launchd plist that runs and watches Talon.
     Install(install::Args),
-    /// State, open incident, failing probes, and the next escalation step and when it is due.
-    /// Exit 0 healthy or degraded, 1 otherwise.
+    /// State, open incident, failing probes, and the next escalation step and when it is due;
+    /// with --remote URL…, one line per host from each Talon's /status (the fleet view).
+    /// Exit 0 healthy or degraded (every host, with --remote), 1 otherwise.
     Status(status::Args),
     /// State changes (and with --probe, that probe's results), oldest first.
     History(history::Args),
@@ -140,7 +142,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let mut out = Out::stdout();
     let command = match (cli.command, cli.dry_run) {
         (Some(c), _) => c,
-        (None, _) if cli.status_flag => Command::Status(status::Args { json: true }),
+        (None, _) if cli.status_flag => Command::Status(status::Args {
+            json: true,
+            ..Default::default()
+        }),
         (None, _) if cli.worker_only => Command::Run(run::Args { worker_only: true }),
         (None, true) => Command::Config(config_cmd::Args::default()),
         // Bare `talon` is the daemon, as the original was.

@@ -4,7 +4,6 @@
 
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config;
-use crate::escalate::prompt::HostFacts;
 use crate::notify::{self, Notice, NotifyCtx};
 use anyhow::Context;
 use std::io::Write;
@@ -67,7 +66,7 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let notice = Notice::test(HostFacts::gather().hostname, crate::clock::wall_ms());
+    let notice = Notice::test(c.host_name(), crate::clock::wall_ms());
     let results = rt.block_on(notify::deliver(&notice, &channels, &ctx));
     let rows: Vec<notify::DeliveryRecord> = results.iter().map(notify::Delivery::record).collect();
     let all_ok = rows.iter().all(|r| r.ok);

@@ -16,6 +16,14 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The fleet view: read `/status` of each Talon at these URLs (`http://web-1:9999`) and print
+    /// one line per host; no config or state dir is read. Read-only.
+    #[arg(long, num_args = 1.., value_name = "URL")]
+    pub remote: Vec<String>,
+    /// With --remote: a file holding a bearer token to send (for Talons behind a proxy that asks
+    /// for one); never given on the command line.
+    #[arg(long, value_name = "PATH", requires = "remote")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `2026-11-28 00:43:35Z (12m ago)` / `(in 3m)`.
@@ -76,6 +84,9 @@ struct StatusJson<'a> {
 }
 
 pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<Exit> {
+    if !args.remote.is_empty() {
+        return super::remote::run(&args.remote, args.token_file.as_deref(), args.json, out);
+    }
     let c = match load_config(cfg) {
         Ok(c) => c,
         Err(e) => return Ok(e),

@@ -19,6 +19,7 @@ impl Builder<'_, '_> {
         sources: Sources,
         inherited_path: Option<&str>,
     ) -> Config {
+        let host = raw.host.and_then(|h| self.host(h));
         let check_interval = self.secs(
             "check_interval_secs",
             raw.check_interval_secs,
@@ -70,6 +71,7 @@ impl Builder<'_, '_> {
 
         Config {
             sources,
+            host,
             check_interval,
             heal_script: raw.heal_script,
             heal_timeout,
@@ -89,6 +91,37 @@ impl Builder<'_, '_> {
             notify,
             probes,
             policy,
+        }
+    }
+
+    /// `host = "name"`: 1–253 letters, digits, `.`, `_`, `-` (it becomes an Alertmanager label
+    /// value and a line of `talon status --remote`), or `"${VAR}"`: the name read from that
+    /// environment variable at run time (a DaemonSet's `NODE_NAME`).
+    fn host(&mut self, h: String) -> Option<String> {
+        if let Some(var) = super::probe::k8s::env_ref(&h) {
+            let b = var.as_bytes();
+            let ok = !b.is_empty()
+                && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+            if ok {
+                return Some(h);
+            }
+        }
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Some(h)
+        } else {
+            self.err(
+                "host",
+                format!(
+                    "`{}` is not a host name: use 1 to 253 letters, digits, `.`, `_` or `-`, or an environment reference like \"${{NODE_NAME}}\" (leave the key out to use the system's host name)",
+                    h.escape_debug()
+                ),
+            );
+            None
         }
     }
 

@@ -74,6 +74,11 @@ pub struct Sources {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub sources: Sources,
+    /// `host = "name"`: the name Talon shows for this host everywhere (notices, Alertmanager's
+    /// `host` label, `/status`, the agent's prompt); `None` = the system's host name
+    /// ([`Config::host_name`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(serialize_with = "ser_secs", rename = "check_interval_secs")]
     pub check_interval: Duration,
     pub heal_script: Option<String>,
@@ -104,7 +109,32 @@ pub struct Config {
     pub policy: policy::PolicyConfig,
 }
 
+/// The system's host name (`gethostname`), `unknown-host` when it cannot be read.
+pub fn system_host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
 impl Config {
+    /// The name Talon shows for this host: `host` when set (`"${VAR}"`: that environment
+    /// variable, when it is set and not empty), else the system's host name.
+    pub fn host_name(&self) -> String {
+        match self.host.as_deref() {
+            Some(h) => match probe::k8s::env_ref(h) {
+                Some(var) => std::env::var(var)
+                    .ok()
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(system_host_name),
+                None => h.to_string(),
+            },
+            None => system_host_name(),
+        }
+    }
+
     /// The [`Redactor`] for everything the config itself knows: the `redact` patterns (and the
     /// built-in secret patterns unless `redact_builtin = false`), every probe's secrets
     /// (`ProbeKind::secrets`: Redis passwords, secret-named HTTP header values), the secrets

@@ -34,6 +34,9 @@ impl<'de> Deserialize<'de> for Secs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMain {
+    /// The name Talon shows for this host (alerts, notices, `/status`, the agent's prompt);
+    /// unset = the system's host name.
+    pub host: Option<String>,
     pub check_interval_secs: Option<Secs>,
     pub heal_script: Option<String>,
     pub heal_timeout_secs: Option<Secs>,
@@ -97,6 +100,7 @@ pub struct RawMaintenance {
 
 /// Top-level keys of the main file, for did-you-mean suggestions.
 pub const MAIN_KEYS: &[&str] = &[
+    "host",
     "check_interval_secs",
     "heal_script",
     "heal_timeout_secs",

@@ -116,6 +116,8 @@ pub(super) struct Surfaces {
     pub(super) sd: Option<crate::sdnotify::Notifier>,
     pub(super) log: Option<crate::logging::LogGuard>,
     pub(super) watch: Option<crate::watch::WatchHandle>,
+    /// Each new config goes to the Alertmanager re-poster (`alerts.rs`) once it runs.
+    pub(super) alerts: Option<tokio::sync::watch::Sender<Arc<Config>>>,
     /// Failed store writes already counted in the metrics.
     pub(super) store_failures_seen: u64,
 }
@@ -173,6 +175,7 @@ impl Runtime {
                 control_rx: Some(control_rx),
                 config_error: None,
                 config_error_detail: None,
+                alerts: None,
                 transitions: Vec::new(),
                 timeline: Vec::new(),
                 progress: crate::sdnotify::Progress::default(),

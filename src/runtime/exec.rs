@@ -127,7 +127,10 @@ fn build_prompt(job: &AgentJob, redactor: &Redactor) -> String {
         &PromptInput {
             incident_id: &incident,
             state: &state,
-            host: HostFacts::gather(),
+            host: HostFacts {
+                hostname: cfg.host_name(),
+                ..HostFacts::gather()
+            },
             timeline: &timeline,
             failing: &failing,
             heals: &[],
@@ -195,8 +198,9 @@ pub async fn run_agent(job: AgentJob) -> (RunOutcome, String) {
     (outcome, text)
 }
 
-/// The message model for a core notification.
-pub fn notice(n: &Notification) -> Notice {
+/// The message model for a core notification, from `host` (the config's
+/// [`Config::host_name`]).
+pub fn notice(n: &Notification, host: &str) -> Notice {
     let kind = match n.kind {
         NotifyKind::Sos => notify::NoticeKind::Sos,
         NotifyKind::Reminder => notify::NoticeKind::Reminder,
@@ -204,7 +208,7 @@ pub fn notice(n: &Notification) -> Notice {
     };
     Notice {
         kind,
-        host: HostFacts::gather().hostname,
+        host: host.to_string(),
         state: n.state.to_string(),
         incident_id: Some(n.incident.to_string()),
         failing: n
@@ -256,7 +260,7 @@ pub async fn deliver(
                 .collect();
         }
     };
-    let msg = notice(n);
+    let msg = notice(n, &cfg.host_name());
     let targets: Vec<_> = channels
         .channels
         .iter()

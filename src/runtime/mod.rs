@@ -36,6 +36,7 @@
 //! | `boot.rs`     | before the loop: config, log, lock, store, restored core |
 
 mod actor;
+mod alerts;
 mod boot;
 pub mod effects;
 mod exec;

@@ -52,6 +52,9 @@ impl Runtime {
                     let worker_changed =
                         self.cfg.worker != new.worker || self.cfg.search_path != new.search_path;
                     self.cfg = Arc::new(new);
+                    if let Some(a) = &self.surfaces.alerts {
+                        a.send_replace(self.cfg.clone());
+                    }
                     self.watch_pushes();
                     if worker_changed {
                         self.reconfigure_worker();

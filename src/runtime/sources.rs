@@ -51,6 +51,10 @@ impl Runtime {
                 tracing::error!(error = %e, "heartbeat disabled");
             }
         }
+        self.surfaces.alerts = Some(super::alerts::spawn(
+            self.cfg.clone(),
+            self.surfaces.board.subscribe(),
+        ));
         self.serve().await;
         Ok(())
     }

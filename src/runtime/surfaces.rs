@@ -21,6 +21,7 @@ impl Runtime {
         let now = self.clock.wall_ms();
         let o = self.core.outlook(now);
         let mut snap = StatusSnapshot::new(secs(now));
+        snap.host = self.cfg.host_name();
         snap.state = o.state;
         snap.since_unix = secs(o.since);
         snap.consecutive_failures = o.probes.iter().map(|p| p.fail_streak).max().unwrap_or(0);

@@ -18,6 +18,10 @@ pub use crate::core::SystemState;
 pub struct StatusSnapshot {
     /// Talon's version (`CARGO_PKG_VERSION`).
     pub version: String,
+    /// The host this Talon watches, as it names it everywhere (`host` in the config, else the
+    /// system's host name): the first column of `talon status --remote`.
+    #[serde(default)]
+    pub host: String,
     pub state: SystemState,
     /// When the system entered `state`.
     pub since_unix: i64,
@@ -64,6 +68,7 @@ impl StatusSnapshot {
     pub fn new(now_unix: i64) -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_string(),
+            host: String::new(),
             state: SystemState::Healthy,
             since_unix: now_unix,
             consecutive_failures: 0,

@@ -3,6 +3,7 @@
 //! happy paths. Every check kind has a passing and a failing case, asserted on status and output.
 
 mod fake_apiserver;
+mod incluster;
 mod kmock;
 
 use fake_apiserver::{
@@ -1218,7 +1219,11 @@ fn the_daemonset_config_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["probe_counts"]["k8s"], 5, "{stdout}");
+    assert_eq!(report["probe_counts"]["k8s"], 6, "{stdout}");
+    // Each pod names itself after its node and watches only that node's pods.
+    let toml = std::fs::read_to_string(root.join("talon.toml")).unwrap();
+    assert!(toml.contains("host = \"${NODE_NAME}\""), "{toml}");
+    assert!(toml.contains("[k8s.node_local_pods]"), "{toml}");
     // The DaemonSet mounts the file the test checked.
     let ds = std::fs::read_to_string(root.join("daemonset.yaml")).unwrap();
     assert!(ds.contains("/etc/talon/talon.toml") && ds.contains("fieldPath: spec.nodeName"));

@@ -8,6 +8,7 @@ mod defaults;
 mod dns;
 mod effective;
 mod email;
+mod fleet;
 mod fuzz;
 mod heal;
 mod heartbeat;

@@ -496,11 +496,9 @@ async fn alertmanager_fires_and_resolves_a_real_alert() {
     let am = start_alertmanager().await;
     let ch = ChannelConfig {
         name: "am".into(),
-        kind: ChannelKind::Alertmanager(talon::config::channel::alertmanager::AlertmanagerSpec {
-            url: am.url.clone(),
-            severity: None,
-            firing_ttl_secs: None,
-        }),
+        kind: ChannelKind::Alertmanager(
+            talon::config::channel::alertmanager::AlertmanagerSpec::single(am.url.clone()),
+        ),
     };
     let c = ctx(Duration::from_secs(20));
     notify::send(&sos(), &ch, &c).await.unwrap();

@@ -61,7 +61,14 @@ impl K8sCheck {
             K8sCheck::DaemonsetReady | K8sCheck::DeploymentReady | K8sCheck::StatefulsetReady => {
                 &["kubeconfig", "context", "namespace", "name"]
             }
-            K8sCheck::PodReady => &["kubeconfig", "context", "namespace", "name", "selector"],
+            K8sCheck::PodReady => &[
+                "kubeconfig",
+                "context",
+                "namespace",
+                "name",
+                "selector",
+                "node",
+            ],
             K8sCheck::CanI => &[
                 "kubeconfig",
                 "context",
@@ -208,7 +215,7 @@ impl KindSpec for K8sSpec {
                     ("name", K8sCheck::NodeReady | K8sCheck::NodeSchedulable) => {
                         " (name a node with `node`)"
                     }
-                    ("node", _) => " (`node` is for node_ready and node_schedulable)",
+                    ("node", _) => " (`node` is for node_ready, node_schedulable and pod_ready)",
                     _ => "",
                 };
                 c.error(
@@ -266,7 +273,14 @@ impl KindSpec for K8sSpec {
                     "check = \"pod_ready\" needs `name` or `selector` (e.g. selector = \"app=web\")",
                 ),
                 (Some(_), Some(_)) => c.error("selector", "give `name` or `selector`, not both"),
-                _ => {}
+                _ => {
+                    if self.node.is_some() && self.selector.is_none() {
+                        c.error(
+                            "node",
+                            "`node` narrows a `selector` to the pods on one node; a pod named by `name` is on whatever node it is",
+                        );
+                    }
+                }
             },
             K8sCheck::NodeReady | K8sCheck::NodeSchedulable => {
                 if self.node.is_some() && self.selector.is_some() {

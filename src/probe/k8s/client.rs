@@ -1,6 +1,14 @@
 //! Clients: one [`kube::Client`] per kubeconfig file and context, kept in a [`K8sCtx`] and reused
 //! across cycles, rebuilt when the kubeconfig file changes. Without an explicit `kubeconfig` or
 //! `context`, kube infers the configuration: `$KUBECONFIG`, `~/.kube/config`, then in-cluster.
+//!
+//! In-cluster (a pod, no kubeconfig) is kube's own `Config::incluster`, as client-go does it: the
+//! API server at `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, verified with the
+//! service account's CA bundle, authenticated with its token file — both under
+//! [`SERVICE_ACCOUNT_DIR`]. kube re-reads the token file about once a minute and the CA bundle
+//! likewise; on top of that the cached client is rebuilt as soon as either file changes (the
+//! kubelet rotates a projected token by swapping the files), so a rotated token is used from
+//! the next probe on.
 
 use super::errors::{chain, classify};
 use crate::config::probe::k8s::K8sSpec;
@@ -29,11 +37,26 @@ struct ClientKey {
     context: Option<String>,
 }
 
+/// Where a pod's service account credentials are mounted (kube and client-go read them here).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Modification times of the files a client was built from: the kubeconfig, and for the
+/// implicit configuration the service account's token and CA bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    kubeconfig: Option<SystemTime>,
+    token: Option<SystemTime>,
+    ca: Option<SystemTime>,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
 #[derive(Clone)]
 struct Cached {
     conn: Conn,
-    /// Modification time of the kubeconfig the client was built from, when there is one.
-    stamp: Option<SystemTime>,
+    stamp: Stamp,
 }
 
 /// A client and the server it talks to (for messages).
@@ -113,10 +136,13 @@ impl K8sCtx {
             context: spec.context.clone(),
         };
         let stamp_path = path.clone().or_else(|| self.implicit_kubeconfig());
-        let stamp = stamp_path
-            .as_deref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .and_then(|m| m.modified().ok());
+        let implicit = path.is_none() && spec.context.is_none();
+        let sa = Path::new(SERVICE_ACCOUNT_DIR);
+        let stamp = Stamp {
+            kubeconfig: stamp_path.as_deref().and_then(mtime),
+            token: implicit.then(|| mtime(&sa.join("token"))).flatten(),
+            ca: implicit.then(|| mtime(&sa.join("ca.crt"))).flatten(),
+        };
         if let Ok(cache) = self.clients.lock()
             && let Some(c) = cache.get(&key)
             && c.stamp == stamp

@@ -98,7 +98,19 @@ impl K8sSpec {
             K8sCheck::DeploymentReady => workloads::check::<Deployment>(conn, &ns, &name).await,
             K8sCheck::StatefulsetReady => workloads::check::<StatefulSet>(conn, &ns, &name).await,
             K8sCheck::PodReady => {
-                pods::check(conn, &ns, &name, self.selector.as_deref(), now).await
+                let node = match self.node.as_deref().map(nodes::resolve_node).transpose() {
+                    Ok(n) => n,
+                    Err(o) => return o,
+                };
+                pods::check(
+                    conn,
+                    &ns,
+                    &name,
+                    self.selector.as_deref(),
+                    node.as_deref(),
+                    now,
+                )
+                .await
             }
             K8sCheck::CanI => access::check(self, conn).await,
         }

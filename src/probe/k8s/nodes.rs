@@ -76,7 +76,7 @@ fn detail(nodes: &[Node]) -> String {
 }
 
 /// The node name to ask for: as written, or read from the environment for `"${VAR}"`.
-fn resolve_node(n: &str) -> Result<String, Outcome> {
+pub(super) fn resolve_node(n: &str) -> Result<String, Outcome> {
     let Some(var) = env_ref(n) else {
         return Ok(n.to_string());
     };

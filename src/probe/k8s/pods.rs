@@ -1,4 +1,5 @@
-//! `pod_ready`: one pod by name, or every pod matching `selector`, and why each is not Ready
+//! `pod_ready`: one pod by name, or every pod matching `selector` (only those on `node` when it
+//! is set: a DaemonSet's Talon watches its own node's pods), and why each is not Ready
 //! (eviction, scheduling, waiting or failing containers, termination).
 
 use super::client::Conn;
@@ -8,12 +9,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use std::time::SystemTime;
 
-/// Fetch the pod `ns/name`, or the pods matching `selector` in `ns`, and judge them.
+/// Fetch the pod `ns/name`, or the pods matching `selector` in `ns` (on `node` only, by the
+/// field selector `spec.nodeName`, when given), and judge them.
 pub(super) async fn check(
     conn: &Conn,
     ns: &str,
     name: &str,
     selector: Option<&str>,
+    node: Option<&str>,
     now: SystemTime,
 ) -> Outcome {
     let api: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
@@ -24,10 +27,24 @@ pub(super) async fn check(
             }
             Err(e) => conn.fail(&format!("pod {ns}/{name}"), e),
         },
-        Some(sel) => match api.list(&ListParams::default().labels(sel)).await {
-            Ok(l) => pods_outcome(&l.items, Some(sel), ns, now).with_detail(detail(&l.items)),
-            Err(e) => conn.fail(&format!("pods {sel} in {ns}"), e),
-        },
+        Some(sel) => {
+            let mut params = ListParams::default().labels(sel);
+            let field;
+            let scope = match node {
+                Some(n) => {
+                    field = format!("spec.nodeName={n}");
+                    params = params.fields(&field);
+                    format!("{sel} on node {n}")
+                }
+                None => sel.to_string(),
+            };
+            match api.list(&params).await {
+                Ok(l) => {
+                    pods_outcome(&l.items, Some(&scope), ns, now).with_detail(detail(&l.items))
+                }
+                Err(e) => conn.fail(&format!("pods {scope} in {ns}"), e),
+            }
+        }
     }
 }
 

@@ -192,6 +192,12 @@ impl FakeApi {
         self.route("GET", path, 200, serde_json::to_value(obj).unwrap());
     }
 
+    /// Accept only `Bearer <token>` from now on (a rotated service account token; the old one
+    /// is revoked).
+    pub fn set_token(&self, token: &str) {
+        self.state.lock().unwrap().token = Some(token.to_string());
+    }
+
     /// Never answer any request from now on.
     pub fn hang(&self) {
         self.state.lock().unwrap().hang = true;
