@@ -1,7 +1,15 @@
 //! Worker restart latency: SIGKILL of the worker → a new worker answering its health endpoint,
-//! for Talon (`talon run --worker-only`) and, side by side in the same run, supervisord and monit
-//! supervising the same worker (`tests/fixtures/worker.py`, a small Python HTTP server).
+//! for Talon (`talon run --worker-only`) and, side by side in the same run, supervisord, monit and
+//! Horust supervising the same worker (`tests/fixtures/worker.py`, a small Python HTTP server).
+//! Then, for those with HTTP health checks (Talon, monit, Horust; supervisord has none), **hang →
+//! healthy**: the worker's `/health` stops answering (`hang.PID` in its state dir, at a spread of
+//! moments against the supervisor's check period) → a new worker answers; every supervisor checks
+//! every 1 s with a 1 s timeout and restarts at the 3rd failure where it can be told so.
 //! Also: the worker's own cold start (the floor), and idle CPU and RSS of each supervisor.
+//!
+//! Horust is taken from `target/bench-horust/bin/horust` (`cargo install horust --root
+//! target/bench-horust`) or PATH; its health checks run on its own fixed cadence (`max-failed =
+//! 3`; its interval and timeout are not settable), which the table says.
 //!
 //! `cargo bench --bench worker_restart` (RUNS=20 by default). Requirements: `python3` (with
 //! `venv`); supervisord is taken from `target/bench-venv` (created with `python3 -m venv` +
@@ -34,9 +42,14 @@ fn free_port() -> u16 {
 
 /// The pid of the worker answering `GET /health` on `port`, if one does.
 fn health(port: u16) -> Option<u32> {
+    health_within(port, Duration::from_millis(500))
+}
+
+/// [`health`] with a read limit (short while the old worker hangs, so polls stay frequent).
+fn health_within(port: u16, read: Duration) -> Option<u32> {
     let addr = ([127, 0, 0, 1], port).into();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.set_read_timeout(Some(read)).ok()?;
     s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .ok()?;
     let mut buf = String::new();
@@ -56,6 +69,40 @@ fn wait_health(port: u16, not: Option<u32>, limit: Duration) -> Option<u32> {
         std::thread::sleep(Duration::from_millis(1));
     }
     None
+}
+
+/// Make the worker answering on `port` hang `runs` times; each time, the time until another
+/// worker answers. The hangs start at moments spread over a second (the check period), after
+/// each worker has been up for over 1.5 s.
+fn hangs(state: &Path, port: u16, runs: usize) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let Some(mut pid) = wait_health(port, None, Duration::from_secs(30)) else {
+        return out;
+    };
+    for i in 0..runs {
+        std::thread::sleep(Duration::from_millis(1500 + (i as u64 * 617) % 1000));
+        let t0 = Instant::now();
+        std::fs::write(state.join(format!("hang.{pid}")), "").unwrap();
+        let deadline = t0 + Duration::from_secs(60);
+        let next = loop {
+            if let Some(p) = health_within(port, Duration::from_millis(50)).filter(|p| *p != pid) {
+                break Some(p);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        match next {
+            Some(p) => {
+                out.push(t0.elapsed());
+                pid = p;
+            }
+            // Never replaced: the rest of the runs would measure nothing.
+            None => break,
+        }
+    }
+    out
 }
 
 fn kill(pid: u32, sig: i32) {
@@ -180,7 +227,7 @@ fn cold_start(runs: usize) -> Vec<Duration> {
     out
 }
 
-fn talon(runs: usize) -> (Vec<Duration>, (f64, f64)) {
+fn talon(runs: usize, hang_runs: usize) -> (Vec<Duration>, (f64, f64), Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env: String = worker_env(dir.path(), port)
@@ -192,7 +239,8 @@ fn talon(runs: usize) -> (Vec<Duration>, (f64, f64)) {
         &cfg,
         format!(
             "[worker]\ncommand = [\"python3\", \"{WORKER}\"]\nport = {port}\n\
-             health_endpoint = \"http://127.0.0.1:{port}/health\"\nhealth_interval_secs = 1\n\
+             health_endpoint = \"/health\"\nhealth_interval_secs = 1\nhttp_timeout_secs = 1\n\
+             health_failures_before_restart = 3\nstartup_sync_delay_secs = 0.01\n\
              max_restarts = 10000\n[worker.env]\n{env}"
         ),
     )
@@ -210,7 +258,8 @@ fn talon(runs: usize) -> (Vec<Duration>, (f64, f64)) {
     let _stop = Stop(child);
     let r = restarts(port, runs);
     let idle = idle_footprint(pid, Duration::from_secs(10));
-    (r, idle)
+    let h = hangs(&dir.path().join("st"), port, hang_runs);
+    (r, idle, h)
 }
 
 fn supervisord_bin() -> Option<PathBuf> {
@@ -281,7 +330,7 @@ fn monit_version() -> Option<String> {
     (out.status.success() && line.contains("Monit")).then_some(line)
 }
 
-fn monit(runs: usize) -> (Vec<Duration>, (f64, f64)) {
+fn monit(runs: usize, hang_runs: usize) -> (Vec<Duration>, (f64, f64), Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env: Vec<String> = worker_env(dir.path(), port)
@@ -301,7 +350,10 @@ fn monit(runs: usize) -> (Vec<Duration>, (f64, f64)) {
              set idfile {d}/monit.id\nset statefile {d}/monit.state\n\
              check process worker matching \"{mark}\"\n  \
              start program = \"/bin/sh -c '{} exec python3 {WORKER} {mark} >/dev/null 2>&1 &'\" \
-             with timeout 30 seconds\n",
+             with timeout 30 seconds\n  \
+             stop program = \"/bin/sh -c 'kill $MONIT_PROCESS_PID'\"\n  \
+             if failed host 127.0.0.1 port {port} protocol http request \"/health\" \
+             with timeout 1 seconds for 3 cycles then restart\n",
             env.join(" ")
         ),
     )
@@ -329,13 +381,67 @@ fn monit(runs: usize) -> (Vec<Duration>, (f64, f64)) {
     let reaper = Stop(reaper);
     let r = restarts(port, runs);
     let idle = idle_footprint(pid, Duration::from_secs(10));
+    let h = hangs(&dir.path().join("st"), port, hang_runs);
     // Stop monit (the reaper exits with it); monit leaves the worker running: stop it too.
     kill(pid, libc::SIGTERM);
     drop(reaper);
     if let Some(w) = health(port) {
         kill(w, libc::SIGKILL);
     }
-    (r, idle)
+    (r, idle, h)
+}
+
+/// Horust: `target/bench-horust/bin/horust` (from `cargo install horust --root
+/// target/bench-horust`) or on PATH, with its version line.
+fn horust_bin() -> Option<(PathBuf, String)> {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-horust/bin/horust");
+    let bin = if local.is_file() {
+        local
+    } else {
+        PathBuf::from("horust")
+    };
+    let out = Command::new(&bin).arg("--version").output().ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    out.status.success().then_some((bin, v))
+}
+
+/// Horust supervising the worker: restart always, no backoff, HTTP health with `max-failed = 3`.
+fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let services = dir.path().join("services");
+    std::fs::create_dir_all(&services).unwrap();
+    let env: Vec<String> = worker_env(dir.path(), port)
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\""))
+        .collect();
+    std::fs::write(
+        services.join("worker.toml"),
+        format!(
+            "command = \"python3 {WORKER}\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n\
+             [restart]\nstrategy = \"always\"\nbackoff = \"0s\"\nattempts = 0\n\
+             [healthiness]\nhttp-endpoint = \"http://127.0.0.1:{port}/health\"\nmax-failed = 3\n\
+             [termination]\nwait = \"5s\"\n\
+             [environment]\nadditional = {{ {} }}\n",
+            env.join(", ")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("--services-path")
+        .arg(&services)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stop = Stop(child);
+    let r = restarts(port, runs);
+    let h = hangs(&dir.path().join("st"), port, hang_runs);
+    if let Some(w) = health(port) {
+        kill(w, libc::SIGKILL);
+    }
+    (r, h)
 }
 
 /// `TALON_BENCH_REAPER=1 <this binary> PROGRAM ARGS…`: become a child subreaper, start the
@@ -381,10 +487,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let hang_runs: usize = std::env::var("HANG_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     println!("worker: python3 {WORKER} ({runs} runs each)\n");
     let cold = cold_start(runs);
     println!("worker cold start (floor)      {}", stats(&cold));
-    let (t, (tcpu, trss)) = talon(runs);
+    let (t, (tcpu, trss), thang) = talon(runs, hang_runs);
     println!("talon run --worker-only        {}", stats(&t));
     let sup = supervisord_bin().map(|b| supervisord(&b, runs));
     if let Some((s, _, v)) = &sup {
@@ -392,8 +502,8 @@ fn main() {
     } else {
         println!("supervisord                    not available");
     }
-    let mon = monit_version().map(|v| (v, monit(runs)));
-    if let Some((v, (m, _))) = &mon {
+    let mon = monit_version().map(|v| (v, monit(runs, hang_runs)));
+    if let Some((v, (m, _, _))) = &mon {
         let v = v
             .trim_start_matches("This is ")
             .trim_start_matches("Monit version ");
@@ -401,12 +511,30 @@ fn main() {
     } else {
         println!("monit                          not available");
     }
+    let hor = horust_bin().map(|(b, v)| (v, horust(&b, runs, hang_runs)));
+    if let Some((v, (h, _))) = &hor {
+        println!("{v:<30} {}", stats(h));
+    } else {
+        println!("horust                         not available");
+    }
+    println!(
+        "\nhang → healthy new worker ({hang_runs} hangs each; checks every 1 s, 1 s timeout, \
+         restart at the 3rd failure; worker cold start above is the floor):"
+    );
+    println!("talon                          {}", stats(&thang));
+    println!("supervisord                    no HTTP health checks");
+    if let Some((_, (_, _, mh))) = &mon {
+        println!("monit (set daemon 1, 3 cycles) {}", stats(mh));
+    }
+    if let Some((v, (_, hh))) = &hor {
+        println!("{:<30} {}", format!("{v} (max-failed 3)"), stats(hh));
+    }
     println!("\nidle, supervising one worker (health every 1 s for Talon), 10 s window:");
     println!("talon        CPU {tcpu:5.2} % of one core   RSS {trss:5.1} MB");
     if let Some((_, (scpu, srss), _)) = &sup {
         println!("supervisord  CPU {scpu:5.2} % of one core   RSS {srss:5.1} MB");
     }
-    if let Some((_, (_, (mcpu, mrss)))) = &mon {
+    if let Some((_, (_, (mcpu, mrss), _))) = &mon {
         println!("monit        CPU {mcpu:5.2} % of one core   RSS {mrss:5.1} MB");
     }
 }

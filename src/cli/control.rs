@@ -54,6 +54,16 @@ pub(super) fn post(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<Exit> {
+    post_within(cfg, path, body, std::time::Duration::from_secs(10))
+}
+
+/// [`post`] with a reply timeout (`talon worker` waits for a graceful stop).
+pub(super) fn post_within(
+    cfg: &Option<PathBuf>,
+    path: &str,
+    body: serde_json::Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Exit> {
     let loaded = config::load(&load_options(cfg, false));
     let Some(c) = loaded.config else {
         print_diagnostics(&loaded.diags);
@@ -72,9 +82,7 @@ pub(super) fn post(
         .build()?;
     let (status, text) = rt
         .block_on(async {
-            let client = crate::net::client()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?;
+            let client = crate::net::client().timeout(timeout).build()?;
             let resp = client
                 .post(&url)
                 .bearer_auth(token.trim())

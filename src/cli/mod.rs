@@ -16,6 +16,7 @@ mod remote;
 mod run;
 mod status;
 mod validate;
+mod worker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::{self, IsTerminal, Write};
@@ -79,6 +80,10 @@ pub enum Command {
     Ack(control::AckArgs),
     /// Silence a probe in the running daemon for a while (still probed and recorded).
     Silence(control::SilenceArgs),
+    /// The supervised worker through the running daemon: status, graceful restart, stop (stays
+    /// stopped, also across a Talon restart, until start), start. Exit 0 done, 1 failed, 2 no
+    /// daemon or usage.
+    Worker(worker::Args),
     /// Maintenance windows in the running daemon: start NAME|--probes … --for 2h, list, end.
     /// Probes still run; nothing pages for them; a probe still failing at the end escalates.
     Maintenance(maintenance::Args),
@@ -161,6 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Run(a) => run::run(&cli.config, a),
         Command::Ack(a) => control::ack(&cli.config, a),
         Command::Silence(a) => control::silence(&cli.config, a),
+        Command::Worker(a) => worker::run(&cli.config, a),
         Command::Maintenance(a) => maintenance::run(&cli.config, a),
         Command::Check(a) => check::run(&cli.config, a, &mut out),
         Command::Validate(a) => validate::run(&cli.config, a, &mut out),

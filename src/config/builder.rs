@@ -48,6 +48,19 @@ impl Builder<'_, '_> {
         }
     }
 
+    /// A duration of zero or more seconds, or the default.
+    pub(super) fn secs_or_zero(
+        &mut self,
+        key: &str,
+        v: Option<Secs>,
+        default: Duration,
+    ) -> Duration {
+        match v {
+            Some(Secs(0.0)) => Duration::ZERO,
+            v => self.secs(key, v, default),
+        }
+    }
+
     /// A count of at least 1, or the default.
     pub(super) fn count(&mut self, key: &str, v: Option<i64>, default: NonZeroU32) -> NonZeroU32 {
         match v {

@@ -72,6 +72,8 @@ pub mod worker {
     pub const SECRET_TIMEOUT: Duration = secs(10);
     pub const DRAIN_TIMEOUT: Duration = secs(5);
     pub const HEALTH_INTERVAL: Duration = secs(30);
+    /// Failed health checks after a spawn that do not count (Kubernetes' startup probe); 0: none.
+    pub const HEALTH_START_GRACE: Duration = Duration::ZERO;
     pub const HEALTH_FAILURES_BEFORE_RESTART: NonZeroU32 = count(3);
     pub const RESTART_BACKOFF_MAX: Duration = secs(30);
     pub const STARTUP_SYNC_DELAY: Duration = secs(5);

@@ -152,6 +152,7 @@ pub struct RawWorker {
     pub secrets: Option<BTreeMap<String, RawSecret>>,
     pub drain_timeout_secs: Option<Secs>,
     pub health_interval_secs: Option<Secs>,
+    pub health_start_grace_secs: Option<Secs>,
     pub health_failures_before_restart: Option<i64>,
     pub restart_backoff_max_secs: Option<Secs>,
     pub startup_sync_delay_secs: Option<Secs>,

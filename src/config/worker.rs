@@ -20,7 +20,10 @@ pub struct WorkerConfig {
     pub port: Option<u16>,
     /// Stop a stale listener on `port` before spawning (never clients).
     pub reclaim_port: bool,
+    /// The health URL, resolved: a path in the file (`/api/inngest`, the original's form) is
+    /// `http://127.0.0.1:<port><path>` here.
     pub health_endpoint: Option<String>,
+    /// The sync URL, resolved like `health_endpoint`.
     pub sync_endpoint: Option<String>,
     pub log_stdout: Option<PathBuf>,
     pub log_stderr: Option<PathBuf>,
@@ -34,8 +37,12 @@ pub struct WorkerConfig {
     pub secrets: BTreeMap<String, SecretConfig>,
     #[serde(serialize_with = "ser_secs", rename = "drain_timeout_secs")]
     pub drain_timeout: Duration,
+    /// Checks start this far apart, start to start, whatever the previous one took.
     #[serde(serialize_with = "ser_secs", rename = "health_interval_secs")]
     pub health_interval: Duration,
+    /// After a spawn, failed checks do not count for this long (a pass ends it early); 0: none.
+    #[serde(serialize_with = "ser_secs", rename = "health_start_grace_secs")]
+    pub health_start_grace: Duration,
     pub health_failures_before_restart: NonZeroU32,
     #[serde(serialize_with = "ser_secs", rename = "restart_backoff_max_secs")]
     pub restart_backoff_max: Duration,
@@ -87,14 +94,15 @@ impl Builder<'_, '_> {
                 None
             }
         };
-        for (key, u) in [
-            ("worker.health_endpoint", &w.health_endpoint),
-            ("worker.sync_endpoint", &w.sync_endpoint),
-        ] {
-            if let Some(u) = u {
-                self.url(key, u);
-            }
-        }
+        let port_given = w.port.is_some();
+        let health_endpoint = w
+            .health_endpoint
+            .as_deref()
+            .and_then(|u| self.endpoint("worker.health_endpoint", u, port, port_given));
+        let sync_endpoint = w
+            .sync_endpoint
+            .as_deref()
+            .and_then(|u| self.endpoint("worker.sync_endpoint", u, port, port_given));
         let forward = self.forward_signals(w.forward_signals.unwrap_or_default());
         let secrets = self.secrets(w.secrets.unwrap_or_default());
         let env = w.env.unwrap_or_default();
@@ -119,8 +127,8 @@ impl Builder<'_, '_> {
             external_systemd_unit: w.external_systemd_unit,
             port,
             reclaim_port: w.reclaim_port.unwrap_or(dw::RECLAIM_PORT),
-            health_endpoint: w.health_endpoint,
-            sync_endpoint: w.sync_endpoint,
+            health_endpoint,
+            sync_endpoint,
             log_stdout: w.log_stdout.as_deref().map(|p| self.path(p)),
             log_stderr: w.log_stderr.as_deref().map(|p| self.path(p)),
             log_max_bytes: w.log_max_bytes.unwrap_or(dw::LOG_MAX_BYTES),
@@ -137,6 +145,11 @@ impl Builder<'_, '_> {
                 "worker.health_interval_secs",
                 w.health_interval_secs,
                 dw::HEALTH_INTERVAL,
+            ),
+            health_start_grace: self.secs_or_zero(
+                "worker.health_start_grace_secs",
+                w.health_start_grace_secs,
+                dw::HEALTH_START_GRACE,
             ),
             health_failures_before_restart: self.count(
                 "worker.health_failures_before_restart",
@@ -177,6 +190,40 @@ impl Builder<'_, '_> {
                 w.owner_check_secs,
                 dw::OWNER_CHECK,
             ),
+        }
+    }
+
+    /// A health or sync endpoint: a full http(s) URL, or — as the original Talon wrote them — a
+    /// path on the worker's own port (`/api/inngest` → `http://127.0.0.1:<port>/api/inngest`).
+    fn endpoint(
+        &mut self,
+        key: &str,
+        u: &str,
+        port: Option<u16>,
+        port_given: bool,
+    ) -> Option<String> {
+        if !u.starts_with('/') {
+            self.url(key, u);
+            return Some(u.to_string());
+        }
+        match port {
+            Some(p) => {
+                let url = format!("http://127.0.0.1:{p}{u}");
+                self.url(key, &url);
+                Some(url)
+            }
+            // A bad `port` is reported where it is; one problem, one line.
+            None if port_given => None,
+            None => {
+                self.err(
+                    key,
+                    format!(
+                        "`{u}` is a path on the worker's own port, but worker.port is not set; \
+                         set `port = ...` or write a full URL (http://host:port{u})"
+                    ),
+                );
+                None
+            }
         }
     }
 

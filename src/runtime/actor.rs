@@ -94,6 +94,9 @@ pub(super) struct WorkerSlot {
     pub(super) handle: Option<Arc<dyn Worker>>,
     /// Its restarts so far (for `state.json`).
     pub(super) restarts: u32,
+    /// Stopped on purpose by an operator (`talon worker stop`); kept in the store's `kv` table
+    /// (`worker.stopped`) so a Talon restart keeps it stopped.
+    pub(super) held: bool,
     /// Every supervisor sends its events here; they are passed on to the inbox.
     pub(super) events: mpsc::Sender<WorkerEvent>,
     pub(super) events_rx: Option<mpsc::Receiver<WorkerEvent>>,
@@ -141,6 +144,10 @@ impl Runtime {
             store_notice,
             pushes,
         } = boot;
+        // Read once, before anything starts: an operator's `talon worker stop` outlives Talon.
+        let worker_held = history.is_some()
+            && cfg.worker.is_some()
+            && super::worker::stopped_on_purpose(&cfg.state_dir);
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
         let (control, control_rx) = mpsc::channel(16);
@@ -168,6 +175,7 @@ impl Runtime {
             worker: WorkerSlot {
                 handle: None,
                 restarts: 0,
+                held: worker_held,
                 events,
                 events_rx: Some(events_rx),
             },

@@ -16,7 +16,7 @@ use crate::core::{
 };
 use crate::redact::Redactor;
 use crate::store::{Batch, StoreError};
-use crate::supervise::{ForwardError, WorkerEvent, WorkerStatus};
+use crate::supervise::{ControlResult, ForwardError, WorkerAction, WorkerEvent, WorkerStatus};
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -170,12 +170,14 @@ pub trait History: Send {
 /// Starts worker supervisors (one per `[worker]` config, again after a reload removed and
 /// re-added it).
 pub trait Workers: Send + Sync {
-    /// Start supervising; the supervisor's events go to `events`.
+    /// Start supervising; the supervisor's events go to `events`. With `held`, the worker
+    /// starts out stopped on purpose (an operator's `talon worker stop` before a Talon restart).
     fn start(
         &self,
         cfg: WorkerConfig,
         search: SearchPath,
         events: mpsc::Sender<WorkerEvent>,
+        held: bool,
     ) -> Arc<dyn Worker>;
 }
 
@@ -188,6 +190,9 @@ pub trait Worker: Send + Sync {
     /// Pass a signal on to the worker's group.
     fn forward(&self, sig: Signal) -> Result<(), ForwardError>;
     fn status(&self) -> WorkerStatus;
+    /// An operator's `restart`, `stop` or `start`, answered when done (`status` is answered from
+    /// [`Worker::status`]).
+    fn control(&self, action: WorkerAction) -> BoxFuture<'_, ControlResult>;
     /// Values of the worker's resolved secrets (redacted from everything Talon hands over).
     fn secret_values(&self) -> Vec<String>;
     /// Stop supervising, first signal `sig`, and wait until nothing is left — when this is the

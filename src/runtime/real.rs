@@ -12,7 +12,10 @@ use crate::config::{Config, WorkerConfig};
 use crate::core::{ChannelResult, Millis, ProbeResult, RunOutcome};
 use crate::probe::Engine;
 use crate::store::{Batch, StoreError, StoreWriter};
-use crate::supervise::{ForwardError, Supervisor, SupervisorHandle, WorkerEvent, WorkerStatus};
+use crate::supervise::{
+    ControlResult, ForwardError, Supervisor, SupervisorHandle, WorkerAction, WorkerEvent,
+    WorkerStatus,
+};
 use nix::sys::signal::Signal;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -121,8 +124,9 @@ impl Workers for Supervisors {
         cfg: WorkerConfig,
         search: SearchPath,
         events: mpsc::Sender<WorkerEvent>,
+        held: bool,
     ) -> Arc<dyn Worker> {
-        Arc::new(Supervisor::start(cfg, search, events))
+        Arc::new(Supervisor::start_held(cfg, search, events, held))
     }
 }
 
@@ -138,6 +142,16 @@ impl Worker for SupervisorHandle {
     }
     fn status(&self) -> WorkerStatus {
         SupervisorHandle::status(self)
+    }
+    fn control(&self, action: WorkerAction) -> BoxFuture<'_, ControlResult> {
+        Box::pin(async move {
+            match action {
+                WorkerAction::Restart => self.restart_now().await,
+                WorkerAction::Stop => SupervisorHandle::stop(self).await,
+                WorkerAction::Start => SupervisorHandle::start(self).await,
+                WorkerAction::Status => Ok(format!("{:?}", SupervisorHandle::status(self).state)),
+            }
+        })
     }
     fn secret_values(&self) -> Vec<String> {
         SupervisorHandle::secret_values(self)

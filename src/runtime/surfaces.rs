@@ -220,6 +220,7 @@ impl Runtime {
                     "agent circuit breaker was closed; its miss count is reset".into()
                 }));
             }
+            ControlRequest::Worker { action, reply } => self.worker_control(action, reply),
             ControlRequest::Push {
                 probe,
                 event,

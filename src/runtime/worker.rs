@@ -4,9 +4,76 @@
 use super::Runtime;
 use crate::core::ProbeResult;
 use crate::core::{Event, WORKER_PROBE};
-use crate::supervise::WorkerEvent;
+use crate::server::control::ControlReply;
+use crate::store::Batch;
+use crate::supervise::{WorkerAction, WorkerEvent, WorkerStatus};
 use nix::sys::signal::Signal;
+use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// The store's `kv` key that says the worker was stopped on purpose (`talon worker stop`).
+pub const WORKER_STOPPED_KEY: &str = "worker.stopped";
+
+/// Did an operator leave the worker stopped (the store in `state_dir` says so)?
+pub(super) fn stopped_on_purpose(state_dir: &Path) -> bool {
+    match crate::store::Store::open_existing(state_dir) {
+        Ok(Some(s)) => match s.kv_get(WORKER_STOPPED_KEY) {
+            Ok(v) => v.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read whether the worker was stopped on purpose; starting it");
+                false
+            }
+        },
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the store to read whether the worker was stopped on purpose; starting it");
+            false
+        }
+    }
+}
+
+/// `talon worker status`: one line per fact.
+fn status_text(st: &WorkerStatus) -> String {
+    let state = serde_json::to_value(st.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut out = format!("worker: {state}");
+    if let Some(pid) = st.pid {
+        out.push_str(&format!(", pid {pid}"));
+    }
+    if let Some(t) = st.started_at
+        && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
+    {
+        out.push_str(&format!(
+            " (started {})",
+            crate::format::utc(d.as_millis() as i64)
+        ));
+    }
+    out.push_str(&format!(
+        "\nrestarts: {}, deaths in the restart window: {}{}",
+        st.restarts,
+        st.deaths_in_window,
+        if st.crash_loop { " (crash loop)" } else { "" }
+    ));
+    if st.consecutive_health_failures > 0 {
+        out.push_str(&format!(
+            "\nhealth checks failed in a row: {}",
+            st.consecutive_health_failures
+        ));
+    }
+    if let Some(e) = st.last_exit {
+        out.push_str(&format!("\nlast exit: {e}"));
+    }
+    if let Some(e) = &st.last_error {
+        out.push_str(&format!("\nlast error: {e}"));
+    }
+    if let Some(o) = &st.external_owner {
+        out.push_str(&format!("\nexternal owner: {o} (Talon stands aside)"));
+    }
+    out
+}
 
 impl Runtime {
     pub(super) fn start_worker(&mut self) {
@@ -15,7 +82,13 @@ impl Runtime {
                 w.clone(),
                 self.cfg.search_path.clone(),
                 self.worker.events.clone(),
+                self.worker.held,
             );
+            if self.worker.held {
+                tracing::warn!(
+                    "the worker was stopped on purpose (`talon worker stop`) and stays stopped until `talon worker start`"
+                );
+            }
             self.worker.handle = Some(handle);
         }
     }
@@ -95,6 +168,63 @@ impl Runtime {
         }
     }
 
+    /// `talon worker status|restart|stop|start` (`POST /worker`). Status is answered at once;
+    /// the others by a task once the supervisor has done them (a graceful stop takes up to
+    /// `drain_timeout_secs`), so the loop never waits. A stop is written to the store first,
+    /// so a Talon restart keeps the worker stopped; `start` and `restart` clear it.
+    pub(super) fn worker_control(
+        &mut self,
+        action: WorkerAction,
+        reply: oneshot::Sender<ControlReply>,
+    ) {
+        let Some(h) = self.worker.handle.clone() else {
+            let msg = if self.cfg.worker.is_some() {
+                "the worker is not supervised right now"
+            } else {
+                "no [worker] is configured"
+            };
+            let _ = reply.send(ControlReply::NotFound(msg.into()));
+            return;
+        };
+        match action {
+            WorkerAction::Status => {
+                let _ = reply.send(ControlReply::Done(status_text(&h.status())));
+                return;
+            }
+            WorkerAction::Stop => self.set_held(true),
+            WorkerAction::Start | WorkerAction::Restart => self.set_held(false),
+        }
+        tracing::info!(
+            action = action.as_str(),
+            "operator: talon worker {}",
+            action.as_str()
+        );
+        self.tasks.spawn(async move {
+            let answer = match h.control(action).await {
+                Ok(m) => {
+                    tracing::info!(action = action.as_str(), result = %m, "operator's worker command done");
+                    ControlReply::Done(m)
+                }
+                Err(m) => {
+                    tracing::warn!(action = action.as_str(), error = %m, "operator's worker command failed");
+                    ControlReply::Rejected(m)
+                }
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Remember (in memory and in the store) whether the worker is stopped on purpose.
+    fn set_held(&mut self, held: bool) {
+        self.worker.held = held;
+        let now = self.clock.wall_ms();
+        if let Some(h) = &self.history {
+            let value = held
+                .then(|| serde_json::json!({ "at": now, "by": "talon worker stop" }).to_string());
+            h.write(Batch::kv(now, WORKER_STOPPED_KEY, value));
+        }
+    }
+
     /// `worker.forward_signals`: pass the signal on to the worker's group.
     pub(super) fn forward(&self, sig: Signal) {
         if let Some(h) = &self.worker.handle {
@@ -103,5 +233,42 @@ impl Runtime {
                 Err(e) => tracing::warn!(signal = sig.as_str(), "not forwarded: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_on_purpose_is_read_back_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!stopped_on_purpose(dir.path()), "no store yet: not stopped");
+        let mut store = crate::store::Store::open(dir.path()).unwrap();
+        assert!(!stopped_on_purpose(dir.path()));
+        store
+            .apply(&Batch::kv(1, WORKER_STOPPED_KEY, Some("{}".into())))
+            .unwrap();
+        assert!(stopped_on_purpose(dir.path()));
+        store
+            .apply(&Batch::kv(2, WORKER_STOPPED_KEY, None))
+            .unwrap();
+        assert!(!stopped_on_purpose(dir.path()));
+    }
+
+    #[test]
+    fn status_text_names_state_pid_and_the_last_error() {
+        let st = WorkerStatus {
+            state: crate::supervise::WorkerState::StoppedOnPurpose,
+            restarts: 2,
+            last_error: Some("health check failed".into()),
+            ..WorkerStatus::default()
+        };
+        let t = status_text(&st);
+        assert!(
+            t.starts_with("worker: stopped_on_purpose\nrestarts: 2"),
+            "{t}"
+        );
+        assert!(t.contains("last error: health check failed"), "{t}");
     }
 }

@@ -1,6 +1,7 @@
-//! Write endpoints (`POST /ack`, `POST /silence`, `POST /approve`, `POST /deny`,
-//! `POST /agent/reset`, and the `push` probes' `POST /ping/NAME`): authenticated with a bearer
-//! token read from `<state_dir>/api.token` (mode 0600), forwarded to the runtime over an mpsc channel, answered
+//! Write endpoints (`POST /ack`, `POST /silence`, `POST /maintenance`, `POST /approve`,
+//! `POST /deny`, `POST /agent/reset`, `POST /worker`, and the `push` probes' `POST /ping/NAME`):
+//! authenticated with a bearer token read from `<state_dir>/api.token` (mode 0600), forwarded to
+//! the runtime over an mpsc channel, answered
 //! from the runtime's reply.
 
 use crate::store::layout::{FILE_MODE, TOKEN_FILE};
@@ -45,6 +46,11 @@ pub enum ControlRequest {
     /// Close the agent's circuit breaker (`talon agent reset`).
     AgentReset {
         by: String,
+        reply: oneshot::Sender<ControlReply>,
+    },
+    /// `talon worker status|restart|stop|start`; answered when the action is done.
+    Worker {
+        action: crate::supervise::WorkerAction,
         reply: oneshot::Sender<ControlReply>,
     },
     /// A `push` probe's job reported (`POST /ping/NAME[/start|/fail]`; the token was checked).
@@ -135,6 +141,16 @@ pub struct DecisionBody {
 pub struct ResetBody {
     pub by: Option<String>,
 }
+/// `POST /worker` body: `{"action": "status" | "restart" | "stop" | "start"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerBody {
+    pub action: crate::supervise::WorkerAction,
+}
+
+/// How long `POST /worker` waits for the runtime: a graceful stop takes up to the worker's
+/// `drain_timeout_secs`, a start its preparation (secrets, port reclaim).
+pub const WORKER_CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The runtime's answer to a [`ControlRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]

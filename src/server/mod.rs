@@ -1,7 +1,7 @@
 //! The HTTP surfaces: `GET /health`, `GET /status`, `GET /metrics`, the status page at `GET /`,
-//! the token-protected write endpoints `POST /ack`, `POST /silence` and `POST /maintenance`, and
-//! the `push` probes' `POST /ping/NAME` (`/start`, `/fail`), each authenticated by that probe's
-//! own token.
+//! the token-protected write endpoints `POST /ack`, `POST /silence`, `POST /maintenance` and
+//! `POST /worker`, and the `push` probes' `POST /ping/NAME` (`/start`, `/fail`), each ping
+//! authenticated by its probe's own token.
 //!
 //! Handlers read a [`StatusBoard`] that the runtime updates whenever anything changes; they clone
 //! the snapshot and let go at once, so nothing the runtime is doing (a 5-minute heal) can make
@@ -39,7 +39,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use control::{
-    AckBody, ControlReply, ControlRequest, MaintenanceBody, SilenceBody, bearer_matches,
+    AckBody, ControlReply, ControlRequest, MaintenanceBody, SilenceBody, WorkerBody, bearer_matches,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -208,7 +208,7 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
             state.hosts.clone(),
             host_guard,
         ))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overload_response))
@@ -217,6 +217,31 @@ pub fn router(state: ServerState, opts: &ServerOptions) -> Router {
                     opts.max_in_flight.max(1),
                 ))
                 .timeout(opts.request_timeout),
+        )
+        .merge(worker_router(state, opts))
+}
+
+/// `POST /worker` waits for a graceful stop (up to the worker's `drain_timeout_secs`) and a
+/// start: its own, longer request limit, and its own small concurrency bound.
+fn worker_router(state: ServerState, opts: &ServerOptions) -> Router {
+    let hosts = state.hosts.clone();
+    Router::new()
+        .route("/worker", post(worker))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The same Host allow-list as every other route (DNS rebinding).
+        .layer(axum::middleware::from_fn_with_state(hosts, host_guard))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overload_response))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    opts.max_in_flight.clamp(1, 4),
+                ))
+                .timeout(
+                    opts.request_timeout
+                        .max(control::WORKER_CONTROL_TIMEOUT + Duration::from_secs(5)),
+                ),
         )
 }
 
@@ -367,6 +392,15 @@ async fn forward(
     control: &Control,
     make: impl FnOnce(oneshot::Sender<ControlReply>) -> ControlRequest,
 ) -> Result<Response, ApiError> {
+    forward_within(st, control, st.control_timeout, make).await
+}
+
+async fn forward_within(
+    st: &ServerState,
+    control: &Control,
+    reply_timeout: Duration,
+    make: impl FnOnce(oneshot::Sender<ControlReply>) -> ControlRequest,
+) -> Result<Response, ApiError> {
     let (reply_tx, reply_rx) = oneshot::channel();
     let unavailable = |m: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m);
     control
@@ -374,7 +408,7 @@ async fn forward(
         .send_timeout(make(reply_tx), st.control_timeout)
         .await
         .map_err(|_| unavailable("the runtime is not accepting requests"))?;
-    let reply = tokio::time::timeout(st.control_timeout, reply_rx)
+    let reply = tokio::time::timeout(reply_timeout, reply_rx)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -486,6 +520,22 @@ async fn agent_reset(
     let b: control::ResetBody = parse_body(&body)?;
     forward(&st, control, |reply| ControlRequest::AgentReset {
         by: decider(b.by),
+        reply,
+    })
+    .await
+}
+
+/// `POST /worker {"action": "restart"}`: the worker's controls, answered when done.
+async fn worker(
+    State(st): State<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let control = authorize(&st, &headers)?;
+    let b: WorkerBody = parse_required(&body)?;
+    let wait = st.control_timeout.max(control::WORKER_CONTROL_TIMEOUT);
+    forward_within(&st, control, wait, |reply| ControlRequest::Worker {
+        action: b.action,
         reply,
     })
     .await

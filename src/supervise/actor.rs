@@ -7,7 +7,8 @@ use super::monitor::{self, MonitorMsg};
 use super::owner::{self, Ownership};
 use super::policy::RestartPolicy;
 use super::{
-    Command, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState, WorkerStatus, port,
+    Command, ControlResult, RestartReason, STDERR_TAIL_BYTES, WorkerEvent, WorkerState,
+    WorkerStatus, port,
 };
 use crate::clock::Instant;
 use crate::config::WorkerConfig;
@@ -22,9 +23,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Start the actor on a new task; the handle keeps the other ends.
+/// Start the actor on a new task; the handle keeps the other ends. `held`: start out stopped on
+/// purpose.
+#[allow(clippy::too_many_arguments)] // one call site, in `Supervisor::start_held`
 pub(super) fn spawn(
     cfg: WorkerConfig,
+    held: bool,
     search: SearchPath,
     events: mpsc::Sender<WorkerEvent>,
     commands: mpsc::Receiver<Command>,
@@ -47,6 +51,8 @@ pub(super) fn spawn(
         started_once: false,
         secret_cache: BTreeMap::new(),
         reuse_secrets: false,
+        held,
+        pending: None,
     };
     tokio::spawn(actor.run())
 }
@@ -68,6 +74,8 @@ enum LifeEnd {
     },
     /// Restart at once, no death counted (requested, reconfigured, handed over).
     Now(RestartReason),
+    /// Stopped on purpose by an operator.
+    Held,
     Shutdown,
 }
 
@@ -91,6 +99,11 @@ struct Actor {
     /// [`Actor::secret_cache`] instead of being fetched again (a crash restart fetches anew, so
     /// a rotated secret is picked up).
     reuse_secrets: bool,
+    /// Stopped on purpose (`talon worker stop`): nothing is started until `start`/`restart`.
+    held: bool,
+    /// An operator's `start`/`restart` waiting for the next start attempt's outcome, with what
+    /// to say before the new pid (`"restarted: pid 1 → "`).
+    pending: Option<(oneshot::Sender<ControlResult>, String)>,
 }
 
 /// Secret name → (its command, its value).
@@ -100,6 +113,17 @@ impl Actor {
     async fn run(mut self) {
         let mut delay = Duration::ZERO;
         loop {
+            if self.held {
+                self.set(|s| {
+                    s.state = WorkerState::StoppedOnPurpose;
+                    s.pid = None;
+                });
+                self.emit(WorkerEvent::StoppedOnPurpose).await;
+                if let Flow::Shutdown = self.hold().await {
+                    break;
+                }
+                delay = Duration::ZERO;
+            }
             if !delay.is_zero() {
                 self.set(|s| s.state = WorkerState::Backoff);
                 if let Flow::Shutdown = self.idle(delay).await {
@@ -109,7 +133,11 @@ impl Actor {
             delay = Duration::ZERO;
             if owner::configured(&self.cfg) {
                 self.refresh_owner().await;
-                if self.owner.is_some() {
+                if let Some(o) = &self.owner {
+                    let msg = format!(
+                        "the worker is run by its external owner ({o}); Talon stands aside"
+                    );
+                    self.answer(Err(msg));
                     self.set(|s| {
                         s.state = WorkerState::External;
                         s.pid = None;
@@ -124,6 +152,7 @@ impl Actor {
             let spawned = match self.start().await {
                 Ok(s) => s,
                 Err(reason) => {
+                    self.answer(Err(format!("the worker could not be started: {reason}")));
                     self.emit(WorkerEvent::SpawnFailed {
                         reason: reason.clone(),
                     })
@@ -135,8 +164,11 @@ impl Actor {
                     continue;
                 }
             };
+            let pid = spawned.pid();
+            self.answer(Ok(format!("pid {pid}")));
             match self.supervise(spawned).await {
                 LifeEnd::Shutdown => break,
+                LifeEnd::Held => {}
                 LifeEnd::Now(reason) => {
                     self.emit(WorkerEvent::Restarting {
                         reason,
@@ -189,6 +221,55 @@ impl Actor {
         })
         .await;
         d.delay
+    }
+
+    /// Answer the operator's pending `start`/`restart`, if any.
+    fn answer(&mut self, r: ControlResult) {
+        if let Some((reply, prefix)) = self.pending.take() {
+            let _ = reply.send(r.map(|m| format!("{prefix}{m}")));
+        }
+    }
+
+    /// Stopped on purpose: serve commands until an operator starts the worker again (or
+    /// supervision ends). A reconfigure is taken and the worker stays stopped; a restart without
+    /// an operator behind it (a heal) does not end the stop.
+    async fn hold(&mut self) -> Flow {
+        loop {
+            match self.commands.recv().await {
+                None => return Flow::Shutdown,
+                Some(Command::Shutdown(_, reply)) => {
+                    self.shutdown_reply = Some(reply);
+                    return Flow::Shutdown;
+                }
+                Some(Command::Start(reply)) => {
+                    self.held = false;
+                    self.pending = Some((reply, "worker started: ".into()));
+                    return Flow::Next;
+                }
+                Some(Command::Restart(Some(reply))) => {
+                    self.held = false;
+                    self.pending = Some((reply, "worker was stopped; started: ".into()));
+                    return Flow::Next;
+                }
+                Some(Command::Restart(None)) => {
+                    tracing::info!(
+                        "worker is stopped on purpose; restart not done (`talon worker start` runs it)"
+                    );
+                }
+                Some(Command::Stop(reply)) => {
+                    let _ = reply.send(Ok("worker is already stopped".into()));
+                }
+                Some(Command::Reconfigure(cfg, search)) => {
+                    self.apply(*cfg, search);
+                }
+                Some(Command::Forward(sig)) => {
+                    tracing::info!(
+                        signal = sig.as_str(),
+                        "worker stopped on purpose; signal not forwarded"
+                    );
+                }
+            }
+        }
     }
 
     fn set(&self, f: impl FnOnce(&mut WorkerStatus)) {
@@ -246,6 +327,11 @@ impl Actor {
                 tracing::warn!("external supervisor released the worker; Talon takes over")
             }
             WorkerEvent::Stopped => tracing::info!("worker supervision stopped"),
+            WorkerEvent::StoppedOnPurpose => {
+                tracing::warn!(
+                    "worker stopped on purpose; it stays stopped until `talon worker start`"
+                )
+            }
         }
         let _ = self.events.send(ev).await;
     }
@@ -262,7 +348,19 @@ impl Actor {
                         self.shutdown_reply = Some(reply);
                         return Flow::Shutdown;
                     }
-                    Some(Command::Restart) => return Flow::Next,
+                    Some(Command::Restart(reply)) => {
+                        self.pending = reply.map(|r| (r, "worker started: ".into()));
+                        return Flow::Next;
+                    }
+                    Some(Command::Start(reply)) => {
+                        self.pending = Some((reply, "worker started: ".into()));
+                        return Flow::Next;
+                    }
+                    Some(Command::Stop(reply)) => {
+                        self.held = true;
+                        let _ = reply.send(Ok("worker stopped (no worker was running); it stays stopped until `talon worker start`".into()));
+                        return Flow::Next;
+                    }
                     Some(Command::Reconfigure(cfg, search)) => {
                         self.apply(*cfg, search);
                         return Flow::Next;
@@ -467,9 +565,21 @@ impl Actor {
                         tracing::info!(pid, signal = sig.as_str(), "forwarding signal to the worker's group");
                         spawned.group.signal(sig);
                     }
-                    Some(Command::Restart) => {
-                        self.stop(&mut spawned, Signal::SIGTERM).await;
+                    Some(Command::Restart(reply)) => {
+                        let end = self.stop(&mut spawned, Signal::SIGTERM).await;
+                        self.pending = reply.map(|r| (r, format!("worker restarted: pid {pid} ({end}) → ")));
                         return LifeEnd::Now(RestartReason::Requested);
+                    }
+                    Some(Command::Stop(reply)) => {
+                        let end = self.stop(&mut spawned, Signal::SIGTERM).await;
+                        self.held = true;
+                        let _ = reply.send(Ok(format!(
+                            "worker stopped: pid {pid} ({end}); it stays stopped until `talon worker start`"
+                        )));
+                        return LifeEnd::Held;
+                    }
+                    Some(Command::Start(reply)) => {
+                        let _ = reply.send(Ok(format!("worker is already running: pid {pid}")));
                     }
                     Some(Command::Reconfigure(cfg, search)) => {
                         self.stop(&mut spawned, Signal::SIGTERM).await;
@@ -501,7 +611,7 @@ impl Actor {
 
     /// Graceful stop: `first` to the group, up to `drain_timeout` for the whole group to exit,
     /// then KILL the group; the leader is always reaped.
-    async fn stop(&mut self, spawned: &mut Spawned, first: Signal) {
+    async fn stop(&mut self, spawned: &mut Spawned, first: Signal) -> End {
         self.set(|s| s.state = WorkerState::Stopping);
         let pid = spawned.pid();
         let uptime = spawned.started.elapsed();
@@ -513,6 +623,7 @@ impl Actor {
             s.pid = None;
         });
         self.emit(WorkerEvent::Exited { pid, end, uptime }).await;
+        end
     }
 }
 

@@ -109,6 +109,9 @@ pub enum WorkerEvent {
     OwnerChanged { external: Option<String> },
     /// Supervision ended by `shutdown`; no process is left.
     Stopped,
+    /// An operator stopped the worker (`talon worker stop`): no process is left and none is
+    /// started until `start`/`restart`. Not a failure.
+    StoppedOnPurpose,
 }
 
 impl WorkerEvent {
@@ -129,6 +132,9 @@ impl WorkerEvent {
             } => Some(Outcome::fail(format!(
                 "worker health check failed ({consecutive} in a row): {reason}"
             ))),
+            WorkerEvent::StoppedOnPurpose => Some(Outcome::pass(
+                "worker stopped on purpose (`talon worker stop`); `talon worker start` runs it again",
+            )),
             WorkerEvent::SpawnFailed { reason } => Some(Outcome::error(format!(
                 "worker could not be started: {reason}"
             ))),
@@ -169,6 +175,8 @@ pub enum WorkerState {
     External,
     /// Being stopped (restart or shutdown).
     Stopping,
+    /// Stopped by an operator; stays stopped until started again.
+    StoppedOnPurpose,
     /// Supervision ended.
     Stopped,
 }
@@ -211,8 +219,41 @@ impl Default for WorkerStatus {
     }
 }
 
-enum Command {
+/// What an operator asks of the worker (`talon worker ACTION`, `POST /worker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerAction {
+    /// Where the worker is (pid, state, restarts, last error).
+    Status,
+    /// Graceful restart (ends a stop on purpose).
     Restart,
+    /// Graceful stop; stays stopped until `Start`, across Talon restarts.
+    Stop,
+    /// Start a stopped worker.
+    Start,
+}
+
+impl WorkerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerAction::Status => "status",
+            WorkerAction::Restart => "restart",
+            WorkerAction::Stop => "stop",
+            WorkerAction::Start => "start",
+        }
+    }
+}
+
+/// The answer to an operator's command: a one-line message, `Err` when it could not be done.
+pub type ControlResult = Result<String, String>;
+
+enum Command {
+    /// A graceful restart; with a reply (an operator's), also the end of a stop on purpose.
+    Restart(Option<oneshot::Sender<ControlResult>>),
+    /// Stop gracefully and stay stopped until `Start` or an operator's `Restart`.
+    Stop(oneshot::Sender<ControlResult>),
+    /// Start a worker stopped on purpose (or waiting in backoff) now.
+    Start(oneshot::Sender<ControlResult>),
     Reconfigure(Box<WorkerConfig>, SearchPath),
     Forward(Signal),
     Shutdown(Signal, oneshot::Sender<()>),
@@ -241,7 +282,9 @@ pub enum ForwardError {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Command::Restart => "Restart",
+            Command::Restart(_) => "Restart",
+            Command::Stop(_) => "Stop",
+            Command::Start(_) => "Start",
             Command::Reconfigure(..) => "Reconfigure",
             Command::Forward(_) => "Forward",
             Command::Shutdown(..) => "Shutdown",
@@ -252,7 +295,36 @@ impl std::fmt::Debug for Command {
 impl SupervisorHandle {
     /// Gracefully restart the worker (TERM its group, `drain_timeout`, KILL), at once.
     pub async fn restart(&self) {
-        let _ = self.commands.send(Command::Restart).await;
+        let _ = self.commands.send(Command::Restart(None)).await;
+    }
+
+    /// An operator's restart: graceful (TERM the group, drain, KILL, reap), then a new worker;
+    /// answered once the new one is spawned (or could not be). Ends a stop on purpose.
+    pub async fn restart_now(&self) -> ControlResult {
+        self.ask(|r| Command::Restart(Some(r))).await
+    }
+
+    /// An operator's stop: graceful, and the worker stays stopped (reported as
+    /// [`WorkerEvent::StoppedOnPurpose`]) until [`Self::start`] or [`Self::restart_now`].
+    /// Answered once nothing of it is left.
+    pub async fn stop(&self) -> ControlResult {
+        self.ask(Command::Stop).await
+    }
+
+    /// Start a worker stopped on purpose (or waiting in backoff) at once; answered once it is
+    /// spawned (or could not be).
+    pub async fn start(&self) -> ControlResult {
+        self.ask(Command::Start).await
+    }
+
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<ControlResult>) -> Command,
+    ) -> ControlResult {
+        let (tx, rx) = oneshot::channel();
+        let gone = || "the worker supervisor has stopped".to_string();
+        self.commands.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Take a new `[worker]` config: the worker is restarted gracefully with it and the restart
@@ -328,12 +400,24 @@ impl Supervisor {
         search: SearchPath,
         events: mpsc::Sender<WorkerEvent>,
     ) -> SupervisorHandle {
+        Self::start_held(cfg, search, events, false)
+    }
+
+    /// [`Self::start`]; with `held`, the worker starts out stopped on purpose (an operator's
+    /// `talon worker stop` from before Talon restarted) and waits for `start`.
+    pub fn start_held(
+        cfg: WorkerConfig,
+        search: SearchPath,
+        events: mpsc::Sender<WorkerEvent>,
+        held: bool,
+    ) -> SupervisorHandle {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (status_tx, status_rx) = watch::channel(WorkerStatus::default());
         let secrets = Arc::new(RwLock::new(Vec::new()));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let task = actor::spawn(
             cfg,
+            held,
             search,
             events,
             cmd_rx,
@@ -373,6 +457,13 @@ mod tests {
         .unwrap();
         assert_eq!(o.status, Status::Fail);
         assert!(o.output.contains("5 deaths in 300 s") && o.output.contains("not found"));
+        let held = WorkerEvent::StoppedOnPurpose.probe_outcome().unwrap();
+        assert_eq!(
+            held.status,
+            Status::Pass,
+            "stopped on purpose is not a failure"
+        );
+        assert!(held.output.contains("stopped on purpose"));
         assert_eq!(st(WorkerEvent::Spawned { pid: 1 }), None);
         assert_eq!(
             st(WorkerEvent::Exited {

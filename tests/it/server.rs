@@ -303,6 +303,16 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     seen.push(format!("agent reset by {by}"));
                     let _ = reply.send(ControlReply::Done("reset".into()));
                 }
+                ControlRequest::Worker { action, reply } => {
+                    seen.push(format!("worker {}", action.as_str()));
+                    let r = match action {
+                        talon::supervise::WorkerAction::Start => {
+                            ControlReply::Rejected("could not be started".into())
+                        }
+                        _ => ControlReply::Done(format!("worker {}", action.as_str())),
+                    };
+                    let _ = reply.send(r);
+                }
                 ControlRequest::Push {
                     probe,
                     event,
@@ -811,4 +821,39 @@ async fn pings_need_their_own_probe_token_and_take_job_output_beyond_the_json_li
             "push backup start 0".to_string(),
         ]
     );
+}
+
+#[tokio::test]
+async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_runtime() {
+    let (tx, rx) = mpsc::channel(4);
+    let rt = fake_runtime(rx);
+    let app = router(
+        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
+        &ServerOptions::default(),
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, _) = post(&app, "/worker", None, r#"{"action":"stop"}"#).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for (body, want) in [
+        (r#"{"action":"explode"}"#, "unknown variant `explode`"),
+        (r#"{}"#, "missing field `action`"),
+        ("", "bad JSON body"),
+    ] {
+        let (code, v) = post(&app, "/worker", Some(&bearer), body).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let (code, v) = post(&app, "/worker", Some(&bearer), r#"{"action":"restart"}"#).await;
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (StatusCode::OK, Some("worker restart"))
+    );
+    let (code, v) = post(&app, "/worker", Some(&bearer), r#"{"action":"start"}"#).await;
+    assert_eq!(code, StatusCode::CONFLICT, "a failed action is a 409: {v}");
+    drop(app);
+    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
+        .await
+        .expect("a sender outlived the router")
+        .unwrap();
+    assert_eq!(seen, ["worker restart", "worker start"]);
 }

@@ -714,3 +714,97 @@ command = "true"
         "{errors:#?}"
     );
 }
+
+/// The original Talon's own default config (tests/fixtures/original/config.toml), as its users
+/// have it: worker endpoints are paths on `port`, an external launchd label, an env file and
+/// logs under `~`.
+const ORIGINAL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/original/config.toml"
+);
+
+#[test]
+fn the_original_config_validates_as_is_and_config_shows_resolved_endpoints() {
+    let home = tempfile::tempdir().unwrap();
+    let mut c = talon(home.path());
+    c.args(["validate", "--json", "--no-resolve", "--config", ORIGINAL]);
+    let out = run(c);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
+
+    // On this Linux host, the only errors are what cannot exist here: its programs (bun, pi, its
+    // heal script, its secrets tool) and the macOS-only iMessage channel.
+    if cfg!(target_os = "linux") {
+        let mut c = talon(home.path());
+        c.env("PATH", "/usr/bin:/bin")
+            .args(["validate", "--json", "--config", ORIGINAL]);
+        let out = run(c);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        for e in v["errors"].as_array().unwrap() {
+            let m = e["message"].as_str().unwrap();
+            assert!(
+                m.contains("not found on Talon's PATH") || m.contains("only on macOS"),
+                "an error that could be fixed on this host: {e}"
+            );
+            assert!(!e["key"].as_str().unwrap().contains("endpoint"), "{e}");
+        }
+    }
+
+    let mut c = talon(home.path());
+    c.args(["config", "--json", "--config", ORIGINAL]);
+    let out = run(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let w = &v["worker"];
+    assert_eq!(w["health_endpoint"], "http://127.0.0.1:3111/api/inngest");
+    assert_eq!(w["sync_endpoint"], "http://127.0.0.1:3111/api/inngest");
+    assert_eq!(w["external_launchd_label"], "com.joel.system-bus-worker");
+    let h = home.path().display().to_string();
+    assert_eq!(
+        w["log_stdout"],
+        format!("{h}/.local/log/system-bus-worker.log")
+    );
+    assert_eq!(w["env_file"], format!("{h}/.config/system-bus.env"));
+    assert_eq!(w["health_start_grace_secs"], 0.0);
+}
+
+#[test]
+fn a_path_endpoint_without_port_is_a_located_error_and_full_urls_still_work() {
+    let c = Case::new();
+    let errors = c.errors(
+        "[worker]\ncommand = [\"true\"]\nhealth_endpoint = \"/health\"\nsync_endpoint = \"http://127.0.0.1:9/sync\"\n",
+        "",
+    );
+    expect_error(
+        &errors,
+        "config.toml",
+        4,
+        19,
+        "worker.health_endpoint",
+        "is a path on the worker's own port, but worker.port is not set",
+    );
+    assert_eq!(errors.len(), 1, "a full URL is fine: {errors:#?}");
+
+    // A path with a bad port: one error, at the port.
+    let errors = c.errors(
+        "[worker]\ncommand = [\"true\"]\nport = 70000\nsync_endpoint = \"/sync\"\n",
+        "",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["key"], "worker.port");
+
+    // A negative grace is refused; zero is the default and allowed.
+    let errors = c.errors(
+        "[worker]\ncommand = [\"true\"]\nhealth_start_grace_secs = -1\n",
+        "",
+    );
+    expect_error(
+        &errors,
+        "config.toml",
+        4,
+        27,
+        "worker.health_start_grace_secs",
+        "positive",
+    );
+}

@@ -384,6 +384,7 @@ impl Workers for Scripted {
         _cfg: crate::config::WorkerConfig,
         _search: SearchPath,
         events: mpsc::Sender<WorkerEvent>,
+        _held: bool,
     ) -> Arc<dyn Worker> {
         *self.0.worker_events.lock().unwrap() = Some(events);
         Arc::new(self.clone())
@@ -407,6 +408,12 @@ impl Worker for Scripted {
     }
     fn status(&self) -> WorkerStatus {
         WorkerStatus::default()
+    }
+    fn control(
+        &self,
+        action: crate::supervise::WorkerAction,
+    ) -> BoxFuture<'_, crate::supervise::ControlResult> {
+        Box::pin(async move { Err(format!("scripted worker: {} not scripted", action.as_str())) })
     }
     fn secret_values(&self) -> Vec<String> {
         Vec::new()

@@ -256,6 +256,9 @@ startup_sync_delay_secs = 0.1
 health_interval_secs = 0.2
 http_timeout_secs = 0.3
 drain_timeout_secs = 1
+# A new worker still starting on a loaded machine (Python can take over 0.5 s) is not killed by
+# three refused checks; once it has passed, failures count at once (the hangs here).
+health_start_grace_secs = 10
 {worker_extra}
 [worker.env]
 PORT = "{port}"
