@@ -8,13 +8,15 @@
 //! Also: the worker's own cold start (the floor), and idle CPU and RSS of each supervisor.
 //!
 //! Horust is taken from `target/bench-horust/bin/horust` (`cargo install horust --root
-//! target/bench-horust`) or PATH; its health checks run on its own fixed cadence (`max-failed =
-//! 3`; its interval and timeout are not settable), which the table says.
+//! target/bench-horust`) or PATH; its health checks run on its own fixed cadence (a HEAD with a
+//! 1 s timeout, then 1 s of sleep; not settable) and it restarts when more than `max-failed`
+//! checks failed (`max-failed = 2`: at the 3rd).
 //!
 //! `cargo bench --bench worker_restart` (RUNS=20 by default). Requirements: `python3` (with
-//! `venv`); supervisord is taken from `target/bench-venv` (created with `python3 -m venv` +
-//! `pip install supervisor` when missing); monit is the system's `monit` on PATH
-//! (`apt-get install -y monit`). A supervisor that is missing is reported as "not available" and
+//! `venv`); supervisord is the system's on PATH (`apt-get install -y supervisor`, which
+//! `scripts/bench` does when it is missing), else taken from `target/bench-venv` (created with
+//! `python3 -m venv` + `pip install supervisor` when missing); monit is the system's `monit` on
+//! PATH (`apt-get install -y monit`, also installed by `scripts/bench`). A supervisor that is missing is reported as "not available" and
 //! skipped. Nothing here is asserted: numbers go to BENCHMARKS.md.
 //!
 //! How monit is run: a `monitrc` (mode 0600) in a temp dir with `set daemon 1` (its shortest
@@ -263,6 +265,11 @@ fn talon(runs: usize, hang_runs: usize) -> (Vec<Duration>, (f64, f64), Vec<Durat
 }
 
 fn supervisord_bin() -> Option<PathBuf> {
+    // The system's (apt-get install supervisor, as scripts/bench does) when there is one.
+    let system = Command::new("supervisord").arg("--version").output();
+    if system.is_ok_and(|o| o.status.success()) {
+        return Some(PathBuf::from("supervisord"));
+    }
     let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-venv"));
     let bin = venv.join("bin/supervisord");
     if !bin.exists() {
@@ -400,12 +407,24 @@ fn horust_bin() -> Option<(PathBuf, String)> {
     } else {
         PathBuf::from("horust")
     };
-    let out = Command::new(&bin).arg("--version").output().ok()?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Horust 0.1.14 has no `--version`: `--help` proves it runs, the version comes from cargo's
+    // install record next to it.
+    let out = Command::new(&bin).arg("--help").output().ok()?;
+    let installed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-horust/.crates.toml"),
+    )
+    .unwrap_or_default();
+    let v = installed
+        .split('"')
+        .find_map(|s| s.strip_prefix("horust "))
+        .and_then(|s| s.split_whitespace().next())
+        .map_or_else(|| "horust".to_string(), |v| format!("horust {v}"));
     out.status.success().then_some((bin, v))
 }
 
-/// Horust supervising the worker: restart always, no backoff, HTTP health with `max-failed = 3`.
+/// Horust supervising the worker: restart always, no backoff, HTTP health (a HEAD request, 1 s
+/// timeout, then 1 s until the next) with `max-failed = 2`: Horust kills when the count of failed
+/// checks is *greater* than `max-failed`, so 2 is "at the 3rd failure" like the others.
 fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -420,7 +439,7 @@ fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Dura
         format!(
             "command = \"python3 {WORKER}\"\nstdout = \"/dev/null\"\nstderr = \"/dev/null\"\n\
              [restart]\nstrategy = \"always\"\nbackoff = \"0s\"\nattempts = 0\n\
-             [healthiness]\nhttp-endpoint = \"http://127.0.0.1:{port}/health\"\nmax-failed = 3\n\
+             [healthiness]\nhttp-endpoint = \"http://127.0.0.1:{port}/health\"\nmax-failed = 2\n\
              [termination]\nwait = \"5s\"\n\
              [environment]\nadditional = {{ {} }}\n",
             env.join(", ")
@@ -430,6 +449,8 @@ fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Dura
     let child = Command::new(bin)
         .arg("--services-path")
         .arg(&services)
+        .arg("--uds-folder-path")
+        .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -527,7 +548,7 @@ fn main() {
         println!("monit (set daemon 1, 3 cycles) {}", stats(mh));
     }
     if let Some((v, (_, hh))) = &hor {
-        println!("{:<30} {}", format!("{v} (max-failed 3)"), stats(hh));
+        println!("{:<30} {}", format!("{v} (max-failed 2)"), stats(hh));
     }
     println!("\nidle, supervising one worker (health every 1 s for Talon), 10 s window:");
     println!("talon        CPU {tcpu:5.2} % of one core   RSS {trss:5.1} MB");
