@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Applied as rlimits by the subprocess runner (`proc::limits`, which says where a limit does
-//! not hold: `processes` is ignored for root). Wired today for `script` probes; heals, agents
-//! and actions take the same table once wired (issue 22).
+//! not hold: `processes` is ignored for root), to `script` probes, heals, agent commands
+//! and catalogue actions: `[limits.script]`, `[limits.heal]`, `[limits.agent]` and
+//! `[limits.action]` each override the common keys for their kind.
 
 use super::builder::Builder;
 use super::raw::{RawLimitSet, RawLimits};
@@ -46,6 +47,12 @@ impl LimitSet {
 pub struct LimitsConfig {
     /// For `script` probes (`[limits]` overlaid with `[limits.script]`).
     pub script: LimitSet,
+    /// For `command` heals (`[limits.heal]`; not the systemctl/launchctl calls).
+    pub heal: LimitSet,
+    /// For agent commands, cloud and local (`[limits.agent]`).
+    pub agent: LimitSet,
+    /// For catalogue actions (`[limits.action]`); an action that runs a heal uses these too.
+    pub action: LimitSet,
 }
 
 impl LimitsConfig {
@@ -84,9 +91,15 @@ impl Builder<'_, '_> {
                 cpu_secs: raw.cpu_secs,
             },
         );
-        let script = self.limit_set("limits.script.", raw.script.unwrap_or_default());
+        let mut kind = |name: &str, r: Option<RawLimitSet>| {
+            let set = self.limit_set(&format!("limits.{name}."), r.unwrap_or_default());
+            all.overlay(set)
+        };
         LimitsConfig {
-            script: all.overlay(script),
+            script: kind("script", raw.script),
+            heal: kind("heal", raw.heal),
+            agent: kind("agent", raw.agent),
+            action: kind("action", raw.action),
         }
     }
 }
@@ -119,6 +132,22 @@ mod tests {
             }
         );
         assert!(load("").config.unwrap().limits.is_empty());
+        let c = load(
+            "[limits]\nmemory_mb = 512\n[limits.heal]\nmemory_mb = 64\n\
+             [limits.agent]\ncpu_secs = 9\n[limits.action]\nopen_files = 32",
+        )
+        .config
+        .expect("valid");
+        assert_eq!(c.limits.heal.memory_mb, Some(64));
+        assert_eq!(c.limits.script.memory_mb, Some(512));
+        assert_eq!(
+            (c.limits.agent.memory_mb, c.limits.agent.cpu_secs),
+            (Some(512), Some(9))
+        );
+        assert_eq!(
+            (c.limits.action.memory_mb, c.limits.action.open_files),
+            (Some(512), Some(32))
+        );
     }
 
     #[test]
@@ -133,5 +162,14 @@ mod tests {
         let l = load("[limits.script]\nmemroy_mb = 1");
         assert!(l.config.is_none());
         assert!(l.diags.to_string().contains("memroy_mb"), "{}", l.diags);
+        let l = load("[limits.agent]\ncpu_secs = 0");
+        assert!(l.config.is_none());
+        assert!(
+            l.diags.to_string().contains("limits.agent.cpu_secs"),
+            "{}",
+            l.diags
+        );
+        let l = load("[limits.heals]\nmemory_mb = 1");
+        assert!(l.config.is_none(), "an unknown kind table is rejected");
     }
 }

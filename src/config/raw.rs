@@ -285,6 +285,9 @@ pub struct RawLimits {
     pub open_files: Option<i64>,
     pub cpu_secs: Option<i64>,
     pub script: Option<RawLimitSet>,
+    pub heal: Option<RawLimitSet>,
+    pub agent: Option<RawLimitSet>,
+    pub action: Option<RawLimitSet>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,6 +55,8 @@ pub struct AgentRequest {
     pub grace: Duration,
     pub search_path: SearchPath,
     pub state_dir: PathBuf,
+    /// rlimits for each agent command (`[limits.agent]`).
+    pub limits: crate::proc::limits::Limits,
 }
 
 impl AgentRequest {
@@ -75,6 +77,7 @@ impl AgentRequest {
             grace: crate::proc::DEFAULT_GRACE,
             search_path: cfg.search_path.clone(),
             state_dir: cfg.state_dir.clone(),
+            limits: cfg.limits.agent.into(),
         }
     }
 }
@@ -213,6 +216,7 @@ async fn run_one(
     let names: Vec<&str> = req.failing.iter().map(|r| r.name.as_str()).collect();
     let run = Cmd::shell(command)
         .search_path(&req.search_path)
+        .limits(req.limits)
         .env("TALON_INCIDENT_ID", &req.incident_id)
         .env("TALON_TIER", tier.number().to_string())
         .env("TALON_FAILING_PROBES", names.join(","))

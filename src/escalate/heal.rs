@@ -169,6 +169,8 @@ pub struct HealRequest {
     pub search_path: SearchPath,
     /// Context files are written under `<state_dir>/tmp`.
     pub state_dir: PathBuf,
+    /// rlimits for a `command` heal (`[limits.heal]`; a catalogue action sets `[limits.action]`).
+    pub limits: crate::proc::limits::Limits,
 }
 
 impl HealRequest {
@@ -188,6 +190,7 @@ impl HealRequest {
             grace: crate::proc::DEFAULT_GRACE,
             search_path: cfg.search_path.clone(),
             state_dir: cfg.state_dir.clone(),
+            limits: cfg.limits.heal.into(),
         }
     }
 }
@@ -291,6 +294,7 @@ pub async fn run_heal(req: HealRequest, redactor: &Redactor) -> HealReport {
         }
         HealAction::Command { command } => Cmd::shell(command)
             .search_path(&req.search_path)
+            .limits(req.limits)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .timeout(req.timeout)
             .grace(req.grace)

@@ -49,6 +49,8 @@ pub enum NoticeKind {
     Test,
     /// The daily digest (`[digest]`): its lines are in `tried`.
     Digest,
+    /// Something about Talon itself (its state was set aside at start): the lines are in `tried`.
+    System,
 }
 
 impl NoticeKind {
@@ -59,6 +61,7 @@ impl NoticeKind {
             NoticeKind::Resolved => "resolved",
             NoticeKind::Test => "test",
             NoticeKind::Digest => "digest",
+            NoticeKind::System => "system",
         }
     }
     /// Firing (something is wrong) rather than an all-clear or a test.
@@ -142,6 +145,7 @@ impl Notice {
             NoticeKind::Resolved => format!("Resolved: {} is healthy again{inc}", self.host),
             NoticeKind::Test => format!("Test: Talon notification from {}", self.host),
             NoticeKind::Digest => format!("Digest: {}, the last 24 hours", self.host),
+            NoticeKind::System => format!("Notice: Talon on {}: {}", self.host, self.state),
         }
     }
 
@@ -156,7 +160,7 @@ impl Notice {
             ));
             return t;
         }
-        if self.kind == NoticeKind::Digest {
+        if matches!(self.kind, NoticeKind::Digest | NoticeKind::System) {
             for l in &self.tried {
                 t.push_str(l);
                 t.push('\n');

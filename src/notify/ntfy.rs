@@ -32,6 +32,7 @@ pub async fn send(spec: &NtfySpec, notice: &Notice, ctx: &NotifyCtx) -> Result<(
         super::NoticeKind::Resolved => "white_check_mark",
         super::NoticeKind::Test => "test_tube",
         super::NoticeKind::Digest => "newspaper",
+        super::NoticeKind::System => "warning",
     };
     let resp = ctx
         .http

@@ -37,16 +37,6 @@ use tokio::sync::{Semaphore, watch};
 /// it gives up on it anyway. Only reached if the subprocess runner itself misbehaves.
 const BACKSTOP: Duration = Duration::from_secs(2);
 
-/// The runner's limits for a kind's `[limits]` table.
-fn limits_of(l: &crate::config::limits::LimitSet) -> crate::proc::limits::Limits {
-    crate::proc::limits::Limits {
-        memory_mb: l.memory_mb,
-        processes: l.processes,
-        open_files: l.open_files,
-        cpu_secs: l.cpu_secs,
-    }
-}
-
 /// What the engine needs besides the probes themselves.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -74,7 +64,7 @@ impl Engine {
             search_path: config.search_path.clone(),
             concurrency: config.probe_defaults.concurrency.get() as usize,
             detail_bytes: config.probe_defaults.detail_bytes as usize,
-            script_limits: limits_of(&config.limits.script),
+            script_limits: config.limits.script.into(),
         })
     }
 

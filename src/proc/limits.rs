@@ -41,6 +41,18 @@ macro_rules! set_limit {
     }};
 }
 
+impl From<crate::config::limits::LimitSet> for Limits {
+    /// A kind's resolved `[limits]` table.
+    fn from(l: crate::config::limits::LimitSet) -> Self {
+        Limits {
+            memory_mb: l.memory_mb,
+            processes: l.processes,
+            open_files: l.open_files,
+            cpu_secs: l.cpu_secs,
+        }
+    }
+}
+
 impl Limits {
     /// No limit set.
     pub fn is_empty(&self) -> bool {

@@ -234,6 +234,7 @@ impl Runtime {
         }
         self.load_chat_state();
         self.digest_tick();
+        self.send_store_notice();
         self.start_worker();
         self.update_log();
         // A tick right away lets the core re-issue what a restore left pending (re-probes,

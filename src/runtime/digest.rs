@@ -239,6 +239,47 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Once at start, when the store was set aside as unreadable ([`super::boot::Boot::
+    /// store_notice`]): one `system` notice on every message channel (not Alertmanager, which
+    /// takes alerts), so the loss of history is not found out only from the log.
+    pub(super) fn send_store_notice(&mut self) {
+        let Some(what) = self.surfaces.store_notice.clone() else {
+            return;
+        };
+        let channels: Vec<_> = self
+            .cfg
+            .notify
+            .iter()
+            .filter(|c| !matches!(c.kind, ChannelKind::Alertmanager(_)))
+            .cloned()
+            .collect();
+        if channels.is_empty() {
+            return;
+        }
+        let host = crate::escalate::prompt::HostFacts::gather().hostname;
+        let mut notice = Notice::test(host, self.clock.wall_ms());
+        notice.kind = NoticeKind::System;
+        notice.state = "unreadable state set aside at start".into();
+        notice.tried = vec![
+            what,
+            "Probing goes on with a fresh store; earlier history is in the set-aside file.".into(),
+        ];
+        let job = NoticeJob {
+            notice,
+            channels,
+            search_path: self.cfg.search_path.clone(),
+            redactor: self.redactor.clone(),
+        };
+        let notifier = self.effects.notifier.clone();
+        self.tasks.spawn(async move {
+            for r in notifier.notice(job).await {
+                tracing::info!(channel = %r.channel, delivered = r.delivered, "store notice: {}", r.detail);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,7 @@ pub async fn run_action(job: ActionJob) -> (RunOutcome, String) {
             let mut req =
                 HealRequest::new(&job.cfg, job.incident.to_string(), heal.clone(), failing);
             req.timeout = entry.timeout;
+            req.limits = job.cfg.limits.action.into();
             let r = run_one_heal(req, &redactor).await;
             let mut out = r.output.clone();
             if let Some(e) = &r.error {
@@ -264,6 +265,7 @@ pub async fn run_action(job: ActionJob) -> (RunOutcome, String) {
             } else {
                 let run = crate::proc::Cmd::shell(command)
                     .search_path(&job.cfg.search_path)
+                    .limits(job.cfg.limits.action.into())
                     .env("TALON_INCIDENT_ID", job.incident.to_string())
                     .env("TALON_ACTION", &job.name)
                     .env("TALON_APPROVED_BY", &job.approved_by)

@@ -28,6 +28,7 @@ fn request(
         grace: Duration::from_millis(300),
         search_path: sp(&[]),
         state_dir: state.to_path_buf(),
+        limits: Default::default(),
     }
 }
 

@@ -73,6 +73,7 @@ fn request(state: &Path, command: &str, timeout: Duration) -> HealRequest {
         grace: Duration::from_millis(300),
         search_path: sp(&[]),
         state_dir: state.to_path_buf(),
+        limits: Default::default(),
     }
 }
 

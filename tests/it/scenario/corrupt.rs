@@ -1,9 +1,9 @@
 //! Issue 22: Talon's own state, damaged, at start.
 //!
 //! Scenario 15: a garbage `talon.db`, half a `state.json` and a lock file left by a dead process:
-//! Talon sets the database aside as `talon.db.corrupt-<time>`, starts clean, says so in the log
-//! and on `/status`, and probes. Scenario 16: a database cut in half under an open incident: the
-//! incident is kept from `state.json`. Scenario 17: a torn WAL (a half frame appended after a
+//! Talon sets the database aside as `talon.db.corrupt-<time>`, starts clean, says so in the log,
+//! on `/status` and once on a command channel, and probes. Scenario 16: a database cut in half
+//! under an open incident: the incident is kept from `state.json`. Scenario 17: a torn WAL (a half frame appended after a
 //! SIGKILL) is not corruption: nothing is quarantined and every committed row is still there.
 //! Scenario 18: a state dir on a read-only filesystem is exit 2 naming the path and the errno.
 
@@ -18,6 +18,11 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path, addr: &str, fault: &Path) -> PathBuf {
+    config_with(dir, addr, fault, "")
+}
+
+/// [`config`] with `extra` TOML appended (e.g. a channel).
+fn config_with(dir: &Path, addr: &str, fault: &Path, extra: &str) -> PathBuf {
     write(
         dir,
         "config.toml",
@@ -34,6 +39,7 @@ critical = true
 critical_after_consecutive_failures = 1
 [script.ok]
 command = "true"
+{extra}
 "#,
             log = dir.join("talon.log").display(),
             fault = fault.display()
@@ -77,7 +83,17 @@ fn s15_garbage_database_half_a_state_file_and_a_stale_lock() {
     std::fs::write(state.join("talon.lock"), "4194399\n").unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let fault = dir.join("fault");
-    let config = config(dir, &addr, &fault);
+    // A command channel captures what is sent: the quarantine is told once, at start.
+    let pages = dir.join("pages.log");
+    let config = config_with(
+        dir,
+        &addr,
+        &fault,
+        &format!(
+            "[notify.cap]\nkind = \"command\"\ncommand = \"cat >> {p}; echo ---- >> {p}\"\n",
+            p = pages.display()
+        ),
+    );
 
     let mut tl = Timeline::start(15, "garbage talon.db, half a state.json, stale lock");
     let mut d = Daemon::start(dir, &config);
@@ -111,6 +127,18 @@ fn s15_garbage_database_half_a_state_file_and_a_stale_lock() {
     let q = quarantined(&state);
     assert!(!q.is_empty(), "the database was set aside");
     assert_eq!(std::fs::read(&q[0]).unwrap(), garbage, "kept untouched");
+    let sent = wait_for("the quarantine notice on the channel", LIMIT, || {
+        std::fs::read_to_string(&pages)
+            .ok()
+            .filter(|t| t.contains("----"))
+    });
+    tl.mark("notice_sent");
+    assert!(
+        sent.contains("Notice: Talon on")
+            && sent.contains("unreadable state set aside")
+            && sent.contains("talon.db.corrupt-"),
+        "the notice says what was set aside and where: {sent}"
+    );
     // A fault now is seen: the fresh store records and the ladder runs.
     std::fs::write(&fault, "").unwrap();
     wait_json(&addr, "/health", "an incident", LIMIT, &d, |c, v| {
@@ -120,6 +148,12 @@ fn s15_garbage_database_half_a_state_file_and_a_stale_lock() {
     let human = d.json(&["status"]);
     assert!(!human["store_recovered"].is_null(), "{human}");
     assert_eq!(d.terminate(), Some(0), "log:\n{}", log(dir));
+    let all = std::fs::read_to_string(&pages).unwrap();
+    assert_eq!(
+        all.matches("unreadable state set aside").count(),
+        1,
+        "told once, not on every cycle or page: {all}"
+    );
     let store = talon::store::Store::open(&state).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.incidents(false).unwrap().len(), 1);

@@ -370,3 +370,77 @@ command = "true"
     tl.finish();
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
 }
+
+/// Scenario 23: a heal that tries to allocate 512 MiB under `[limits.heal] memory_mb = 256` (the
+/// common `[limits]` allows 4 GiB, so the per-kind table is what holds) fails on its own: the
+/// incident's record shows the `MemoryError`, the probe stays failing, and Talon keeps answering,
+/// recovers when the fault is cleared by hand and exits cleanly.
+#[test]
+fn s23_a_memory_hog_heal_is_stopped_by_its_limit_and_talon_goes_on() {
+    let py = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is installed");
+    let py = String::from_utf8_lossy(&py.stdout).trim().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let broken = dir.join("broken");
+    let healed = dir.join("healed");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"state_dir = "state"
+check_interval_secs = 0.3
+[health]
+bind = "{addr}"
+[escalation]
+heal_settle_secs = 0.2
+critical_threshold_secs = 0.5
+[limits]
+memory_mb = 4096
+[limits.heal]
+memory_mb = 256
+[script.target]
+command = "test ! -e {broken}"
+critical = true
+critical_after_consecutive_failures = 2
+heal = "{py} -c 'x = bytearray(512 * 1024 * 1024); print(len(x))' && touch {healed} && rm -f {broken}"
+"#,
+            broken = broken.display(),
+            healed = healed.display(),
+        ),
+    );
+    let mut d = Daemon::start(dir, &config);
+    wait_json(&addr, "/status", "target passing", LIMIT, &d, |_, s| {
+        s["probes"][0]["status"] == "pass"
+    });
+    let mut tl = Timeline::start(23, "memory hog in a heal under [limits.heal]");
+    std::fs::write(&broken, "").unwrap();
+    let (_, h) = wait_json(&addr, "/health", "an incident", LIMIT, &d, |c, v| {
+        c == 503 && !v["incident_id"].is_null()
+    });
+    tl.mark("incident_opened");
+    let id = h["incident_id"].as_str().unwrap().to_string();
+    let detail = wait_for("the heal's failure on the record", LIMIT, || {
+        let v = d.json(&["incident", &id]).to_string();
+        v.contains("MemoryError").then_some(v)
+    });
+    tl.mark("heal_failed");
+    assert!(
+        !healed.exists(),
+        "the heal's allocation failed, so it went no further: {detail}"
+    );
+    assert!(broken.exists(), "nothing healed the fault");
+    // Talon itself goes on: /health answers, and clearing the fault closes the incident.
+    let (code, _) = http_get(&addr, "/health", Duration::from_secs(10)).unwrap();
+    assert_eq!(code, 503, "still answering, still failing");
+    std::fs::remove_file(&broken).unwrap();
+    wait_json(&addr, "/health", "healthy again", LIMIT, &d, |c, v| {
+        c == 200 && v["incident_id"].is_null()
+    });
+    tl.mark("recovered");
+    tl.finish();
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+}
