@@ -9,24 +9,18 @@ mod kmock;
 use fake_apiserver::{
     Creds, Ctx, FakeApi, Pki, status_body, write_kubeconfig, write_kubeconfig_with,
 };
-use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetStatus, Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus,
-    StatefulSet, StatefulSetSpec, StatefulSetStatus,
-};
-use k8s_openapi::api::authorization::v1::{
-    SelfSubjectAccessReview, SubjectAccessReview, SubjectAccessReviewStatus,
-};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, Node, NodeCondition, NodeSpec,
-    NodeStatus, Pod, PodCondition, PodStatus, Taint,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use talon::config::probe::k8s::K8sSpec;
 use talon::core::Status;
 use talon::probe::k8s::K8sCtx;
+use talon::probe::k8s::api::{
+    AccessReviewAnswer, ContainerState, ContainerStateWaiting, ContainerStatus, DaemonSet,
+    DaemonSetStatus, Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, Node,
+    NodeCondition, NodeSpec, NodeStatus, ObjectMeta, Pod, PodCondition, PodStatus, StatefulSet,
+    StatefulSetSpec, StatefulSetStatus, SubjectAccessReviewStatus, Taint, Time,
+};
 
 const TOKEN: &str = "s3cr3t-token";
 
@@ -104,7 +98,7 @@ fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
 
 fn ago(secs: u64) -> Time {
     let now = base().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    Time(k8s_openapi::jiff::Timestamp::from_second((now - secs) as i64).unwrap())
+    Time(jiff::Timestamp::from_second((now - secs) as i64).unwrap())
 }
 
 fn node(name: &str, ready: &str, reason: &str, message: &str, since_secs: u64) -> Node {
@@ -137,7 +131,6 @@ fn taint(key: &str, value: Option<&str>, effect: &str) -> Taint {
         key: key.into(),
         value: value.map(Into::into),
         effect: effect.into(),
-        time_added: None,
     }
 }
 
@@ -718,16 +711,12 @@ async fn node_schedulable_allows_the_control_plane_taint_and_flags_the_rest() {
 fn daemonset(desired: i32, ready: i32, observed: i64) -> DaemonSet {
     DaemonSet {
         metadata: meta("kube-flannel-ds", Some("kube-flannel")),
-        spec: None,
         status: Some(DaemonSetStatus {
             desired_number_scheduled: desired,
-            current_number_scheduled: desired,
             number_ready: ready,
             number_available: Some(ready),
             updated_number_scheduled: Some(desired),
             observed_generation: Some(observed),
-            number_misscheduled: 0,
-            ..Default::default()
         }),
     }
 }
@@ -777,7 +766,6 @@ fn deployment(replicas: i32, ready: i32, updated: i32, observed: i64) -> Deploym
             ..Default::default()
         }),
         status: Some(DeploymentStatus {
-            replicas: Some(replicas),
             ready_replicas: Some(ready),
             available_replicas: Some(ready),
             updated_replicas: Some(updated),
@@ -870,12 +858,10 @@ fn statefulset(replicas: i32, ready: i32) -> StatefulSet {
             ..Default::default()
         }),
         status: Some(StatefulSetStatus {
-            replicas,
             ready_replicas: Some(ready),
             available_replicas: Some(ready),
             updated_replicas: Some(replicas),
             observed_generation: Some(2),
-            ..Default::default()
         }),
     }
 }
@@ -901,7 +887,6 @@ async fn statefulset_ready_pass_and_fail() {
 fn pod(name: &str, ready: bool, waiting: Option<(&str, &str)>, restarts: i32) -> Pod {
     Pod {
         metadata: meta(name, Some("apps")),
-        spec: None,
         status: Some(PodStatus {
             phase: Some("Running".into()),
             conditions: Some(vec![PodCondition {
@@ -913,8 +898,6 @@ fn pod(name: &str, ready: bool, waiting: Option<(&str, &str)>, restarts: i32) ->
                 name: "web".into(),
                 ready,
                 restart_count: restarts,
-                image: "web:1".into(),
-                image_id: String::new(),
                 state: waiting.map(|(reason, message)| ContainerState {
                     waiting: Some(ContainerStateWaiting {
                         reason: Some(reason.into()),
@@ -922,7 +905,6 @@ fn pod(name: &str, ready: bool, waiting: Option<(&str, &str)>, restarts: i32) ->
                     }),
                     ..Default::default()
                 }),
-                ..Default::default()
             }]),
             ..Default::default()
         }),
@@ -999,15 +981,15 @@ async fn pod_ready_by_name_and_by_selector_with_waiting_reasons() {
 // ---- access reviews --------------------------------------------------------------------------
 
 fn review_answer(allowed: bool, reason: &str) -> serde_json::Value {
-    let r = SubjectAccessReview {
+    let r = AccessReviewAnswer {
         status: Some(SubjectAccessReviewStatus {
             allowed,
             reason: Some(reason.into()),
             ..Default::default()
         }),
-        ..Default::default()
     };
     let mut v = serde_json::to_value(r).unwrap();
+    v["apiVersion"] = json!("authorization.k8s.io/v1");
     v["kind"] = json!("SubjectAccessReview");
     v
 }
@@ -1061,7 +1043,8 @@ async fn can_i_for_talon_itself_uses_a_self_subject_access_review() {
     let env = Env::new().await;
     let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
     let probe = "check = \"can_i\"\nverb = \"list\"\nresource = \"deployments\"\ngroup = \"apps\"\nnamespace = \"apps\"";
-    let mut allowed = serde_json::to_value(SelfSubjectAccessReview::default()).unwrap();
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}});
+    let mut allowed = review.clone();
     allowed["status"] = json!({"allowed": true});
     env.api.route("POST", path, 201, allowed);
     let o = env.check(probe).await;
@@ -1071,7 +1054,7 @@ async fn can_i_for_talon_itself_uses_a_self_subject_access_review() {
         "Talon's credentials may list deployments.apps in namespace apps"
     );
 
-    let mut denied = serde_json::to_value(SelfSubjectAccessReview::default()).unwrap();
+    let mut denied = review;
     denied["status"] = json!({"allowed": false, "denied": true, "reason": "denied by policy"});
     env.api.route("POST", path, 201, denied);
     let o = env.check(probe).await;

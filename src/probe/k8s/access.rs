@@ -1,19 +1,15 @@
 //! `can_i`: whether Talon's own credentials (a SelfSubjectAccessReview) or a named user (`as_user`,
 //! a SubjectAccessReview) may do each verb on a resource, and when not, the authorizer's reason.
 
-use super::client::Conn;
+use super::api::{
+    AccessReview, AccessReviewAnswer, AccessReviewSpec, ResourceAttributes,
+    SubjectAccessReviewStatus,
+};
+use super::client::{Conn, typed};
+use super::errors::Error;
 use super::text::{clip, objects_detail};
 use crate::config::probe::k8s::{K8sSpec, Verbs};
 use crate::core::outcome::Outcome;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
-    SubjectAccessReviewSpec, SubjectAccessReviewStatus,
-};
-use kube::Resource;
-use kube::api::{Api, PostParams};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 
 /// Review every verb of the spec; pass when all are allowed.
 pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
@@ -41,7 +37,6 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
             group: spec.group.clone(),
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
-            ..Default::default()
         };
         match review(conn, spec.as_user.as_deref(), attrs).await {
             Err(e) => return conn.fail(&format!("an access review for {verb} {target}"), e),
@@ -82,45 +77,28 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn) -> Outcome {
     .with_detail(objects_detail(answers))
 }
 
-/// Ask whether `user` — or, without one, Talon's own credentials — may do `attrs`.
+/// Ask whether `user` — or, without one, Talon's own credentials — may do `attrs`: POST a
+/// SubjectAccessReview (or SelfSubjectAccessReview) and return the server's answer.
 async fn review(
     conn: &Conn,
     user: Option<&str>,
     attrs: ResourceAttributes,
-) -> Result<Option<SubjectAccessReviewStatus>, kube::Error> {
-    match user {
-        Some(user) => {
-            let review = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: Some(user.to_string()),
-                    resource_attributes: Some(attrs),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            create(conn, &review).await.map(|r| r.status)
-        }
-        None => {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(attrs),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            create(conn, &review).await.map(|r| r.status)
-        }
-    }
-}
-
-/// POST a cluster-scoped review and return the server's answer.
-async fn create<K>(conn: &Conn, review: &K) -> Result<K, kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
-{
-    Api::<K>::all(conn.client.clone())
-        .create(&PostParams::default(), review)
-        .await
+) -> Result<Option<SubjectAccessReviewStatus>, Error> {
+    let (kind, resource) = match user {
+        Some(_) => ("SubjectAccessReview", "subjectaccessreviews"),
+        None => ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
+    };
+    let review = AccessReview {
+        api_version: "authorization.k8s.io/v1",
+        kind,
+        spec: AccessReviewSpec {
+            user: user.map(str::to_string),
+            resource_attributes: Some(attrs),
+        },
+    };
+    let path = ["apis", "authorization.k8s.io", "v1", resource];
+    let v = conn.client.post(&path, &review).await?;
+    Ok(typed::<AccessReviewAnswer>(&v)?.status)
 }
 
 /// Why a review said no: denied outright or no rule allows it, with the authorizer's reason.

@@ -1,14 +1,48 @@
 //! A client error → one line that names the class of failure: unreachable, TLS,
 //! unauthorized/forbidden, not found, timeout, credentials — or the API's own message.
 
+use super::api::Status;
 use super::text::clip;
 use crate::core::outcome::Outcome;
+
+/// Why a request failed.
+#[derive(Debug)]
+pub(super) enum Error {
+    /// The server answered with an error status; its `Status` body (code = the HTTP status).
+    Api(Status),
+    /// The request did not get an answer: connect, TLS, timeout.
+    Http(reqwest::Error),
+    /// Credentials could not be loaded for the request (an exec plugin failed).
+    Auth(String),
+    /// The answer was not the object asked for.
+    Decode(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Api(s) => write!(f, "API error {} {}: {}", s.code, s.reason, s.message),
+            Error::Http(e) => write!(f, "{e}"),
+            Error::Auth(m) => write!(f, "auth error: {m}"),
+            Error::Decode(m) => write!(f, "cannot read the answer: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Http(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Turn a client error into an outcome whose output says which class of failure it is:
 /// unreachable, TLS, unauthorized/forbidden, not found, timeout — or, for what is none of those,
 /// an API error with the server's own message.
-pub(super) fn classify(e: &kube::Error, url: &str, what: &str) -> Outcome {
-    if let kube::Error::Api(s) = e {
+pub(super) fn classify(e: &Error, url: &str, what: &str) -> Outcome {
+    if let Error::Api(s) = e {
         let msg = clip(s.message.trim(), 240);
         let with_msg = |prefix: String| {
             if msg.is_empty() {
@@ -52,7 +86,12 @@ pub(super) fn classify(e: &kube::Error, url: &str, what: &str) -> Outcome {
     if let Some(t) = tls {
         return Outcome::fail(format!("TLS failure talking to {url}: {t}"));
     }
-    if matches!(e, kube::Error::Auth(_)) {
+    if let Error::Http(h) = e
+        && h.is_timeout()
+    {
+        return Outcome::timeout(format!("timeout: {url} did not answer ({text})"));
+    }
+    if matches!(e, Error::Auth(_)) {
         return Outcome::error(format!("credentials for {url} could not be loaded: {text}"));
     }
     if io_kinds.contains(&std::io::ErrorKind::ConnectionRefused) {
@@ -84,7 +123,7 @@ pub(super) fn classify(e: &kube::Error, url: &str, what: &str) -> Outcome {
     if connectish || lower.contains("connect") {
         return Outcome::fail(format!("unreachable: {url}: {text}"));
     }
-    if matches!(e, kube::Error::SerdeError(_)) {
+    if matches!(e, Error::Decode(_)) {
         return Outcome::fail(format!("unexpected answer from {url} about {what}: {text}"));
     }
     Outcome::error(format!("{what}: {text}"))
@@ -138,24 +177,8 @@ pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     clip(&parts.join(": "), 400)
 }
 
-/// One error's own message; an exec plugin's failure without kube's debug dump of its output.
+/// One error's own message.
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(kube::client::AuthError::AuthExecRun { out, .. }) =
-        err.downcast_ref::<kube::client::AuthError>()
-    {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let said = if stderr.trim().is_empty() {
-            stdout
-        } else {
-            stderr
-        };
-        return format!(
-            "exec credential plugin failed ({}): {}",
-            out.status,
-            clip(said.trim(), 200)
-        );
-    }
     err.to_string()
 }
 

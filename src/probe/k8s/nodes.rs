@@ -1,12 +1,12 @@
 //! `node_ready` and `node_schedulable`: the named node (`node`, or `"${VAR}"` read from the
 //! environment), else every node matching `selector`; readiness, cordons, taints and pressure.
 
-use super::client::Conn;
+use super::api::{Node, Taint};
+use super::client::{Conn, items, typed};
 use super::text::{age, human, list_clipped, name_of, objects_detail, reason_message};
 use crate::config::probe::k8s::{K8sCheck, K8sSpec, TaintRule, env_ref};
 use crate::core::outcome::Outcome;
-use k8s_openapi::api::core::v1::{Node, Taint};
-use kube::api::{Api, ListParams};
+use serde_json::Value;
 use std::time::SystemTime;
 
 /// Fetch the nodes this spec names and judge them (`node_ready` or `node_schedulable`).
@@ -15,43 +15,47 @@ pub(super) async fn check(spec: &K8sSpec, conn: &Conn, now: SystemTime) -> Outco
         Ok(n) => n,
         Err(o) => return o,
     };
-    let api: Api<Node> = Api::all(conn.client.clone());
     let nodes = match &node {
-        Some(n) => api
-            .get(n)
-            .await
-            .map(|n| vec![n])
-            .map_err(|e| conn.fail(&format!("node {n}"), e)),
+        Some(n) => match conn.client.get(&["api", "v1", "nodes", n], &[]).await {
+            Ok(v) => typed::<Node>(&v).map(|t| (vec![t], vec![v])),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| conn.fail(&format!("node {n}"), e)),
         None => {
-            let mut lp = ListParams::default();
-            if let Some(s) = &spec.selector {
-                lp = lp.labels(s);
+            let query: Vec<(&str, &str)> = spec
+                .selector
+                .as_deref()
+                .map(|s| ("labelSelector", s))
+                .into_iter()
+                .collect();
+            match conn.client.get(&["api", "v1", "nodes"], &query).await {
+                Ok(v) => items::<Node>(&v),
+                Err(e) => Err(e),
             }
-            api.list(&lp)
-                .await
-                .map(|l| l.items)
-                .map_err(|e| conn.fail("nodes", e))
+            .map_err(|e| conn.fail("nodes", e))
         }
     };
     match nodes {
         Err(o) => o,
-        Ok(nodes) if spec.check == K8sCheck::NodeReady => {
-            node_ready_outcome(&nodes, spec.selector.as_deref(), now).with_detail(detail(&nodes))
+        Ok((nodes, raw)) if spec.check == K8sCheck::NodeReady => {
+            node_ready_outcome(&nodes, spec.selector.as_deref(), now)
+                .with_detail(detail(&nodes, &raw))
         }
-        Ok(nodes) => {
+        Ok((nodes, raw)) => {
             node_schedulable_outcome(&nodes, spec.selector.as_deref(), &spec.taint_rules())
-                .with_detail(detail(&nodes))
+                .with_detail(detail(&nodes, &raw))
         }
     }
 }
 
 /// What a node verdict is computed from: each node's conditions, cordon and taints; nodes that
-/// are not Ready, cordoned or tainted first.
-fn detail(nodes: &[Node]) -> String {
+/// are not Ready, cordoned or tainted first; as the server wrote them (`raw`).
+fn detail(nodes: &[Node], raw: &[Value]) -> String {
     objects_detail(
         nodes
             .iter()
-            .map(|n| {
+            .zip(raw)
+            .map(|(n, raw)| {
                 let spec = n.spec.as_ref();
                 let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
                 let ready = conditions
@@ -66,8 +70,8 @@ fn detail(nodes: &[Node]) -> String {
                     format!("node {}", name_of(&n.metadata)),
                     serde_json::json!({
                         "unschedulable": cordoned,
-                        "taints": taints,
-                        "conditions": conditions,
+                        "taints": raw["spec"]["taints"],
+                        "conditions": raw["status"]["conditions"],
                     }),
                 )
             })
@@ -250,14 +254,12 @@ fn allows(rule: &TaintRule, t: &Taint) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::api::ObjectMeta;
+    use crate::probe::k8s::api::{NodeCondition, NodeSpec, NodeStatus, ObjectMeta, Time};
     use std::time::UNIX_EPOCH;
 
     fn time_ago(now: SystemTime, secs: u64) -> Time {
         let t = now.duration_since(UNIX_EPOCH).unwrap().as_secs() - secs;
-        Time(k8s_openapi::jiff::Timestamp::from_second(t as i64).unwrap())
+        Time(jiff::Timestamp::from_second(t as i64).unwrap())
     }
 
     fn node(name: &str, ready: &str, reason: &str, msg: &str, ago: u64, now: SystemTime) -> Node {
@@ -348,7 +350,6 @@ mod tests {
             key: k.into(),
             value: v.map(Into::into),
             effect: e.into(),
-            time_added: None,
         };
         assert!(allows(&r, &t("dedicated", Some("gpu"), "NoSchedule")));
         assert!(!allows(&r, &t("dedicated", Some("cpu"), "NoSchedule")));

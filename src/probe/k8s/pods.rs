@@ -2,11 +2,11 @@
 //! is set: a DaemonSet's Talon watches its own node's pods), and why each is not Ready
 //! (eviction, scheduling, waiting or failing containers, termination).
 
-use super::client::Conn;
+use super::api::Pod;
+use super::client::{Conn, items, typed};
 use super::text::{age, human, list_clipped, name_of, objects_detail, pick, reason_message};
 use crate::core::outcome::Outcome;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use serde_json::Value;
 use std::time::SystemTime;
 
 /// Fetch the pod `ns/name`, or the pods matching `selector` in `ns` (on `node` only, by the
@@ -19,28 +19,37 @@ pub(super) async fn check(
     node: Option<&str>,
     now: SystemTime,
 ) -> Outcome {
-    let api: Api<Pod> = Api::namespaced(conn.client.clone(), ns);
+    let path = ["api", "v1", "namespaces", ns, "pods"];
     match selector {
-        None => match api.get(name).await {
-            Ok(p) => {
-                pods_outcome(std::slice::from_ref(&p), None, ns, now).with_detail(detail(&[p]))
+        None => {
+            let got = match conn.client.get(&[&path[..], &[name]].concat(), &[]).await {
+                Ok(v) => typed::<Pod>(&v).map(|p| (p, v)),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok((p, raw)) => pods_outcome(std::slice::from_ref(&p), None, ns, now)
+                    .with_detail(detail(&[p], &[raw])),
+                Err(e) => conn.fail(&format!("pod {ns}/{name}"), e),
             }
-            Err(e) => conn.fail(&format!("pod {ns}/{name}"), e),
-        },
+        }
         Some(sel) => {
-            let mut params = ListParams::default().labels(sel);
+            let mut query = vec![("labelSelector", sel)];
             let field;
             let scope = match node {
                 Some(n) => {
                     field = format!("spec.nodeName={n}");
-                    params = params.fields(&field);
+                    query.push(("fieldSelector", &field));
                     format!("{sel} on node {n}")
                 }
                 None => sel.to_string(),
             };
-            match api.list(&params).await {
-                Ok(l) => {
-                    pods_outcome(&l.items, Some(&scope), ns, now).with_detail(detail(&l.items))
+            let got = match conn.client.get(&path, &query).await {
+                Ok(v) => items::<Pod>(&v),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok((pods, raw)) => {
+                    pods_outcome(&pods, Some(&scope), ns, now).with_detail(detail(&pods, &raw))
                 }
                 Err(e) => conn.fail(&format!("pods {scope} in {ns}"), e),
             }
@@ -49,11 +58,12 @@ pub(super) async fn check(
 }
 
 /// What a pod verdict is computed from: each pod's phase, conditions and container states;
-/// pods that are not Ready first.
-fn detail(pods: &[Pod]) -> String {
+/// pods that are not Ready first; as the server wrote them (`raw`).
+fn detail(pods: &[Pod], raw: &[Value]) -> String {
     objects_detail(
         pods.iter()
-            .map(|p| {
+            .zip(raw)
+            .map(|(p, raw)| {
                 let status = p.status.as_ref();
                 let ready = status
                     .and_then(|s| s.conditions.as_ref())
@@ -61,7 +71,7 @@ fn detail(pods: &[Pod]) -> String {
                     .flatten()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
                 let v = pick(
-                    serde_json::to_value(status).unwrap_or_default(),
+                    raw["status"].clone(),
                     &[
                         "phase",
                         "reason",
@@ -204,23 +214,22 @@ fn pod_problem(p: &Pod, now: SystemTime) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
+    use crate::probe::k8s::api::{ObjectMeta, PodStatus};
 
-    fn pod_with(status: k8s_openapi::api::core::v1::PodStatus) -> Pod {
+    fn pod_with(status: PodStatus) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some("p".into()),
                 ..Default::default()
             },
-            spec: None,
             status: Some(status),
         }
     }
 
     #[test]
     fn pods_explain_eviction_scheduling_and_failing_init_containers() {
-        use k8s_openapi::api::core::v1::{
-            ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
+        use crate::probe::k8s::api::{
+            ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition,
         };
         let now = SystemTime::now();
         let evicted = pod_with(PodStatus {

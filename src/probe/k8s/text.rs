@@ -1,7 +1,7 @@
 //! Small text helpers shared by every `k8s` check: one-line clipping, "Reason (message)", short
-//! lists, object names and ages. Pure; imports nothing else from the folder.
+//! lists, object names and ages. Pure; imports only `api.rs` (the objects' types).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use super::api::{ObjectMeta, Time};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `45s`, `3m 12s`, `2h 5m`, `3d 4h`; sub-second durations as `850ms` ([`crate::format::duration`]).

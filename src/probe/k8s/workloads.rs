@@ -2,27 +2,20 @@
 //! name and judged by one rule — rollout observed, wants pods, every pod ready and available —
 //! with each kind saying only what differs ([`Workload`]).
 
-use super::client::Conn;
+use super::api::{DaemonSet, Deployment, ObjectMeta, StatefulSet};
+use super::client::{Conn, typed};
 use super::text::{objects_detail, pick, reason_message};
 use crate::core::outcome::Outcome;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use kube::Resource;
-use kube::api::Api;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 
-/// What the workload rule needs from a DaemonSet, Deployment or StatefulSet.
-pub(super) trait Workload:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + Debug
-{
+/// What the workload rule needs from a DaemonSet, Deployment or StatefulSet (all `apps/v1`).
+pub(super) trait Workload: DeserializeOwned {
     /// The kind as messages name it (`daemonset`).
     const KIND: &'static str;
+    /// The resource in the API's paths (`daemonsets`).
+    const RESOURCE: &'static str;
+    /// Its metadata (for the generation).
+    fn meta(&self) -> &ObjectMeta;
     /// What a workload that wants no pods is doing, after its name.
     const WANTS_NONE: &'static str;
     /// The pod counts from its status; `None` while it has no status.
@@ -47,18 +40,20 @@ pub(super) struct Counts {
 /// Fetch the workload `ns/name` of kind `W` and judge it.
 pub(super) async fn check<W: Workload>(conn: &Conn, ns: &str, name: &str) -> Outcome {
     let what = format!("{} {ns}/{name}", W::KIND);
-    match Api::<W>::namespaced(conn.client.clone(), ns)
-        .get(name)
-        .await
-    {
-        Ok(w) => workload_outcome(&what, &w).with_detail(detail(&what, &w)),
+    let path = ["apis", "apps", "v1", "namespaces", ns, W::RESOURCE, name];
+    let got = match conn.client.get(&path, &[]).await {
+        Ok(v) => typed::<W>(&v).map(|w| (w, v)),
+        Err(e) => Err(e),
+    };
+    match got {
+        Ok((w, raw)) => workload_outcome(&what, &w).with_detail(detail(&what, &raw)),
         Err(e) => conn.fail(&what, e),
     }
 }
 
-/// What a workload verdict is computed from: its generation, wanted replicas and status.
-fn detail<W: Workload>(what: &str, w: &W) -> String {
-    let v = serde_json::to_value(w).unwrap_or_default();
+/// What a workload verdict is computed from: its generation, wanted replicas and status, as
+/// the server wrote them (`v`).
+fn detail(what: &str, v: &serde_json::Value) -> String {
     let mut shown = serde_json::Map::new();
     shown.insert("generation".into(), v["metadata"]["generation"].clone());
     shown.insert(
@@ -137,8 +132,13 @@ fn workload_outcome<W: Workload>(what: &str, w: &W) -> Outcome {
 
 impl Workload for DaemonSet {
     const KIND: &'static str = "daemonset";
+    const RESOURCE: &'static str = "daemonsets";
     const WANTS_NONE: &'static str =
         "schedules no pods (desired 0): no node matches its node selector and tolerations";
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
 
     fn counts(&self) -> Option<Counts> {
         let s = self.status.as_ref()?;
@@ -154,7 +154,12 @@ impl Workload for DaemonSet {
 
 impl Workload for Deployment {
     const KIND: &'static str = "deployment";
+    const RESOURCE: &'static str = "deployments";
     const WANTS_NONE: &'static str = "is scaled to 0 replicas";
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
 
     fn counts(&self) -> Option<Counts> {
         let s = self.status.as_ref()?;
@@ -183,7 +188,12 @@ impl Workload for Deployment {
 
 impl Workload for StatefulSet {
     const KIND: &'static str = "statefulset";
+    const RESOURCE: &'static str = "statefulsets";
     const WANTS_NONE: &'static str = "is scaled to 0 replicas";
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
 
     fn counts(&self) -> Option<Counts> {
         let s = self.status.as_ref()?;
@@ -200,10 +210,9 @@ impl Workload for StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{
+    use crate::probe::k8s::api::{
         DaemonSetStatus, DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
     };
-    use kube::api::ObjectMeta;
 
     #[test]
     fn workloads_without_status_are_explained() {

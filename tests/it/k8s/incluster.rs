@@ -196,7 +196,7 @@ fn wait_for_new_token(api: &FakeApi, from: usize) -> usize {
 #[tokio::test]
 async fn pod_ready_on_this_node_only() {
     use super::{Env, list, pod};
-    use k8s_openapi::api::core::v1::Pod;
+    use talon::probe::k8s::api::Pod;
     let env = Env::new().await;
     env.api.route(
         "GET",
