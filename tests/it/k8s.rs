@@ -118,10 +118,8 @@ fn node(name: &str, ready: &str, reason: &str, message: &str, since_secs: u64) -
                     reason: Some(reason.into()),
                     message: Some(message.into()),
                     last_transition_time: Some(ago(since_secs)),
-                    ..Default::default()
                 },
             ]),
-            ..Default::default()
         }),
     }
 }
@@ -683,7 +681,6 @@ async fn node_schedulable_allows_the_control_plane_taint_and_flags_the_rest() {
             None,
             "NoSchedule",
         )]),
-        ..Default::default()
     });
     n.status
         .as_mut()
@@ -763,7 +760,6 @@ fn deployment(replicas: i32, ready: i32, updated: i32, observed: i64) -> Deploym
         metadata: meta("web", Some("apps")),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            ..Default::default()
         }),
         status: Some(DeploymentStatus {
             ready_replicas: Some(ready),
@@ -855,7 +851,6 @@ fn statefulset(replicas: i32, ready: i32) -> StatefulSet {
         metadata: meta("redis", Some("data")),
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
-            ..Default::default()
         }),
         status: Some(StatefulSetStatus {
             ready_replicas: Some(ready),

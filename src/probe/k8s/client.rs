@@ -13,8 +13,8 @@
 
 use super::errors::{Error, chain, classify};
 use super::exec;
-use super::kubeconfig::{self, Auth, Config};
 pub use super::kubeconfig::SERVICE_ACCOUNT_DIR;
+use super::kubeconfig::{self, Auth, Config};
 use crate::config::probe::k8s::K8sSpec;
 use crate::core::outcome::Outcome;
 use serde::Serialize;

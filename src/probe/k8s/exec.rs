@@ -19,6 +19,19 @@ pub(super) struct Credential {
     pub expires: Option<i64>,
 }
 
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "identity_pem",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
 #[derive(Deserialize)]
 struct ExecCredential {
     #[serde(default)]
@@ -60,7 +73,10 @@ pub(super) async fn run(exec: &Exec, timeout: Duration) -> Result<Credential, St
         .env("KUBERNETES_EXEC_INFO", info.to_string())
         .timeout(timeout);
     let done = cmd.run().await.map_err(|e| {
-        format!("exec credential plugin {} could not be started: {e}", exec.command)
+        format!(
+            "exec credential plugin {} could not be started: {e}",
+            exec.command
+        )
     })?;
     if !done.end.success() {
         let said = if done.stderr.text().trim().is_empty() {

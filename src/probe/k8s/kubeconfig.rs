@@ -411,8 +411,11 @@ current-context: a
             parse(KC, Some("nope")).unwrap_err(),
             "context \"nope\" not found"
         );
-        let e = parse("contexts: [{name: x, context: {cluster: gone}}]\ncurrent-context: x", None)
-            .unwrap_err();
+        let e = parse(
+            "contexts: [{name: x, context: {cluster: gone}}]\ncurrent-context: x",
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e, "cluster \"gone\" (of context \"x\") not found");
         let e = parse("clusters: []", None).unwrap_err();
         assert!(e.contains("no current-context"), "{e}");

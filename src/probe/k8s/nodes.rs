@@ -276,9 +276,7 @@ mod tests {
                     reason: Some(reason.into()),
                     message: Some(msg.into()),
                     last_transition_time: Some(time_ago(now, ago)),
-                    ..Default::default()
                 }]),
-                ..Default::default()
             }),
         }
     }

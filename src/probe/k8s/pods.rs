@@ -265,7 +265,6 @@ mod tests {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: 1,
                         reason: Some("Error".into()),
-                        ..Default::default()
                     }),
                     ..Default::default()
                 }),

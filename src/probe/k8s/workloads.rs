@@ -263,10 +263,7 @@ mod tests {
             "daemonset a/agent schedules no pods (desired 0): no node matches its node selector and tolerations"
         );
         let dep = Deployment {
-            spec: Some(DeploymentSpec {
-                replicas: Some(0),
-                ..Default::default()
-            }),
+            spec: Some(DeploymentSpec { replicas: Some(0) }),
             status: Some(DeploymentStatus::default()),
             ..Default::default()
         };
@@ -275,10 +272,7 @@ mod tests {
             "deployment a/web is scaled to 0 replicas"
         );
         let st = StatefulSet {
-            spec: Some(StatefulSetSpec {
-                replicas: Some(0),
-                ..Default::default()
-            }),
+            spec: Some(StatefulSetSpec { replicas: Some(0) }),
             status: Some(StatefulSetStatus::default()),
             ..Default::default()
         };
