@@ -323,6 +323,147 @@ async fn an_exec_credential_plugin_supplies_the_token() {
     );
 }
 
+/// A kubeconfig written by hand, for the keys `write_kubeconfig` does not produce.
+fn write_raw_kubeconfig(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn inline_certificates_token_files_and_skipped_verification() {
+    let env = Env::new().await;
+    env.api.route("GET", "/version", 200, version_body());
+    let ca = std::fs::read(&env.api.ca_path).unwrap();
+    // A token file next to the kubeconfig, named by a relative path.
+    std::fs::write(env.dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let kc = write_raw_kubeconfig(
+        env.dir.path(),
+        "inline.conf",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n- name: skip\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n- name: skip\n  context: {{cluster: skip, user: u}}\nusers:\n- name: u\n  user:\n    tokenFile: token\ncurrent-context: c\n",
+            url = env.api.url,
+            ca = b64(&ca)
+        ),
+    );
+    let ctx = ctx();
+    let s = spec(&kc, r#"check = "api""#);
+    let o = s.check(&ctx, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    assert_eq!(
+        env.api.requests().pop().unwrap().authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    // The token file is read for every request: a rotated token is used by the cached client.
+    std::fs::write(env.dir.path().join("token"), "rotated").unwrap();
+    let o = s.check(&ctx, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Fail, "{o:?}");
+    assert_eq!(
+        env.api.requests().pop().unwrap().authorization.as_deref(),
+        Some("Bearer rotated")
+    );
+    assert_eq!(ctx.cached_clients(), 1);
+    std::fs::write(env.dir.path().join("token"), TOKEN).unwrap();
+    // No CA at all, verification skipped as the kubeconfig asks.
+    let o = check_with(
+        &kc,
+        "check = \"api\"\ncontext = \"skip\"",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    // Inline client certificate and key over mutual TLS.
+    let pki = Pki::new(env.dir.path(), "mtls");
+    let api = FakeApi::start_with(&pki, None, true).await;
+    api.route("GET", "/version", 200, version_body());
+    let (cert, key) = pki.client_cert("admin");
+    let kc = write_raw_kubeconfig(
+        env.dir.path(),
+        "mtls.conf",
+        &format!(
+            "clusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncurrent-context: c\n",
+            url = api.url,
+            ca = b64(&std::fs::read(&pki.ca_path).unwrap()),
+            cert = b64(&std::fs::read(&cert).unwrap()),
+            key = b64(&std::fs::read(&key).unwrap()),
+        ),
+    );
+    let o = check_with(&kc, r#"check = "api""#, Duration::from_secs(10)).await;
+    assert_eq!(o.status, Status::Pass, "{o:?}");
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_exec_plugin_gets_its_args_env_and_api_version_and_runs_again_when_its_token_expires()
+{
+    let env = Env::new().await;
+    env.api.route("GET", "/version", 200, version_body());
+    let plugin = env.dir.path().join("login");
+    let runs = env.dir.path().join("runs");
+    // The token is built from an argument and an environment variable of the kubeconfig; the
+    // expiry comes from the file `expiry`; each run appends KUBERNETES_EXEC_INFO to `runs`.
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho \"$KUBERNETES_EXEC_INFO\" >> {runs}\nprintf '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"%s-%s\",\"expirationTimestamp\":\"%s\"}}}}' \"$PREFIX\" \"$1\" \"$(cat {expiry})\"\n",
+            runs = runs.display(),
+            expiry = env.dir.path().join("expiry").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (prefix, arg) = TOKEN.split_once('-').unwrap();
+    let kc = write_raw_kubeconfig(
+        env.dir.path(),
+        "exec.conf",
+        &format!(
+            "clusters:\n- name: c\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: ./login\n      args: [\"{arg}\"]\n      env:\n      - name: PREFIX\n        value: \"{prefix}\"\ncurrent-context: c\n",
+            url = env.api.url,
+            ca = env.api.ca_path.display(),
+        ),
+    );
+    let ran = || std::fs::read_to_string(&runs).unwrap_or_default();
+    // Valid for a long time: one run serves every check of the cached client.
+    std::fs::write(env.dir.path().join("expiry"), "2999-01-01T00:00:00Z").unwrap();
+    let ctx = ctx();
+    let s = spec(&kc, r#"check = "api""#);
+    for _ in 0..2 {
+        let o = s.check(&ctx, Duration::from_secs(10)).await;
+        assert_eq!(o.status, Status::Pass, "{o:?}");
+    }
+    assert_eq!(ran().lines().count(), 1, "{}", ran());
+    let info: serde_json::Value = serde_json::from_str(ran().lines().next().unwrap()).unwrap();
+    assert_eq!(
+        info["apiVersion"], "client.authentication.k8s.io/v1beta1",
+        "{info}"
+    );
+    assert_eq!(info["kind"], "ExecCredential");
+    assert_eq!(
+        env.api.requests().pop().unwrap().authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    // An expired token is fetched again before the request that would use it.
+    std::fs::write(&runs, "").unwrap();
+    std::fs::write(env.dir.path().join("expiry"), "2001-01-01T00:00:00Z").unwrap();
+    let ctx = self::ctx();
+    for _ in 0..2 {
+        let o = s.check(&ctx, Duration::from_secs(10)).await;
+        assert_eq!(o.status, Status::Pass, "{o:?}");
+    }
+    assert_eq!(
+        ran().lines().count(),
+        3,
+        "one run to build the client, then one per request: {}",
+        ran()
+    );
+}
+
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
