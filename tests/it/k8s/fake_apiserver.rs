@@ -1,5 +1,5 @@
 //! A small Kubernetes API server for tests: HTTPS with a self-signed CA (rcgen), bearer-token
-//! auth, canned k8s-openapi objects per `METHOD /path`, real `Status` bodies for errors, every
+//! auth, canned API objects per `METHOD /path`, real `Status` bodies for errors, every
 //! request recorded, and a switch that makes it hang. Listens on 127.0.0.1 port 0 only.
 
 use axum::body::Bytes;
