@@ -399,8 +399,7 @@ async fn inline_certificates_token_files_and_skipped_verification() {
 }
 
 #[tokio::test]
-async fn an_exec_plugin_gets_its_args_env_and_api_version_and_runs_again_when_its_token_expires()
-{
+async fn an_exec_plugin_gets_its_args_env_and_api_version_and_runs_again_when_its_token_expires() {
     let env = Env::new().await;
     env.api.route("GET", "/version", 200, version_body());
     let plugin = env.dir.path().join("login");

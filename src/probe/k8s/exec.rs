@@ -158,4 +158,16 @@ mod tests {
         assert!(parse(b"{\"status\":{}}").unwrap_err().contains("neither"));
         assert!(parse(b"not: [valid").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a plugin prints is a credential or an error, never a panic.
+        #[test]
+        fn any_plugin_output_is_a_credential_or_an_error(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            s in "(\\{|\\}|\"status\"|\"token\"|\"expirationTimestamp\"|: |,|\"x\"|\"2025-01-01T00:00:00Z\"|status|token)*",
+        ) {
+            let _ = parse(&raw);
+            let _ = parse(s.as_bytes());
+        }
+    }
 }

@@ -426,4 +426,17 @@ current-context: a
         .unwrap_err();
         assert!(e.contains("auth-provider is not supported"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any file is a configuration or an error, never a panic (YAML-ish text and raw bytes).
+        #[test]
+        fn any_text_is_a_config_or_an_error(
+            s in "(clusters|contexts|users|current-context|name|server|user|cluster|: |- |\\{|\\}|\\[|\\]|\n|  |&a|\\*a|x|'|\")*",
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = parse(&s, None);
+            let _ = parse(&String::from_utf8_lossy(&raw), Some("x"));
+        }
+    }
 }
