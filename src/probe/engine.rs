@@ -263,6 +263,7 @@ pub fn bounds_itself(kind: &ProbeKind) -> bool {
 }
 
 /// `k8s` checks apply the timeout themselves, with a more specific message.
+#[cfg_attr(not(feature = "k8s"), allow(unused_variables))]
 fn is_k8s(kind: &ProbeKind) -> bool {
     #[cfg(feature = "k8s")]
     if matches!(kind, ProbeKind::K8s(_)) {
