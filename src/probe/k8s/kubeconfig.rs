@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 /// Where a pod's service account credentials are mounted (client-go reads them here).
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Everything needed to build a client.
-#[derive(Debug, Clone)]
+/// Everything needed to build a client. Debug shows no key material.
+#[derive(Clone)]
 pub(super) struct Config {
     /// `https://host:port` (no trailing slash; may carry a path prefix).
     pub url: String,
@@ -31,6 +31,22 @@ pub(super) struct Config {
     pub auth: Auth,
     /// The namespace of the context (or the pod), else `default`.
     pub namespace: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("insecure", &self.insecure)
+            .field(
+                "identity_pem",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth", &self.auth)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 /// How requests authenticate beyond a client certificate.
@@ -68,11 +84,18 @@ pub(super) struct Exec {
     pub env: Option<Vec<EnvVar>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One `env` entry of an exec plugin; Debug shows the name only (values may be secrets).
+#[derive(Clone, Deserialize)]
 pub(super) struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+}
+
+impl std::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=<redacted>", self.name)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
