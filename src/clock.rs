@@ -19,12 +19,33 @@
 //! wrong by that amount until the next restart — and the persisted times (cooldowns, `paged_at`,
 //! `last_page_at`), compared by the next process against a freshly anchored clock, would jump by
 //! the accumulated drift at every restart. Those times are shown to humans, sent to Alertmanager
-//! and chat, and compared across restarts, so they must be the host's time. The price: a step is
-//! seen by the state machine as time passing (forward: a cooldown or threshold ends early) or as
-//! time standing still (backward: the core pulls stored times back to the event's time, so
-//! nothing waits longer than configured, see `docs/state-machine.md` § Time); timers are
-//! recomputed from wall deltas at every loop turn, so they follow a step at their next wake-up.
-//! Durations and deadlines never use wall time, so a step cannot cut a timeout short.
+//! and chat, and compared across restarts, so they must be the host's time.
+//!
+//! **Clock steps.** The price is that the core's deadlines (cooldowns, thresholds, debounce
+//! and flap windows, reminders, retries, approval expiries, silences, run-time maintenance
+//! windows, `push` deadlines) are wall-clock times, so a step of the host's clock would look
+//! like time passing: an hour forward would fire every timer due within the hour at once, an
+//! hour back would hold them for up to an hour. So the runtime watches for steps
+//! ([`StepWatch`], `runtime/clockstep.rs`): at every message it compares how far wall time
+//! moved with how far monotonic time moved since the last one. A difference beyond
+//! [`step_threshold_ms`] — 2 s plus 1000 ppm of the interval, so neither NTP slewing (at most
+//! 500 ppm) nor two readings a moment apart ever count — is a step of that many milliseconds:
+//! logged once (warn, `delta_ms`), counted (`talon_clock_steps_total`), and every pending
+//! wall-clock deadline is moved by it (the core's, in one `Event::ClockStep`), so each keeps
+//! the time it had left. Records keep being stamped with the host's time, before and after.
+//! The daily digest is a local time of day, so it follows the new time instead.
+//!
+//! A suspend looks like a step forward: on Linux, as on macOS, the monotonic clock (and
+//! tokio's timers) stop while the machine sleeps, the wall clock does not. Talon treats the
+//! sleep as a step, so after a resume every cooldown and reminder continues with the time it
+//! had left when the machine slept (a 4 h reminder interval does not count the night the
+//! laptop was closed), just as probe cadences, timeouts and re-probe delays (tokio's timers)
+//! continue where they stopped. A step that happens while Talon is not running cannot be seen; the core
+//! then only pulls stored times that are in the future back to the present
+//! (`docs/state-machine.md` § Time), so nothing waits longer than configured.
+//!
+//! Durations, timeouts and probe cadences never use wall time, so a step cannot cut a timeout
+//! short or skip a probe run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -81,6 +81,7 @@ pub struct Metrics {
     reload_failures: Counter,
     config_error: Gauge,
     store_write_failures: Counter,
+    clock_steps: Counter,
 }
 
 impl Default for Metrics {
@@ -175,6 +176,12 @@ impl Metrics {
             "Store writes (history, state snapshots) that failed, e.g. on a full disk",
             store_write_failures.clone(),
         );
+        let clock_steps = Counter::default();
+        registry.register(
+            "clock_steps",
+            "Steps of the wall clock (NTP step, date -s, resume from suspend) seen; pending deadlines were moved with each",
+            clock_steps.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Talon's version", build.clone());
         build
@@ -199,6 +206,7 @@ impl Metrics {
             reload_failures,
             config_error,
             store_write_failures,
+            clock_steps,
         };
         m.set_state(SystemState::Healthy);
         m
@@ -318,6 +326,11 @@ impl Metrics {
     /// Count `n` more failed store writes.
     pub fn store_write_failed(&self, n: u64) {
         self.store_write_failures.inc_by(n);
+    }
+
+    /// Count a step of the wall clock.
+    pub fn clock_step(&self) {
+        self.clock_steps.inc();
     }
 
     /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).

@@ -38,6 +38,8 @@ pub struct Runtime {
     pub(super) cfg: Arc<Config>,
     pub(super) core: Core,
     pub(super) clock: Clock,
+    /// Compares wall and monotonic time at every message (`clockstep.rs`).
+    pub(super) clock_watch: crate::clock::StepWatch,
     pub(super) effects: Effects,
     /// Where each step's records and state go (`None`: no store, no history).
     pub(super) history: Option<Box<dyn History>>,
@@ -200,6 +202,7 @@ impl Runtime {
             chat: ChatState::default(),
             effects,
             clock,
+            clock_watch: Default::default(),
         };
         rt.watch_pushes();
         rt
@@ -232,6 +235,7 @@ impl Runtime {
         if let Some(rx) = self.surfaces.control_rx.take() {
             self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
         }
+        self.watch_clock();
         self.load_chat_state();
         self.digest_tick();
         self.send_store_notice();
@@ -283,6 +287,8 @@ impl Runtime {
     /// Every message is handled here, each variant by one method. Returns the signal to stop
     /// with, for [`Msg::Shutdown`].
     async fn handle(&mut self, msg: Msg) -> Option<Signal> {
+        // Before any event takes its time from the wall clock: a step moves the deadlines first.
+        self.watch_clock();
         let at = self.clock.wall_ms();
         match msg {
             Msg::CycleDone(results) => self.on_cycle(results),

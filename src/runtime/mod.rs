@@ -28,6 +28,7 @@
 //! | `exec.rs`     | the real heal, agent and delivery executors (prompt, outcomes, message model) |
 //! | `probing.rs`  | scheduled probe runs and verification re-probes |
 //! | `schedule.rs` | when each probe is due |
+//! | `clockstep.rs` | steps of the wall clock: seen, logged, counted, every wall-clock deadline moved |
 //! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe |
 //! | `reload.rs`   | hot reload: parse, diff, apply what changed |
 //! | `surfaces.rs` | status board, timeline, ack/silence, HTTP server, log |
@@ -42,6 +43,7 @@ mod actor;
 mod alerts;
 mod boot;
 mod chat;
+mod clockstep;
 mod commands;
 mod digest;
 pub mod effects;

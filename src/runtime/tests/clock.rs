@@ -41,13 +41,13 @@ async fn step_twice(step_ms: i64) {
     table.extend([
         // Critical since 80 s; the SOS is due 900 s later.
         Until(secs(500)),
-        ClockStep(step_ms),
+        ClockJump(step_ms),
+        At(secs(SOS_AT), State(SystemState::Sos)),
         At(secs(SOS_AT), Notify(Sos, Some(0), Taken)),
         At(secs(SOS_AT), Paged),
-        At(secs(SOS_AT), State(SystemState::Sos)),
         // Paging; the first reminder is due 30 min after the SOS.
         Until(secs(2000)),
-        ClockStep(step_ms),
+        ClockJump(step_ms),
         At(secs(SOS_AT + COOLDOWN), Notify(Reminder, Some(0), Taken)),
         At(
             secs(SOS_AT + 2 * COOLDOWN),

@@ -211,7 +211,7 @@ pub enum Step {
     AgentReset,
     /// The wall clock steps by this many milliseconds (negative: back), monotonic time does
     /// not move ([`Clock::shift`]). Journal times stay virtual time since the rig was made.
-    ClockStep(i64),
+    ClockJump(i64),
     /// A `push` probe's ping as the server forwards it (token already checked); expects it
     /// recorded (`true`) or refused as not a push probe (`false`).
     Ping(
@@ -229,7 +229,7 @@ pub type Journal = watch::Sender<Vec<Entry>>;
 pub struct Script {
     clock: Clock,
     t0: Millis,
-    /// The sum of [`Step::ClockStep`]s so far (taken out of journal times).
+    /// The sum of [`Step::ClockJump`]s so far (taken out of journal times).
     shifted: std::sync::atomic::AtomicI64,
     failing: Mutex<BTreeSet<String>>,
     deliveries: Mutex<VecDeque<Plan>>,
@@ -722,7 +722,7 @@ impl Rig {
                     }
                 }
                 Step::Until(until) => tokio::time::sleep_until(self.instant(until)).await,
-                Step::ClockStep(ms) => {
+                Step::ClockJump(ms) => {
                     self.script
                         .shifted
                         .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
