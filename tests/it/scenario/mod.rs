@@ -14,6 +14,7 @@ mod fullfs;
 mod hostile;
 mod ladder;
 mod leaks;
+mod limits;
 mod missing;
 mod redis;
 mod signals;
