@@ -1,4 +1,4 @@
-//! The wall clock stepping an hour forward or back under a running daemon (an NTP step,
+//! The wall clock stepping an hour forward or back under a running runtime (an NTP step,
 //! `date -s`, a VM restored from a snapshot), simulated with [`Clock::shift`]: monotonic time
 //! goes on, wall time jumps. Every pending wall-clock deadline keeps its remaining time: a step
 //! forward fires nothing early (no burst of every timer due within the hour), a step back

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+mod clockstep;
 mod config;
 mod corrupt;
 mod flapping;
