@@ -96,3 +96,32 @@ async fn a_step_an_hour_forward_fires_no_timer_early() {
 async fn a_step_an_hour_back_stalls_no_timer() {
     step_twice(-HOUR_MS).await;
 }
+
+/// The daily digest is a local time of day, not a deadline that keeps its remaining time: a step
+/// forward past its hour sends it at once (it is that hour now), once; a step back before the
+/// hour does not send it again when the hour comes round a second time; the next day's comes at
+/// its hour.
+#[tokio::test(start_paused = true)]
+async fn the_digest_follows_the_new_time_once() {
+    let (at, due) = super::digest::digest_at(std::time::Duration::from_secs(1800));
+    let mut rig = Rig::new(&super::digest::config(&at, true, false));
+    rig.run(vec![
+        Start,
+        Until(secs(600)),
+        ClockJump(HOUR_MS),
+        At(secs(600), Digest("Nothing happened")),
+        Until(secs(900)),
+        ClockJump(-HOUR_MS),
+        Quiet(secs(601), secs(due + 3 * 3600), Digest("")),
+        At(secs(due + 86_400), Digest("Nothing happened")),
+    ])
+    .await;
+    let digests = rig
+        .journal()
+        .iter()
+        .filter(|e| matches!(e.seen, Seen::Digest(_)))
+        .count();
+    assert_eq!(digests, 2, "{}", rig.dump());
+    assert_eq!(rig.metric("talon_clock_steps_total"), 2.0);
+    rig.stop().await;
+}
