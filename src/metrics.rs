@@ -81,6 +81,7 @@ pub struct Metrics {
     reload_failures: Counter,
     config_error: Gauge,
     store_write_failures: Counter,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -175,6 +176,13 @@ impl Metrics {
             "Store writes (history, state snapshots) that failed, e.g. on a full disk",
             store_write_failures.clone(),
         );
+        let resident = Gauge::default();
+        registry.register_with_unit(
+            "resident_memory",
+            "Talon's resident set size (VmRSS), read when scraped",
+            prometheus_client::registry::Unit::Bytes,
+            resident.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Talon's version", build.clone());
         build
@@ -199,6 +207,7 @@ impl Metrics {
             reload_failures,
             config_error,
             store_write_failures,
+            resident,
         };
         m.set_state(SystemState::Healthy);
         m
@@ -322,6 +331,8 @@ impl Metrics {
 
     /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).
     pub fn render_openmetrics(&self) -> String {
+        self.resident
+            .set(i64::try_from(crate::memory::rss_kib() * 1024).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         // Encoding into a String cannot fail (fmt::Write on String is infallible).
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

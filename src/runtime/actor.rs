@@ -74,7 +74,14 @@ pub(super) struct Timers {
     pub(super) prune_at: Instant,
     /// The next daily digest (`[digest]`), wall time.
     pub(super) digest: Option<Millis>,
+    /// When to give start-up memory back ([`crate::memory`]): [`TRIM_AFTER`] after the start and
+    /// after each reload.
+    pub(super) trim_at: Option<Instant>,
 }
+
+/// How long after the start (and after a reload) start-up code and heap are given back: long
+/// enough for the first probe cycles, TLS setup and the worker's start to have run.
+pub(super) const TRIM_AFTER: Duration = Duration::from_secs(30);
 
 impl Timers {
     /// The earliest deadline (at most one prune period away).
@@ -88,6 +95,9 @@ impl Timers {
         }
         if let Some(at) = self.digest {
             next = next.min(clock.instant_at(at));
+        }
+        if let Some(at) = self.trim_at {
+            next = next.min(at);
         }
         next
     }
@@ -174,6 +184,7 @@ impl Runtime {
                 wake: None,
                 prune_at: clock.now(),
                 digest: None,
+                trim_at: Some(clock.now() + TRIM_AFTER),
             },
             last: BTreeMap::new(),
             worker: WorkerSlot {
@@ -383,6 +394,19 @@ impl Runtime {
             .is_some_and(|at| at <= self.clock.wall_ms())
         {
             self.digest_tick();
+        }
+        if self.timers.trim_at.is_some_and(|at| at <= now) {
+            self.timers.trim_at = None;
+            // Off the loop: reclaiming a few MiB of pages takes milliseconds.
+            tokio::task::spawn_blocking(|| {
+                let t = crate::memory::after_start();
+                tracing::info!(
+                    code_bytes = t.code_bytes,
+                    rss_before_kib = t.rss_before_kib,
+                    rss_after_kib = t.rss_after_kib,
+                    "start-up memory given back"
+                );
+            });
         }
         if self.timers.prune_at <= now {
             self.timers.prune_at = now + prune_every(self.cfg.store.retention);
