@@ -39,7 +39,7 @@ pub fn run(cfg: &Option<PathBuf>, a: Args) -> anyhow::Result<Exit> {
     post_within(
         cfg,
         "/worker",
-        serde_json::json!({ "action": action }),
+        serde_json::json!({ "action": action, "by": "cli" }),
         WORKER_CONTROL_TIMEOUT + Duration::from_secs(10),
     )
 }
