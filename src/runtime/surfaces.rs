@@ -213,9 +213,7 @@ impl Runtime {
                     "agent circuit breaker was closed; its miss count is reset".into()
                 }));
             }
-            ControlRequest::Worker { action, by, reply } => {
-                self.worker_control(action, by, reply)
-            }
+            ControlRequest::Worker { action, by, reply } => self.worker_control(action, by, reply),
             ControlRequest::Push {
                 probe,
                 event,

@@ -50,6 +50,7 @@ fn fail(board: &StatusBoard) {
             restarts: 2,
             last_exit: Some("exit 1".into()),
             since_unix: Some(1_790_000_050),
+            operator_actions: Vec::new(),
         });
         s.incident = Some(IncidentStatus {
             id: "7".into(),
