@@ -388,6 +388,75 @@ mod tests {
     }
 
     #[test]
+    fn operator_actions_are_history_rows_read_back_newest_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(dir.path()).unwrap();
+        let probe_row = Record::Transition(Transition {
+            at: 500,
+            subject: WORKER_PROBE.into(),
+            from: "passing".into(),
+            to: "failing".into(),
+            reason: "worker health check failed".into(),
+            incident: None,
+        });
+        let mut records = vec![probe_row];
+        for i in 0..(OPERATOR_ACTIONS_SHOWN as i64 + 2) {
+            let result = if i == 1 {
+                Err("the worker supervisor has stopped".to_string())
+            } else {
+                Ok(format!(
+                    "worker restarted: pid {i} (killed by SIGTERM) → pid {}",
+                    i + 1
+                ))
+            };
+            records.push(operator_record(
+                1_000 * (i + 1),
+                WorkerAction::Restart,
+                if i % 2 == 0 { "cli" } else { "http" },
+                &result,
+            ));
+        }
+        store
+            .apply(&Batch {
+                at: 1,
+                records,
+                ..Batch::default()
+            })
+            .unwrap();
+        drop(store);
+        let acts = stored_operator_actions(dir.path());
+        assert_eq!(
+            acts.len(),
+            OPERATOR_ACTIONS_SHOWN,
+            "the newest only: {acts:?}"
+        );
+        assert_eq!(acts[0].at_unix, 3, "the two oldest are left out");
+        assert_eq!(acts.last().unwrap().at_unix, 12);
+        assert!(acts.iter().all(|a| a.action == "restart"));
+        assert_eq!((acts[0].by.as_str(), acts[1].by.as_str()), ("cli", "http"));
+        assert!(
+            acts.iter()
+                .all(|a| a.ok && a.result.starts_with("worker restarted: pid "))
+        );
+        // A failure reads back as not ok, with the reason.
+        let failed = operator_record(9, WorkerAction::Stop, "cli", &Err("no".into()));
+        let Record::Transition(t) = failed else {
+            panic!()
+        };
+        assert_eq!(
+            (t.to.as_str(), t.reason.as_str()),
+            ("stop by cli", "failed: no")
+        );
+        let a = operator_action(t.at, &t.to, &t.reason).unwrap();
+        assert_eq!((a.ok, a.result.as_str()), (false, "no"));
+        assert_eq!(
+            operator_action(1, "failing", "x"),
+            None,
+            "a probe transition is not one"
+        );
+    }
+
+    #[test]
     fn status_text_names_state_pid_and_the_last_error() {
         let st = WorkerStatus {
             state: crate::supervise::WorkerState::StoppedOnPurpose,
