@@ -1406,6 +1406,16 @@ async fn binary_worker_only_takes_the_controls_keeps_a_stop_and_records_who_did_
         "{acts:?}\nhistory:\n{history}"
     );
 
+    let mut c = crate::support::talon(fx.dir.path());
+    c.args(["status", "--config"]).arg(&config);
+    let out = crate::support::stdout(&crate::support::run(c));
+    assert!(
+        out.contains(&format!("worker:   running (pid {third})"))
+            && out.contains("last operator action: start by cli at ")
+            && out.contains(&format!(": worker started: pid {third}")),
+        "{out}"
+    );
+
     // A Talon restart keeps the record: history and /status both still show it.
     t.signal(Signal::SIGTERM);
     assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
