@@ -413,6 +413,61 @@ async fn a_hung_worker_is_restarted_after_n_health_failures() {
     h.shutdown().await;
 }
 
+/// `health_start_grace_secs`, with a real worker: a slow starter whose health answers 503 for
+/// many periods is neither counted as failing nor restarted while in the grace; its first pass
+/// ends the grace, after which failures count and restart it at the N-th.
+#[tokio::test]
+async fn a_slow_starter_inside_the_start_grace_is_not_restarted_and_a_pass_ends_the_grace() {
+    let fx = Fx::new();
+    fx.touch("starting", "");
+    let (cfg, sp) = fx.load(
+        "",
+        "health_failures_before_restart = 2\nhealth_start_grace_secs = 60",
+        "",
+    );
+    assert_eq!(cfg.health_start_grace, Duration::from_secs(60));
+    let (h, mut ev) = start(cfg, sp);
+    let starting = |fx: &Fx| {
+        fx.events()
+            .iter()
+            .filter(|l| l.starts_with("starting"))
+            .count()
+    };
+    // Six failed checks (2 would restart it without the grace): nothing counted, same worker.
+    wait_until("six failed checks inside the grace", || starting(&fx) >= 6).await;
+    fx.rm("starting");
+    let pid = ev.healthy().await;
+    assert!(
+        !ev.seen.iter().any(|e| matches!(
+            e,
+            WorkerEvent::HealthFailed { .. } | WorkerEvent::Restarting { .. }
+        )),
+        "a failure inside the grace counted: {:#?}",
+        ev.seen
+    );
+    assert_eq!(
+        started_pids(&fx),
+        vec![pid],
+        "the slow starter was restarted"
+    );
+    // The pass ended the grace: now two failures restart it.
+    ev.seen.clear();
+    fx.touch("unhealthy", "");
+    let (reason, _) = ev.restarting().await;
+    assert_eq!(reason, RestartReason::Unhealthy);
+    let failed: Vec<u32> = ev
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::HealthFailed { consecutive, .. } => Some(*consecutive),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [1, 2], "{:#?}", ev.seen);
+    fx.rm("unhealthy");
+    h.shutdown().await;
+}
+
 /// Health checks every 1 s, each with a 1 s timeout, restart at the 3rd failure (the issue's
 /// kubelet comparison): three hangs in a row are each replaced, each at exactly the 3rd failure
 /// of its worker. The time from the hang to a healthy new worker is printed (it is what
