@@ -1364,6 +1364,23 @@ async fn binary_worker_only_takes_the_controls_keeps_a_stop_and_records_who_did_
         out.contains(&format!("worker: running, pid {first}")),
         "{out}"
     );
+    // One supervisor per state dir: a second `--worker-only` (or a daemon) is refused, exit 2.
+    for args in [&["run", "--worker-only"][..], &["run"][..]] {
+        let mut c = crate::support::talon(fx.dir.path());
+        c.args(args).arg("--config").arg(&config);
+        let out = crate::support::run(c);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            crate::support::stderr(&out).contains("another talon is already running"),
+            "{args:?}: {}",
+            crate::support::stderr(&out)
+        );
+    }
+    assert_eq!(
+        started_pids(&fx),
+        vec![first],
+        "a second worker was started"
+    );
     // The daemon's other controls are not served here: a clear refusal, exit 1.
     let mut c = crate::support::talon(fx.dir.path());
     c.args(["ack", "--config"]).arg(&config);
