@@ -54,7 +54,12 @@ pub async fn run(
         )));
     }
     let state_dir = config.state_dir.clone();
-    if let Err(e) = super::boot::create_private_dir(&state_dir) {
+    // The state dir as the daemon makes it: created 0700, writable, nothing in it readable by
+    // others (the store and the API token live there).
+    if let Err(e) = super::boot::create_private_dir(&state_dir)
+        .and_then(|()| super::boot::check_writable(&state_dir))
+        .and_then(|()| super::boot::secure_state(&config))
+    {
         return Ok(Err(e.to_string()));
     }
     let _lock = match crate::store::lock::acquire(&state_dir) {
