@@ -18,7 +18,12 @@
 //!   are reported `flapping` without holding an incident open between faults);
 //! - hanging probes: scripts `sleep 600 & sleep 600` (a grandchild) and HTTP requests to a
 //!   listener that never answers, all past their 2 s timeout;
-//! - a supervised worker (`tests/fixtures/worker.py`) SIGKILLed every 20 s.
+//! - a supervised worker (`tests/fixtures/worker.py`) SIGKILLed every 20 s;
+//! - a notification channel that fails every other delivery (besides one that always fails);
+//! - a reload every `SOAK_RELOAD_SECS` (default 60): `services.toml` gains or loses one probe,
+//!   then SIGHUP (the applied reloads are counted from Talon's log);
+//! - a short history retention (`SOAK_RETENTION_SECS`, default 900) so pruning runs during the
+//!   soak: the stored probe results must stop growing once the retention is reached.
 //!
 //! Each sample: Talon's VmRSS, open fds, threads, CPU since the last sample; its live
 //! descendants (by parent pid), zombies among them, and every live process carrying this run's
@@ -28,7 +33,9 @@
 //! everything to `target/bench/soak.json`. The verdict is the least-squares slope of RSS, fds,
 //! threads and processes over the second half of the run (after warm-up), called flat when the
 //! change it predicts over that half is within a small tolerance. At the end, Talon gets SIGTERM
-//! and the tagged processes still alive are counted (must be 0).
+//! and the tagged processes still alive are counted (must be 0). For runs of 20 minutes or more,
+//! RSS over the last two minutes is compared with RSS around minute 10 (target: at most 1 MiB
+//! more), and `target/bench/soak.svg` plots RSS, fds, threads and processes over time.
 
 mod common;
 
@@ -74,6 +81,8 @@ fn main() {
     let worker_port = free_port();
     let fault = dir.join("fault");
     let notices = dir.join("notices");
+    let reload_every = Duration::from_secs(env_u64("SOAK_RELOAD_SECS", 60).max(1));
+    let retention_secs = env_u64("SOAK_RETENTION_SECS", 900).max(60);
     write_config(
         dir,
         Ports {
@@ -86,6 +95,7 @@ fn main() {
         },
         &fault,
         &notices,
+        retention_secs,
     );
 
     let child = Command::new(env!("CARGO_BIN_EXE_talon"))
@@ -118,6 +128,8 @@ fn main() {
     let start = Instant::now();
     let mut next_sample = start + sample_every;
     let mut next_kill = start + Duration::from_secs(20);
+    let mut next_reload = start + reload_every;
+    let mut reloads = 0u32;
     let mut prev_cpu = (start, cpu_ticks(pid));
     println!(
         "{:>6} {:>9} {:>8} {:>8} {:>5} {:>5} {:>6} {:>6} {:>6} {:>10} {:>9} {:>8} {:>9} {:>7} {:>9}",
@@ -162,6 +174,20 @@ fn main() {
             }
             next_kill = now + Duration::from_secs(20);
         }
+        if now >= next_reload {
+            // One probe more or one fewer, so every reload changes what runs.
+            reloads += 1;
+            let mut services = std::fs::read_to_string(dir.join("services.toml")).unwrap();
+            let extra = "[script.reloaded]\ncommand = \"echo reloaded\"\n";
+            if reloads % 2 == 1 {
+                services.push_str(extra);
+            } else {
+                services = services.replace(extra, "");
+            }
+            std::fs::write(dir.join("services.toml"), services).unwrap();
+            kill(pid, libc::SIGHUP);
+            next_reload = now + reload_every;
+        }
         if now >= next_sample {
             let ticks = cpu_ticks(pid);
             let cpu = cpu_percent(prev_cpu, (now, ticks));
@@ -202,7 +228,37 @@ fn main() {
         .and_then(|s| s.counts().ok());
     let final_db = checkpointed_db_bytes(&state);
     let verdict = Verdict::of(&samples);
+    let applied_reloads = std::fs::read_to_string(dir.join("talon.stderr"))
+        .unwrap_or_default()
+        .matches("config reloaded")
+        .count();
+    let late = rss_late_vs_minute_10(&samples);
+    let retention = retention_check(&samples, retention_secs);
     println!("\nworker SIGKILLs: {kills}; talon exit code after SIGTERM: {exit:?}");
+    println!(
+        "reloads sent: {reloads}; applied (\"config reloaded\" in the log): {applied_reloads}"
+    );
+    if let Some(l) = &late {
+        println!(
+            "RSS around minute 10 (mean of t in [540, 660] s): {:.0} KiB; last two minutes: {:.0} KiB; \
+             difference {:+.0} KiB (target <= +1024): {}",
+            l.at_10_min_kib,
+            l.last_kib,
+            l.difference_kib,
+            if l.met { "met" } else { "NOT MET" }
+        );
+    }
+    println!(
+        "stored probe results: max {} after the retention ({} s) was first reached, {} at the end: {}",
+        retention.max_after_cap,
+        retention_secs,
+        retention.at_end,
+        if retention.bounded {
+            "bounded"
+        } else {
+            "STILL GROWING"
+        }
+    );
     println!("tagged processes alive after talon exited: {leftover}");
     if let Some(c) = &final_counts {
         println!(
@@ -233,7 +289,10 @@ fn main() {
             if l.flat { "flat" } else { "GROWING" }
         );
     }
-    let ok = verdict.lines.iter().all(|l| l.flat) && leftover == 0;
+    let ok = verdict.lines.iter().all(|l| l.flat)
+        && leftover == 0
+        && late.as_ref().is_none_or(|l| l.met)
+        && retention.bounded;
     println!(
         "verdict: {}",
         if ok {
@@ -251,6 +310,11 @@ fn main() {
         "probes": total_probes(),
         "check_interval_secs": 5,
         "worker_sigkills": kills,
+        "reloads_sent": reloads,
+        "reloads_applied": applied_reloads,
+        "retention_secs": retention_secs,
+        "rss_late_vs_minute_10": late,
+        "retention_check": retention,
         "exit_code": exit,
         "leftover_processes": leftover,
         "final_counts": final_counts,
@@ -265,6 +329,149 @@ fn main() {
     )
     .unwrap();
     println!("wrote {}", out.join("soak.json").display());
+    if secs >= 1200 {
+        std::fs::write(out.join("soak.svg"), plot(&samples)).unwrap();
+        println!("wrote {}", out.join("soak.svg").display());
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Late {
+    at_10_min_kib: f64,
+    last_kib: f64,
+    difference_kib: f64,
+    met: bool,
+}
+
+/// RSS over the last two minutes against RSS around minute 10 (runs of 20 minutes or more).
+fn rss_late_vs_minute_10(samples: &[Sample]) -> Option<Late> {
+    let end = samples.last()?.t;
+    if end < 1200.0 {
+        return None;
+    }
+    let mean = |lo: f64, hi: f64| {
+        let xs: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.t >= lo && s.t <= hi)
+            .map(|s| s.rss_kib as f64)
+            .collect();
+        xs.iter().sum::<f64>() / xs.len().max(1) as f64
+    };
+    let at_10_min_kib = mean(540.0, 660.0);
+    let last_kib = mean(end - 120.0, end);
+    let difference_kib = last_kib - at_10_min_kib;
+    Some(Late {
+        at_10_min_kib,
+        last_kib,
+        difference_kib,
+        met: difference_kib <= 1024.0,
+    })
+}
+
+#[derive(serde::Serialize)]
+struct Retention {
+    max_after_cap: u64,
+    at_end: u64,
+    bounded: bool,
+}
+
+/// Stored probe results once the retention (plus one prune period, a tenth of it, and a minute
+/// of slack) has passed must not keep growing: the last third's maximum is at most 10 % above
+/// the maximum seen in the first sample after the cap applies.
+fn retention_check(samples: &[Sample], retention_secs: u64) -> Retention {
+    let cap_t = retention_secs as f64 * 1.1 + 60.0;
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= cap_t).collect();
+    let at_end = samples.last().map_or(0, |s| s.probe_results);
+    if after.len() < 3 {
+        return Retention {
+            max_after_cap: 0,
+            at_end,
+            bounded: true,
+        };
+    }
+    let third = after.len() / 3;
+    let first = after[..third.max(1)]
+        .iter()
+        .map(|s| s.probe_results)
+        .max()
+        .unwrap_or(0);
+    let last = after[after.len() - third.max(1)..]
+        .iter()
+        .map(|s| s.probe_results)
+        .max()
+        .unwrap_or(0);
+    Retention {
+        max_after_cap: last.max(first),
+        at_end,
+        bounded: last as f64 <= first as f64 * 1.1,
+    }
+}
+
+/// A small SVG: RSS (total, anon, file; MiB) above, fds / threads / live descendants below,
+/// against minutes.
+fn plot(samples: &[Sample]) -> String {
+    let (w, h, pad) = (720.0, 200.0, 40.0);
+    let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let x = |t: f64| pad + t / t_max * (w - 2.0 * pad);
+    type Get = fn(&Sample) -> f64;
+    let panel = |top: f64, title: &str, series: &[(&str, &str, Get)]| -> String {
+        let y_max = series
+            .iter()
+            .flat_map(|(_, _, g)| samples.iter().map(g))
+            .fold(1.0_f64, f64::max)
+            * 1.1;
+        let y = |v: f64| top + h - v / y_max * h;
+        let mut out = format!(
+            "<text x=\"{pad}\" y=\"{}\" font-size=\"12\">{title} (max {y_max:.1})</text>\n\
+             <rect x=\"{pad}\" y=\"{top}\" width=\"{}\" height=\"{h}\" fill=\"none\" stroke=\"#999\"/>\n",
+            top - 6.0,
+            w - 2.0 * pad
+        );
+        for (i, (name, colour, get)) in series.iter().enumerate() {
+            let pts: Vec<String> = samples
+                .iter()
+                .map(|s| format!("{:.1},{:.1}", x(s.t), y(get(s))))
+                .collect();
+            out += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.2\" points=\"{}\"/>\n\
+                 <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{colour}\">{name}</text>\n",
+                pts.join(" "),
+                w - pad - 150.0 + 50.0 * i as f64,
+                top - 6.0
+            );
+        }
+        out
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\">\n",
+        2.0 * h + 3.0 * pad
+    );
+    svg += &panel(
+        pad,
+        "RSS MiB",
+        &[
+            ("total", "#c00", |s| s.rss_kib as f64 / 1024.0),
+            ("anon", "#06c", |s| s.rss_anon_kib as f64 / 1024.0),
+            ("file", "#090", |s| s.rss_file_kib as f64 / 1024.0),
+        ],
+    );
+    svg += &panel(
+        2.0 * pad + h,
+        "fds / threads / processes",
+        &[
+            ("fds", "#c60", |s| s.fds as f64),
+            ("thr", "#60c", |s| s.threads as f64),
+            ("procs", "#666", |s| s.descendants as f64),
+        ],
+    );
+    for m in (0..=(t_max / 60.0) as u64).step_by(((t_max / 600.0).ceil() as usize).max(1) * 5) {
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{m} min</text>\n",
+            x(m as f64 * 60.0),
+            3.0 * pad + 2.0 * h - 12.0
+        );
+    }
+    svg + "</svg>\n"
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -303,7 +510,7 @@ struct Ports {
     worker: u16,
 }
 
-fn write_config(dir: &Path, p: Ports, fault: &Path, notices: &Path) {
+fn write_config(dir: &Path, p: Ports, fault: &Path, notices: &Path, retention_secs: u64) {
     let st = dir.join("worker-state");
     std::fs::create_dir_all(&st).unwrap();
     let d = dir.display();
@@ -336,6 +543,13 @@ command = "cat >> '{notices}'; echo >> '{notices}'"
 kind = "command"
 command = "exit 1"
 
+[notify.flaky]
+kind = "command"
+command = "c=$(cat '{flaky}' 2>/dev/null || echo 0); echo $((c + 1)) > '{flaky}'; cat >/dev/null; test $((c % 2)) -eq 0"
+
+[store]
+retention_days = {retention_days}
+
 [health]
 bind = "127.0.0.1:{health}"
 
@@ -352,6 +566,8 @@ PORT = "{worker}"
 STATE = "{st}"
 "#,
         notices = notices.display(),
+        flaky = dir.join("flaky.count").display(),
+        retention_days = retention_secs as f64 / 86_400.0,
         health = p.health,
         worker = p.worker,
         st = st.display(),

@@ -26,8 +26,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// How often old history is pruned (the first prune runs at start).
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often old history is pruned (the first prune runs at start): hourly, or a tenth of the
+/// retention when that is shorter (but not more than once a minute), so the store stays within
+/// about 10 % of its retention whatever it is.
+pub(super) fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600))
+}
 
 /// The running daemon: one actor. Build it with [`Runtime::new`], then [`Runtime::run`] (the
 /// daemon, with signals, the config watcher and the HTTP server) or [`Runtime::serve`] (the loop
@@ -73,7 +77,7 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    /// The earliest deadline (at most [`PRUNE_EVERY`] away).
+    /// The earliest deadline (at most one prune period away).
     fn next_deadline(&self, clock: &Clock) -> Instant {
         let mut next = self.prune_at;
         if let Some(p) = self.schedule.next_deadline() {
@@ -376,7 +380,7 @@ impl Runtime {
         None
     }
 
-    /// Probes due, the core's wake-up, the hourly prune.
+    /// Probes due, the core's wake-up, the history prune.
     fn on_timer(&mut self) {
         let now = self.clock.now();
         self.launch_due(now);
@@ -396,7 +400,7 @@ impl Runtime {
             self.digest_tick();
         }
         if self.timers.prune_at <= now {
-            self.timers.prune_at = now + PRUNE_EVERY;
+            self.timers.prune_at = now + prune_every(self.cfg.store.retention);
             if let Some(h) = &self.history {
                 h.prune(self.clock.wall_ms(), self.cfg.store.retention);
             }
@@ -629,5 +633,26 @@ fn log_record(r: &crate::core::Record) {
             }
         }
         _ => tracing::debug!(record = ?r, "record"),
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::prune_every;
+    use std::time::Duration;
+
+    #[test]
+    fn the_prune_period_follows_a_short_retention() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(prune_every(7 * day), Duration::from_secs(3600));
+        assert_eq!(
+            prune_every(Duration::from_secs(900)),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            prune_every(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(prune_every(Duration::ZERO), Duration::from_secs(60));
     }
 }
