@@ -73,10 +73,19 @@ impl Fx {
     }
     /// A main config with a `[worker]` section running the test worker; `extra` goes inside
     /// `[worker]`, `env` inside `[worker.env]`, `top` before `[worker]`.
+    ///
+    /// Without a `[health]` in `top`, the HTTP server is off: `talon run --worker-only` would
+    /// otherwise serve on the default 127.0.0.1:9999, where another test's `talon status` looks.
     fn config(&self, top: &str, extra: &str, env: &str) -> PathBuf {
         let p = self.port;
+        let health = if top.contains("[health]") {
+            ""
+        } else {
+            "[health]\nenabled = false\n"
+        };
         let text = format!(
             r#"{top}
+{health}
 [worker]
 command = ["python3", "{WORKER}"]
 dir = "{dir}"
