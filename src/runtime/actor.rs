@@ -111,6 +111,9 @@ pub(super) struct WorkerSlot {
     /// Stopped on purpose by an operator (`talon worker stop`); kept in the store's `kv` table
     /// (`worker.stopped`) so a Talon restart keeps it stopped.
     pub(super) held: bool,
+    /// The newest operator actions on it (`talon worker restart|stop|start`), for `/status`;
+    /// read back from the store at start.
+    pub(super) operator_actions: Vec<crate::server::snapshot::OperatorAction>,
     /// Every supervisor sends its events here; they are passed on to the inbox.
     pub(super) events: mpsc::Sender<WorkerEvent>,
     pub(super) events_rx: Option<mpsc::Receiver<WorkerEvent>>,
@@ -162,6 +165,11 @@ impl Runtime {
         let worker_held = history.is_some()
             && cfg.worker.is_some()
             && super::worker::stopped_on_purpose(&cfg.state_dir);
+        let operator_actions = if history.is_some() && cfg.worker.is_some() {
+            super::worker::stored_operator_actions(&cfg.state_dir)
+        } else {
+            Vec::new()
+        };
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
         let (control, control_rx) = mpsc::channel(16);
@@ -191,6 +199,7 @@ impl Runtime {
                 handle: None,
                 restarts: 0,
                 held: worker_held,
+                operator_actions,
                 events,
                 events_rx: Some(events_rx),
             },
@@ -367,6 +376,12 @@ impl Runtime {
             Msg::Timer => self.on_timer(),
             Msg::Reload(trigger) => self.reload(trigger).await,
             Msg::Control(req) => self.on_control(req),
+            Msg::WorkerControlled {
+                action,
+                by,
+                result,
+                reply,
+            } => self.worker_controlled(action, &by, result, reply),
             Msg::Chat(m) => self.on_chat(m),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Shutdown(sig) => return Some(sig),
