@@ -120,12 +120,30 @@ pub async fn run(
     let server = serve(&config, &board.board, ctl_tx).await;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut tasks = JoinSet::new();
+    // Give start-up memory back once things settle, and again after each SIGHUP (room `memory`).
+    let trim = tokio::time::sleep(super::actor::TRIM_AFTER);
+    tokio::pin!(trim);
+    let mut trimmed = false;
 
     let first = loop {
         tokio::select! {
+            _ = &mut trim, if !trimmed => {
+                trimmed = true;
+                tokio::task::spawn_blocking(|| {
+                    let t = crate::memory::after_start();
+                    tracing::info!(
+                        code_bytes = t.code_bytes,
+                        rss_before_kib = t.rss_before_kib,
+                        rss_after_kib = t.rss_after_kib,
+                        "start-up memory given back"
+                    );
+                });
+            }
             _ = term.recv() => break Signal::SIGTERM,
             _ = int.recv() => break Signal::SIGINT,
             _ = hup.recv() => {
+                trim.as_mut().reset(crate::clock::now() + super::actor::TRIM_AFTER);
+                trimmed = false;
                 let loaded = config::load(&LoadOptions {
                     config: cfg_path.clone(),
                     resolve: false,
