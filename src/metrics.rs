@@ -82,6 +82,7 @@ pub struct Metrics {
     config_error: Gauge,
     store_write_failures: Counter,
     clock_steps: Counter,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -182,6 +183,13 @@ impl Metrics {
             "Steps of the wall clock (NTP step, date -s, resume from suspend) seen; pending deadlines were moved with each",
             clock_steps.clone(),
         );
+        let resident = Gauge::default();
+        registry.register_with_unit(
+            "resident_memory",
+            "Talon's resident set size (VmRSS), read when scraped",
+            prometheus_client::registry::Unit::Bytes,
+            resident.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Talon's version", build.clone());
         build
@@ -207,6 +215,7 @@ impl Metrics {
             config_error,
             store_write_failures,
             clock_steps,
+            resident,
         };
         m.set_state(SystemState::Healthy);
         m
@@ -335,6 +344,8 @@ impl Metrics {
 
     /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).
     pub fn render_openmetrics(&self) -> String {
+        self.resident
+            .set(i64::try_from(crate::memory::rss_kib() * 1024).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         // Encoding into a String cannot fail (fmt::Write on String is infallible).
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

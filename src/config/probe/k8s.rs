@@ -466,10 +466,7 @@ fn check_label_value(v: &str) -> Result<(), String> {
     }
 }
 
-/// `Some("NODE_NAME")` for `"${NODE_NAME}"`.
-pub fn env_ref(s: &str) -> Option<&str> {
-    s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
-}
+pub use crate::config::envfile::env_ref;
 
 fn is_env_name(s: &str) -> bool {
     let b = s.as_bytes();

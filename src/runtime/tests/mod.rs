@@ -13,6 +13,7 @@ mod guard;
 mod ladder;
 mod policy;
 mod push;
+mod worker_control;
 
 use super::effects::{
     ActionJob, ActionRunner, AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob,
