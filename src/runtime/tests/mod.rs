@@ -484,6 +484,9 @@ impl History for Recorded {
     fn current_error(&self) -> Option<String> {
         self.store.current_error()
     }
+    fn barrier(&self) -> Option<crate::store::Barrier> {
+        Some(self.store.barrier())
+    }
     fn close(self: Box<Self>) -> Result<(), StoreError> {
         self.store.close()
     }
