@@ -244,3 +244,96 @@ critical_after_consecutive_failures = 1
     tl.finish();
     assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
 }
+
+/// Scenario 27: a process storm in a script probe under `[limits.script] processes = 8`, with
+/// Talon running as root (as the tests do here), where the kernel ignores `RLIMIT_NPROC`: the
+/// child's own `pids` cgroup cuts it at the limit, the probe fails saying so, no storm process
+/// outlives the run, and Talon goes on. The storm is bounded (60 background 2 s sleeps), never a
+/// fork bomb.
+#[test]
+fn s27_a_process_storm_in_a_script_probe_is_cut_by_its_pids_cgroup_even_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: RLIMIT_NPROC holds by itself; this scenario is about root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    // The storm's sleeps carry an odd duration, so they can be counted in /proc.
+    let mark = format!("2.{:03}7", std::process::id() % 1000);
+    let config = crate::support::write(
+        dir,
+        "config.toml",
+        &format!(
+            r#"state_dir = "state"
+check_interval_secs = 5
+[health]
+bind = "{addr}"
+[limits.script]
+processes = 8
+[script.storm]
+command = "for i in $(seq 1 60); do sleep {mark} 2>/dev/null & done; wait"
+timeout_secs = 4
+[script.ok]
+command = "true"
+"#
+        ),
+    );
+    let mut d = crate::daemon::Daemon::start(dir, &config);
+    let mut tl = Timeline::start(
+        27,
+        "process storm in a script probe under [limits.script] processes",
+    );
+    let (_, s) = super::flood::wait_json(
+        &addr,
+        "/status",
+        "the storm's failure",
+        LIMIT,
+        &d,
+        |_, s| {
+            s["probes"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["name"] == "storm"
+                        && p["status"] != serde_json::Value::Null
+                        && p["status"] != "pass"
+                        && p["output"]
+                            .as_str()
+                            .is_some_and(|o| o.contains("forks refused by the process limit"))
+                })
+            })
+        },
+    );
+    tl.mark("storm_cut");
+    let probes = s["probes"].as_array().unwrap();
+    let ok = probes.iter().find(|p| p["name"] == "ok").unwrap();
+    assert_eq!(ok["status"], "pass", "{s}");
+    let storm = probes.iter().find(|p| p["name"] == "storm").unwrap();
+    tl.note("output", storm["output"].as_str().unwrap_or(""));
+    // At most the limit's worth of storm processes ever lives at once.
+    let count = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&mark))
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(count());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        peak <= 8,
+        "{peak} storm processes alive at once under processes = 8"
+    );
+    tl.note("peak_storm_processes", peak);
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+    wait_for("no storm process left", LIMIT, || {
+        (count() == 0).then_some(())
+    });
+    tl.finish();
+}
