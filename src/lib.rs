@@ -41,6 +41,7 @@ pub mod escalate;
 pub mod format;
 pub mod heartbeat;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod notify;

@@ -81,6 +81,8 @@ pub struct Metrics {
     reload_failures: Counter,
     config_error: Gauge,
     store_write_failures: Counter,
+    clock_steps: Counter,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -175,6 +177,19 @@ impl Metrics {
             "Store writes (history, state snapshots) that failed, e.g. on a full disk",
             store_write_failures.clone(),
         );
+        let clock_steps = Counter::default();
+        registry.register(
+            "clock_steps",
+            "Steps of the wall clock (NTP step, date -s, resume from suspend) seen; pending deadlines were moved with each",
+            clock_steps.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register_with_unit(
+            "resident_memory",
+            "Talon's resident set size (VmRSS), read when scraped",
+            prometheus_client::registry::Unit::Bytes,
+            resident.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Talon's version", build.clone());
         build
@@ -199,6 +214,8 @@ impl Metrics {
             reload_failures,
             config_error,
             store_write_failures,
+            clock_steps,
+            resident,
         };
         m.set_state(SystemState::Healthy);
         m
@@ -320,8 +337,15 @@ impl Metrics {
         self.store_write_failures.inc_by(n);
     }
 
+    /// Count a step of the wall clock.
+    pub fn clock_step(&self) {
+        self.clock_steps.inc();
+    }
+
     /// The OpenMetrics text exposition (serve with [`OPENMETRICS_CONTENT_TYPE`]).
     pub fn render_openmetrics(&self) -> String {
+        self.resident
+            .set(i64::try_from(crate::memory::rss_kib() * 1024).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
         // Encoding into a String cannot fail (fmt::Write on String is infallible).
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

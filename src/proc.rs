@@ -10,6 +10,7 @@
 //! processes Talon did not spawn (a stale listener on the worker's port), and the one place
 //! that sends signals.
 
+pub mod cgroup;
 pub mod limits;
 mod stop;
 
@@ -111,6 +112,8 @@ pub struct Finished {
     pub stderr: Captured,
     pub duration: Duration,
     pub pid: u32,
+    /// Forks the child's tree was refused by its process limit (`pids` cgroup), 0 without one.
+    pub forks_refused: u64,
 }
 
 impl Finished {
@@ -321,6 +324,23 @@ impl Cmd {
         })
     }
 
+    /// The child's own `pids` cgroup, when a process limit is set and Talon runs as root (where
+    /// `RLIMIT_NPROC` does not hold; see [`cgroup`]). `None` when none applies or none could be
+    /// made (logged once per reason).
+    fn pids_cgroup(&self) -> Option<std::sync::Arc<cgroup::PidsCgroup>> {
+        let max = self.limits.processes?;
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        match cgroup::PidsCgroup::create(max) {
+            Ok(cg) => Some(std::sync::Arc::new(cg)),
+            Err(why) => {
+                tracing::warn!(program = %self.program, reason = %why, "no process limit applies to this child");
+                None
+            }
+        }
+    }
+
     fn build(&self) -> Result<tokio::process::Command, SpawnError> {
         if let Some(d) = &self.dir
             && !d.is_dir()
@@ -379,21 +399,41 @@ impl Cmd {
         Ok(c)
     }
 
-    fn spawn_child(&self) -> Result<tokio::process::Child, SpawnError> {
+    /// Spawn; with a process limit as root, inside its own `pids` cgroup (held by the caller
+    /// until the child's group is gone).
+    fn spawn_child(
+        &self,
+    ) -> Result<
+        (
+            tokio::process::Child,
+            Option<std::sync::Arc<cgroup::PidsCgroup>>,
+        ),
+        SpawnError,
+    > {
         let mut c = self.build()?;
-        c.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
-                program: self.program.clone(),
-            },
-            std::io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: self.program.clone(),
-                path: self.path.clone().unwrap_or_default(),
-            },
-            _ => SpawnError::Io {
-                program: self.program.clone(),
-                source: e,
-            },
-        })
+        let cg = self.pids_cgroup();
+        if let Some(cg) = &cg {
+            let cg = cg.clone();
+            // SAFETY: only open/write/close of a path prepared before fork (async-signal-safe).
+            unsafe {
+                c.pre_exec(move || cg.enter_in_child());
+            }
+        }
+        c.spawn()
+            .map(|child| (child, cg))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
+                    program: self.program.clone(),
+                },
+                std::io::ErrorKind::NotFound => SpawnError::NotFound {
+                    program: self.program.clone(),
+                    path: self.path.clone().unwrap_or_default(),
+                },
+                _ => SpawnError::Io {
+                    program: self.program.clone(),
+                    source: e,
+                },
+            })
     }
 
     /// Run to completion (or timeout), capturing output. Always reaps; on timeout the whole
@@ -401,7 +441,7 @@ impl Cmd {
     pub async fn run(self) -> Result<Finished, SpawnError> {
         let started = Instant::now();
         let this = self.output(Output::Capture);
-        let mut child = this.spawn_child()?;
+        let (mut child, cgroup) = this.spawn_child()?;
         let pid = child.id().unwrap_or(0);
         let group = Group(pid);
         // If this future is dropped (the caller was cancelled, e.g. at shutdown), the whole
@@ -447,12 +487,16 @@ impl Cmd {
         let drain = Duration::from_millis(200);
         let stdout = join_capture(out_task, drain).await;
         let stderr = join_capture(err_task, drain).await;
+        // Whatever is left of the group was killed above: the cgroup goes once it is empty.
+        let forks_refused = cgroup.as_ref().map_or(0, |c| c.refused());
+        drop(cgroup);
         Ok(Finished {
             end,
             stdout,
             stderr,
             duration: started.elapsed(),
             pid,
+            forks_refused,
         })
     }
 
@@ -464,7 +508,8 @@ impl Cmd {
         } else {
             self
         };
-        let mut child = this.spawn_child()?;
+        // The worker has no process limit ([limits] covers script, heal, agent, action).
+        let (mut child, _cgroup) = this.spawn_child()?;
         if let (Some(bytes), Some(mut stdin)) = (this.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(&bytes).await;

@@ -80,9 +80,10 @@ pub enum Command {
     Ack(control::AckArgs),
     /// Silence a probe in the running daemon for a while (still probed and recorded).
     Silence(control::SilenceArgs),
-    /// The supervised worker through the running daemon: status, graceful restart, stop (stays
-    /// stopped, also across a Talon restart, until start), start. Exit 0 done, 1 failed, 2 no
-    /// daemon or usage.
+    /// The supervised worker through the running daemon (or `talon run --worker-only`): status,
+    /// graceful restart, stop (stays stopped, also across a Talon restart, until start), start.
+    /// Each is recorded with who and its result (`talon history --probe worker`). Exit 0 done,
+    /// 1 failed, 2 no daemon or usage.
     Worker(worker::Args),
     /// Maintenance windows in the running daemon: start NAME|--probes … --for 2h, list, end.
     /// Probes still run; nothing pages for them; a probe still failing at the end escalates.

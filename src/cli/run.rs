@@ -1,24 +1,23 @@
 //! `talon run` (and bare `talon`): the daemon. `--worker-only` (the original's flag, also
-//! accepted as `talon --worker-only`) supervises the worker without probes or escalation, until
-//! SIGTERM or SIGINT, which go on to the worker's group; then it drains and exits 0 with no child
-//! left.
+//! accepted as `talon --worker-only`) supervises the worker without probes or escalation
+//! (`runtime::worker_only`), with the same `talon worker` controls served on `[health] bind`,
+//! until SIGTERM or SIGINT, which go on to the worker's group; then it drains and exits 0 with no
+//! child left.
 
 use super::{Exit, load_options, print_diagnostics};
 use crate::clock::Clock;
 use crate::config::{self, Config, WorkerConfig};
 use crate::runtime::real::{Actions, Agents, Channels, EngineProbes, Heals, Supervisors};
 use crate::runtime::{Boot, Effects, RunOptions, Runtime, StartError};
-use crate::supervise::{Supervisor, owner};
-use nix::sys::signal::Signal;
 use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
-    /// Supervise the worker only: no probes, no escalation, no HTTP server.
+    /// Supervise the worker only: no probes, no escalation. `talon worker status|restart|stop|start`
+    /// work as with the daemon (served on [health] bind with the API token; /health and /status
+    /// show the worker); a `talon worker stop` is kept in the state dir and outlives a restart.
     #[arg(long)]
     pub worker_only: bool,
 }
@@ -111,71 +110,11 @@ async fn worker_only(
     config: Config,
     worker: WorkerConfig,
 ) -> anyhow::Result<Exit> {
-    if owner::configured(&worker)
-        && let owner::Ownership::External(o) = owner::check(&worker, &config.search_path).await
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "talon: the worker is owned by {o}; not supervising it (stop that service, or remove external_* from [worker])"
-        );
-        return Ok(Exit::Error);
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let (fwd_tx, mut fwd_rx) = tokio::sync::mpsc::channel::<Signal>(8);
-    for name in &worker.forward_signals {
-        let Ok(sig) = Signal::from_str(&format!("SIG{name}")) else {
-            continue;
-        };
-        let mut stream = signal(SignalKind::from_raw(sig as i32))?;
-        let tx = fwd_tx.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if tx.send(sig).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(64);
-    // Events are already logged by the supervisor; with no state machine here, drain them.
-    tokio::spawn(async move { while ev_rx.recv().await.is_some() {} });
-    let mut current = worker.clone();
-    let handle = Supervisor::start(worker, config.search_path.clone(), ev_tx);
-    let first = loop {
-        tokio::select! {
-            _ = term.recv() => break Signal::SIGTERM,
-            _ = int.recv() => break Signal::SIGINT,
-            _ = hup.recv() => {
-                let loaded = config::load(&load_options(&cfg_path, false));
-                match loaded.config.and_then(|c| c.worker.map(|w| (w, c.search_path))) {
-                    Some((w, sp)) if w != current => {
-                        current = w.clone();
-                        handle.reconfigure(w, sp).await;
-                    }
-                    Some(_) => tracing::info!("SIGHUP: worker config unchanged"),
-                    None => {
-                        for d in loaded.diags.errors() {
-                            tracing::error!(problem = %d, "SIGHUP: config rejected; keeping the running one");
-                        }
-                        if !loaded.diags.has_errors() {
-                            tracing::error!("SIGHUP: the new config has no [worker]; keeping the running one");
-                        }
-                    }
-                }
-            }
-            Some(sig) = fwd_rx.recv() => {
-                if let Err(e) = handle.forward(sig) {
-                    tracing::warn!(signal = sig.as_str(), error = %e, "signal not forwarded");
-                }
-            }
+    match crate::runtime::worker_only::run(cfg_path, config, worker).await? {
+        Ok(()) => Ok(Exit::Ok),
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "talon: {why}");
+            Ok(Exit::Error)
         }
-    };
-    tracing::info!(
-        signal = first.as_str(),
-        "stopping: draining the worker's group"
-    );
-    handle.shutdown_with(first).await;
-    Ok(Exit::Ok)
+    }
 }

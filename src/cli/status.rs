@@ -216,6 +216,18 @@ fn worker_line(w: &crate::server::snapshot::WorkerStatus) -> String {
     format!("{}{pid}, {} restart{plural}", w.state, w.restarts)
 }
 
+/// `stop by cli at 2026-12-03 02:13:05Z: worker stopped: pid 4242 (signal 15)`.
+fn operator_line(a: &crate::server::snapshot::OperatorAction) -> String {
+    format!(
+        "{} by {} at {}: {}{}",
+        a.action,
+        a.by,
+        crate::format::utc(a.at_unix * 1000),
+        if a.ok { "" } else { "failed: " },
+        a.result
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +240,7 @@ mod tests {
             restarts: 1,
             last_exit: None,
             since_unix: None,
+            operator_actions: Vec::new(),
         };
         assert_eq!(worker_line(&w), "running (pid 7330), 1 restart");
         w.pid = None;
@@ -353,6 +366,9 @@ fn print_live(
     )?;
     if let Some(w) = &s.worker {
         writeln!(out, "worker:   {}", worker_line(w))?;
+        if let Some(a) = w.operator_actions.last() {
+            writeln!(out, "          last operator action: {}", operator_line(a))?;
+        }
     }
     if !s.escalation_steps.is_empty() {
         writeln!(out, "reached:  {}", s.escalation_steps.join(", "))?;

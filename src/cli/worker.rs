@@ -1,8 +1,9 @@
-//! `talon worker status|restart|stop|start`: the worker's controls through the running daemon
-//! (`POST /worker` on its loopback bind, with the token in `<state_dir>/api.token`), like
-//! `supervisorctl`. Each is graceful (TERM the group, drain, KILL, reap) and answered when done;
-//! `stop` keeps the worker stopped until `start`, across Talon restarts. Exit 0 done, 1 failed,
-//! 2 usage error or no daemon.
+//! `talon worker status|restart|stop|start`: the worker's controls through the running daemon or
+//! `talon run --worker-only` (`POST /worker` on its loopback bind, with the token in
+//! `<state_dir>/api.token`), like `supervisorctl`. Each is graceful (TERM the group, drain, KILL,
+//! reap) and answered when done; `stop` keeps the worker stopped until `start`, across Talon
+//! restarts. The daemon records each restart/stop/start with who asked (`cli`) and its result in
+//! history. Exit 0 done, 1 failed, 2 usage error or no daemon.
 
 use super::Exit;
 use super::control::post_within;
@@ -39,7 +40,7 @@ pub fn run(cfg: &Option<PathBuf>, a: Args) -> anyhow::Result<Exit> {
     post_within(
         cfg,
         "/worker",
-        serde_json::json!({ "action": action }),
+        serde_json::json!({ "action": action, "by": "cli" }),
         WORKER_CONTROL_TIMEOUT + Duration::from_secs(10),
     )
 }

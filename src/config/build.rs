@@ -105,7 +105,7 @@ impl Builder<'_, '_> {
     /// value and a line of `talon status --remote`), or `"${VAR}"`: the name read from that
     /// environment variable at run time (a DaemonSet's `NODE_NAME`).
     fn host(&mut self, h: String) -> Option<String> {
-        if let Some(var) = super::probe::env_ref(&h) {
+        if let Some(var) = super::envfile::env_ref(&h) {
             let b = var.as_bytes();
             let ok = !b.is_empty()
                 && (b[0].is_ascii_alphabetic() || b[0] == b'_')

@@ -139,6 +139,12 @@ fn shorten(s: &str) -> String {
     }
 }
 
+/// `Some("NODE_NAME")` for `"${NODE_NAME}"`: a value that names an environment variable whole
+/// (`host = "${NODE_NAME}"`, a k8s probe's `node`).
+pub fn env_ref(s: &str) -> Option<&str> {
+    s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,7 +136,7 @@ impl Config {
     /// variable, when it is set and not empty), else the system's host name.
     pub fn host_name(&self) -> String {
         match self.host.as_deref() {
-            Some(h) => match probe::env_ref(h) {
+            Some(h) => match envfile::env_ref(h) {
                 Some(var) => std::env::var(var)
                     .ok()
                     .map(|v| v.trim().to_string())

@@ -9,7 +9,8 @@
 //! - `ladder.rs`: tier 1 heal and tiers 2/3 agent, their verification re-probe;
 //! - `page.rs`: SOS, reminders, resolved notices and their delivery retries;
 //! - `deadline.rs`: when each next rung is due, computed once for the ladder and the outlook;
-//! - `outlook.rs`: the read-only summary for `talon status` and `/status`.
+//! - `outlook.rs`: the read-only summary for `talon status` and `/status`;
+//! - `timeshift.rs`: a clock step moves every stored time, so each keeps its remaining time.
 
 use super::config::NOTIFY_RETRY_MAX;
 use super::*;
@@ -23,6 +24,7 @@ mod maintenance;
 mod outlook;
 mod page;
 mod probes;
+mod timeshift;
 
 pub use maintenance::WindowView;
 pub use outlook::{NextStep, Outlook, ProbeView};
@@ -149,6 +151,9 @@ impl Core {
         if self.s.since == 0 {
             self.s.since = at;
         }
+        if let Event::ClockStep { delta, .. } = ev {
+            self.shift_times(delta);
+        }
         self.clamp_times(at);
         match ev {
             Event::ProbeResults { results, .. } => self.on_results(results, &mut cx),
@@ -180,7 +185,7 @@ impl Core {
             Event::Approve { approval, by, .. } => self.on_decision(approval, by, true, &mut cx),
             Event::Deny { approval, by, .. } => self.on_decision(approval, by, false, &mut cx),
             Event::AgentReset { by, .. } => self.on_agent_reset(by, &mut cx),
-            Event::Tick { .. } => {}
+            Event::Tick { .. } | Event::ClockStep { .. } => {}
             Event::Reload { config, .. } => self.on_reload(*config),
             Event::Ack { incident, .. } => self.on_ack(incident, &mut cx),
             Event::Silence { probe, until, .. } => self.on_silence(probe, until, &mut cx),

@@ -532,6 +532,13 @@ pub enum Event {
         at: Millis,
         change: MaintenanceChange,
     },
+    /// The wall clock stepped by `delta` ms (positive: forward) against monotonic time. Every
+    /// stored time moves by `delta`, so each cooldown, window and deadline keeps the time it
+    /// had left; `at` is already in the new scale.
+    ClockStep {
+        at: Millis,
+        delta: Millis,
+    },
 }
 
 impl Event {
@@ -551,7 +558,8 @@ impl Event {
             | Event::Reload { at, .. }
             | Event::Ack { at, .. }
             | Event::Silence { at, .. }
-            | Event::Maintenance { at, .. } => *at,
+            | Event::Maintenance { at, .. }
+            | Event::ClockStep { at, .. } => *at,
         }
     }
 }

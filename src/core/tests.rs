@@ -931,3 +931,80 @@ fn a_held_fix_does_not_stall_the_ladder_when_another_probe_keeps_failing() {
     assert!(healed_b, "ladder stalled on a fix for another probe");
     assert_eq!(s.core.incident().unwrap().id, 1);
 }
+
+impl Sim {
+    /// The wall clock steps by `secs` (no time passes): the runtime's [`Event::ClockStep`].
+    fn clock_step(&mut self, secs: i64) -> Vec<Action> {
+        let at = self.adv(secs);
+        self.core.step(Event::ClockStep {
+            at,
+            delta: secs * S,
+        })
+    }
+}
+
+/// A step of the wall clock an hour forward or back moves every deadline with it: the SOS
+/// comes `critical_threshold` after critical (in time that really passed), the first reminder
+/// `sos_cooldown` after the SOS, a silence lasts as long as it was given.
+#[test]
+fn a_clock_step_keeps_each_deadline_its_remaining_time() {
+    for step in [3600, -3600] {
+        let mut s = into_critical();
+        let since = s.core.incident().unwrap().critical_since.unwrap();
+        s.tick(300);
+        let a = s.clock_step(step);
+        assert!(notes(&a).is_empty(), "step {step}: no SOS at the step");
+        // 600 s of the threshold were left, and still are.
+        assert!(wake(&a).is_some_and(|w| w > s.now), "step {step}");
+        assert!(notes(&s.tick(599)).is_empty(), "step {step}: not early");
+        let sos = notes(&s.tick(1));
+        assert_eq!(sos.len(), 1, "step {step}: on time");
+        assert_eq!(s.now, since + (900 + step) * S);
+        s.notified(0, sos[0].id, true);
+        // Another step while paging: the reminder keeps its 4 h.
+        let a = s.clock_step(step);
+        assert!(notes(&a).is_empty(), "step {step}: no reminder at the step");
+        let paged = s.core.incident().unwrap().last_page_at.unwrap();
+        assert_eq!(paged, sos[0].created_at + step * S);
+        let mut reminders = 0;
+        for _ in 0..(4 * 60 - 1) {
+            reminders += notes(&s.tick(60)).len();
+        }
+        assert_eq!(reminders, 0, "step {step}: no reminder before sos_cooldown");
+        assert_eq!(notes(&s.tick(60)).len(), 1, "step {step}: reminder on time");
+    }
+}
+
+/// What the step event prevents: the same hour forward seen as time passing (a plain tick)
+/// sends the SOS at once; an hour back seen as nothing is only limited by the clamp, which
+/// restarts the threshold from the jump (the SOS is late by the 300 s already waited).
+#[test]
+fn without_the_step_event_a_jump_fires_the_sos_early_or_late() {
+    let mut s = into_critical();
+    s.tick(300);
+    assert_eq!(notes(&s.tick(3600)).len(), 1, "a burst: 600 s early");
+    let mut s = into_critical();
+    s.tick(300);
+    s.tick(-3600);
+    assert!(notes(&s.tick(600)).is_empty(), "late");
+    assert_eq!(notes(&s.tick(300)).len(), 1);
+}
+
+#[test]
+fn a_silence_lasts_as_long_as_given_across_a_step() {
+    for step in [3600, -3600] {
+        let mut s = Sim::new(cfg(&[("api", rule(true, 1))]));
+        s.core.step(Event::Silence {
+            at: s.now,
+            probe: "api".into(),
+            until: s.now + 7200 * S,
+        });
+        s.clock_step(step);
+        for _ in 0..119 {
+            let a = s.probes(60, &[("api", Fail)]);
+            assert!(heals(&a).is_empty(), "step {step}: still silenced");
+        }
+        let a = s.probes(60, &[("api", Fail)]);
+        assert_eq!(heals(&a).len(), 1, "step {step}: the silence ended on time");
+    }
+}

@@ -263,13 +263,14 @@ pub fn bounds_itself(kind: &ProbeKind) -> bool {
 }
 
 /// `k8s` checks apply the timeout themselves, with a more specific message.
-#[cfg_attr(not(feature = "k8s"), allow(unused_variables))]
 fn is_k8s(kind: &ProbeKind) -> bool {
     #[cfg(feature = "k8s")]
-    if matches!(kind, ProbeKind::K8s(_)) {
-        return true;
+    return matches!(kind, ProbeKind::K8s(_));
+    #[cfg(not(feature = "k8s"))]
+    {
+        let _ = kind;
+        false
     }
-    false
 }
 
 /// The result for `probe` when it was not run because `dependency` did not pass.

@@ -151,6 +151,27 @@ impl Pushes {
         out
     }
 
+    /// The wall clock stepped by `delta` ms: move every record's times with it, so each
+    /// deadline keeps the time it had left (a step forward fails no push probe early, a step
+    /// back delays none). Returns the store writes.
+    pub fn shift(&self, delta: i64, now: i64) -> Vec<Batch> {
+        let mut map = self.lock();
+        let mv = |t: &mut Option<i64>| {
+            if let Some(t) = t {
+                *t = t.saturating_add(delta);
+            }
+        };
+        map.iter_mut()
+            .map(|(name, rec)| {
+                rec.watching_since = rec.watching_since.saturating_add(delta);
+                mv(&mut rec.last_ping);
+                mv(&mut rec.last_start);
+                mv(&mut rec.last_fail);
+                kv_batch(name, rec, now)
+            })
+            .collect()
+    }
+
     /// Record a report; returns the store write.
     pub fn record(&self, name: &str, event: PushEvent, body: &str, now: i64) -> Batch {
         let mut map = self.lock();
@@ -333,6 +354,38 @@ mod tests {
         // A success without a start has no duration.
         rec.apply(PushEvent::Success, "", 22 * MIN);
         assert_eq!(rec.last_duration_ms, None);
+    }
+
+    #[test]
+    fn a_clock_step_keeps_the_deadline_its_remaining_time() {
+        let spec = every(600.0, 60.0);
+        const H: i64 = 60 * MIN;
+        for step in [H, -H] {
+            let pushes = Pushes::default();
+            pushes.watch(["job"], 0);
+            pushes.record("job", PushEvent::Success, "", 5 * MIN);
+            // 8 minutes later the wall clock steps an hour.
+            let batches = pushes.shift(step, 13 * MIN + step);
+            assert_eq!(batches.len(), 1, "persisted");
+            let rec = pushes.get("job").unwrap();
+            assert_eq!(rec.last_ping, Some(5 * MIN + step));
+            // Due 11 minutes after the ping in time that passed, not an hour early or late.
+            assert!(judge(&spec, Some(&rec), 13 * MIN + step).status.passed());
+            assert!(judge(&spec, Some(&rec), 16 * MIN + step).status.passed());
+            assert!(
+                !judge(&spec, Some(&rec), 16 * MIN + step + 1)
+                    .status
+                    .passed()
+            );
+        }
+        // Without the shift, the same step forward fails the probe at once.
+        let pushes = Pushes::default();
+        pushes.record("job", PushEvent::Success, "", 5 * MIN);
+        assert!(
+            !judge(&spec, pushes.get("job").as_ref(), 13 * MIN + H)
+                .status
+                .passed()
+        );
     }
 
     #[test]

@@ -24,11 +24,17 @@ pub async fn check(spec: &ScriptSpec, ctx: &ProbeCtx) -> Outcome {
         Err(e) => return Outcome::error(e.to_string()),
     };
     let last = f.last_line();
-    let tail = if last.is_empty() {
+    let mut tail = if last.is_empty() {
         String::new()
     } else {
         format!(": {}", clip(&last))
     };
+    if f.forks_refused > 0 {
+        tail.push_str(&format!(
+            " ({} forks refused by the process limit)",
+            f.forks_refused
+        ));
+    }
     match f.end {
         End::Exited(0) => Outcome::pass(format!("exit 0{tail}")),
         End::TimedOut => Outcome::timeout(format!(

@@ -7,8 +7,10 @@
 //! Where a limit does **not** apply, said plainly:
 //! - `processes` is `RLIMIT_NPROC`: it counts every process of the *user*, not of the child's
 //!   tree, and the kernel ignores it for root (and for processes with `CAP_SYS_RESOURCE` /
-//!   `CAP_SYS_ADMIN`). [`Limits::caveats`] names this so the caller can log it once. A cgroup v2
-//!   `pids.max` would bound root too; it is not implemented yet (this host has cgroup v1 only).
+//!   `CAP_SYS_ADMIN`). So when Talon runs as root, the child also gets its own `pids` cgroup
+//!   with `pids.max` (see [`super::cgroup`]: cgroup v2 or a v1 `pids` hierarchy), which counts
+//!   the child's tree and holds for root. Where no such cgroup can be made, each such child logs
+//!   a warning saying no process limit applies, and [`Limits::caveats`] says so.
 //! - `memory_mb` is `RLIMIT_AS` (address space, not resident memory): programs that reserve much
 //!   more than they use (JVMs, Go, some allocators) need a generous value.
 
@@ -88,11 +90,13 @@ impl Limits {
     /// Limits that will not hold for a child started by this process, and why.
     pub fn caveats(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if self.processes.is_some() && nix::unistd::geteuid().is_root() {
-            v.push(
-                "processes: Talon runs as root, and the kernel ignores RLIMIT_NPROC for root; no process limit applies"
-                    .to_string(),
-            );
+        if let Some(n) = self.processes
+            && nix::unistd::geteuid().is_root()
+            && let Err(why) = super::cgroup::PidsCgroup::create(n)
+        {
+            v.push(format!(
+                "processes: Talon runs as root, the kernel ignores RLIMIT_NPROC for root, and no pids cgroup can be made ({why}); no process limit applies"
+            ));
         }
         v
     }
@@ -162,16 +166,59 @@ mod tests {
     }
 
     #[test]
-    fn root_is_told_that_no_process_limit_applies() {
+    fn root_is_told_when_no_process_limit_applies() {
         let l = Limits {
             processes: Some(32),
             ..Limits::default()
         };
-        assert_eq!(
-            l.caveats().len(),
-            usize::from(nix::unistd::geteuid().is_root())
-        );
+        let root = nix::unistd::geteuid().is_root();
+        let cgroup = crate::proc::cgroup::PidsCgroup::create(32).is_ok();
+        assert_eq!(l.caveats().is_empty(), !root || cgroup, "{:?}", l.caveats());
         assert!(Limits::default().caveats().is_empty());
         assert!(Limits::default().is_empty() && !l.is_empty());
+    }
+
+    /// As root (where RLIMIT_NPROC does not hold), a bounded storm of 40 background sleeps under
+    /// `processes = 8` is cut at the limit by the child's pids cgroup, and the cgroup is removed
+    /// afterwards. This host (and CI) runs tests as root with a `pids` controller mounted.
+    #[tokio::test]
+    async fn a_process_storm_is_cut_at_the_limit_even_for_root() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("not root: RLIMIT_NPROC applies and is tested by the kernel, not here");
+            return;
+        }
+        let base_entries = || -> Vec<String> {
+            std::fs::read_dir("/sys/fs/cgroup/pids")
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(&format!("talon-{}-", std::process::id())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let f = Cmd::shell(
+            "n=0; for i in $(seq 1 40); do sleep 5 & n=$((n+1)); done; wait; echo started",
+        )
+        .limits(Limits {
+            processes: Some(8),
+            ..Limits::default()
+        })
+        .timeout(Duration::from_secs(30))
+        .run()
+        .await
+        .unwrap();
+        assert!(f.forks_refused > 0, "the limit refused forks: {f:?}");
+        let text = format!("{}{}", f.stdout.text(), f.stderr.text());
+        assert!(
+            text.contains("fork") || text.contains("Resource temporarily unavailable"),
+            "the shell says it could not fork: {text}"
+        );
+        // The cgroup goes once its processes are gone (the group was killed at the end).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !base_entries().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(base_entries().is_empty(), "left: {:?}", base_entries());
     }
 }

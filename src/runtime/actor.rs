@@ -42,6 +42,8 @@ pub struct Runtime {
     pub(super) cfg: Arc<Config>,
     pub(super) core: Core,
     pub(super) clock: Clock,
+    /// Compares wall and monotonic time at every message (`clockstep.rs`).
+    pub(super) clock_watch: crate::clock::StepWatch,
     pub(super) effects: Effects,
     /// Where each step's records and state go (`None`: no store, no history).
     pub(super) history: Option<Box<dyn History>>,
@@ -74,7 +76,14 @@ pub(super) struct Timers {
     pub(super) prune_at: Instant,
     /// The next daily digest (`[digest]`), wall time.
     pub(super) digest: Option<Millis>,
+    /// When to give start-up memory back ([`crate::memory`]): [`TRIM_AFTER`] after the start and
+    /// after each reload.
+    pub(super) trim_at: Option<Instant>,
 }
+
+/// How long after the start (and after a reload) start-up code and heap are given back: long
+/// enough for the first probe cycles, TLS setup and the worker's start to have run.
+pub(super) const TRIM_AFTER: Duration = Duration::from_secs(30);
 
 impl Timers {
     /// The earliest deadline (at most one prune period away).
@@ -89,6 +98,9 @@ impl Timers {
         if let Some(at) = self.digest {
             next = next.min(clock.instant_at(at));
         }
+        if let Some(at) = self.trim_at {
+            next = next.min(at);
+        }
         next
     }
 }
@@ -101,6 +113,9 @@ pub(super) struct WorkerSlot {
     /// Stopped on purpose by an operator (`talon worker stop`); kept in the store's `kv` table
     /// (`worker.stopped`) so a Talon restart keeps it stopped.
     pub(super) held: bool,
+    /// The newest operator actions on it (`talon worker restart|stop|start`), for `/status`;
+    /// read back from the store at start.
+    pub(super) operator_actions: Vec<crate::server::snapshot::OperatorAction>,
     /// Every supervisor sends its events here; they are passed on to the inbox.
     pub(super) events: mpsc::Sender<WorkerEvent>,
     pub(super) events_rx: Option<mpsc::Receiver<WorkerEvent>>,
@@ -152,6 +167,11 @@ impl Runtime {
         let worker_held = history.is_some()
             && cfg.worker.is_some()
             && super::worker::stopped_on_purpose(&cfg.state_dir);
+        let operator_actions = if history.is_some() && cfg.worker.is_some() {
+            super::worker::stored_operator_actions(&cfg.state_dir)
+        } else {
+            Vec::new()
+        };
         let (inbox, rx) = Inbox::new();
         let (events, events_rx) = mpsc::channel(256);
         let (control, control_rx) = mpsc::channel(16);
@@ -174,12 +194,14 @@ impl Runtime {
                 wake: None,
                 prune_at: clock.now(),
                 digest: None,
+                trim_at: Some(clock.now() + TRIM_AFTER),
             },
             last: BTreeMap::new(),
             worker: WorkerSlot {
                 handle: None,
                 restarts: 0,
                 held: worker_held,
+                operator_actions,
                 events,
                 events_rx: Some(events_rx),
             },
@@ -204,6 +226,7 @@ impl Runtime {
             chat: ChatState::default(),
             effects,
             clock,
+            clock_watch: Default::default(),
         };
         rt.watch_pushes();
         rt
@@ -236,6 +259,7 @@ impl Runtime {
         if let Some(rx) = self.surfaces.control_rx.take() {
             self.pumps.push(self.inbox.forward_from(rx, Msg::Control));
         }
+        self.watch_clock();
         self.load_chat_state();
         self.digest_tick();
         self.send_store_notice();
@@ -287,6 +311,8 @@ impl Runtime {
     /// Every message is handled here, each variant by one method. Returns the signal to stop
     /// with, for [`Msg::Shutdown`].
     async fn handle(&mut self, msg: Msg) -> Option<Signal> {
+        // Before any event takes its time from the wall clock: a step moves the deadlines first.
+        self.watch_clock();
         let at = self.clock.wall_ms();
         match msg {
             Msg::CycleDone(results) => self.on_cycle(results),
@@ -356,6 +382,12 @@ impl Runtime {
             Msg::Timer => self.on_timer(),
             Msg::Reload(trigger) => self.reload(trigger).await,
             Msg::Control(req) => self.on_control(req),
+            Msg::WorkerControlled {
+                action,
+                by,
+                result,
+                reply,
+            } => self.worker_controlled(action, &by, result, reply),
             Msg::Chat(m) => self.on_chat(m),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Shutdown(sig) => return Some(sig),
@@ -383,6 +415,19 @@ impl Runtime {
             .is_some_and(|at| at <= self.clock.wall_ms())
         {
             self.digest_tick();
+        }
+        if self.timers.trim_at.is_some_and(|at| at <= now) {
+            self.timers.trim_at = None;
+            // Off the loop: reclaiming a few MiB of pages takes milliseconds.
+            tokio::task::spawn_blocking(|| {
+                let t = crate::memory::after_start();
+                tracing::info!(
+                    code_bytes = t.code_bytes,
+                    rss_before_kib = t.rss_before_kib,
+                    rss_after_kib = t.rss_after_kib,
+                    "start-up memory given back"
+                );
+            });
         }
         if self.timers.prune_at <= now {
             self.timers.prune_at = now + prune_every(self.cfg.store.retention);

@@ -211,7 +211,7 @@ fn fallback_logging(level: &str) {
 
 /// Tighten a state dir or state file that group or others can reach (see [`store::perms`]),
 /// with one warning per change naming the path and the mode it had.
-fn secure_state(cfg: &Config) -> Result<(), StartError> {
+pub(super) fn secure_state(cfg: &Config) -> Result<(), StartError> {
     let mut extra = Vec::new();
     if cfg.log.file.starts_with(&cfg.state_dir) {
         extra.push(cfg.log.file.clone());
@@ -251,7 +251,7 @@ fn errno_name(e: &std::io::Error) -> String {
 /// A state dir on a read-only or full filesystem (or not ours to write) is found at start, with
 /// its path and errno, not later as a panic or a silent loss: create, write, sync and remove a
 /// probe file.
-fn check_writable(dir: &Path) -> Result<(), StartError> {
+pub(super) fn check_writable(dir: &Path) -> Result<(), StartError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(crate::store::layout::WRITE_CHECK_FILE);

@@ -200,11 +200,19 @@ impl Runtime {
         let notifier = self.effects.notifier.clone();
         let search_path = self.cfg.search_path.clone();
         let redactor = self.redactor.clone();
+        // What the loop recorded up to now (an incident that just closed) is in the digest: the
+        // reader waits until the writer thread has written it.
+        let barrier = self.history.as_ref().and_then(|h| h.barrier());
         self.tasks.spawn(async move {
-            let facts = tokio::task::spawn_blocking(move || match Store::open_existing(&state_dir) {
-                Ok(Some(s)) => gather(&s, since).map_err(|e| e.to_string()),
-                Ok(None) => Ok(Facts::default()),
-                Err(e) => Err(e.to_string()),
+            let facts = tokio::task::spawn_blocking(move || {
+                if let Some(b) = barrier {
+                    let _ = b.wait();
+                }
+                match Store::open_existing(&state_dir) {
+                    Ok(Some(s)) => gather(&s, since).map_err(|e| e.to_string()),
+                    Ok(None) => Ok(Facts::default()),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));

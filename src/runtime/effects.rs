@@ -163,6 +163,9 @@ pub trait History: Send {
     fn failures(&self) -> u64;
     /// Why writes are failing now, if they are.
     fn current_error(&self) -> Option<String>;
+    /// A handle that waits until what is queued now is written (a reader that opens the store
+    /// afterwards, like the digest, then sees it); `None` when there is nothing to wait for.
+    fn barrier(&self) -> Option<crate::store::Barrier>;
     /// Write what is queued and stop. Blocks (the runtime calls it from `spawn_blocking`).
     fn close(self: Box<Self>) -> Result<(), StoreError>;
 }

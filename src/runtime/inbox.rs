@@ -61,6 +61,15 @@ pub enum Msg {
     Reload(ReloadTrigger),
     /// An operator's `ack` or `silence` (HTTP control endpoints, used by the CLI).
     Control(ControlRequest),
+    /// An operator's `talon worker restart|stop|start` (a [`Msg::Control`]) is done: record it
+    /// in history with who asked and what came of it, then answer `reply`.
+    WorkerControlled {
+        action: crate::supervise::WorkerAction,
+        /// `cli` or `http`.
+        by: String,
+        result: crate::supervise::ControlResult,
+        reply: tokio::sync::oneshot::Sender<crate::server::control::ControlReply>,
+    },
     /// An update from a `commands = true` Telegram channel's long poll (`/ack`, `/silence`, …).
     Chat(ChatMsg),
     /// A signal to pass on to the worker's group (`worker.forward_signals`).

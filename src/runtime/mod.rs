@@ -28,7 +28,9 @@
 //! | `exec.rs`     | the real heal, agent and delivery executors (prompt, outcomes, message model) |
 //! | `probing.rs`  | scheduled probe runs and verification re-probes |
 //! | `schedule.rs` | when each probe is due |
-//! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe |
+//! | `clockstep.rs` | steps of the wall clock: seen, logged, counted, every wall-clock deadline moved |
+//! | `worker.rs`   | the supervised worker: start, reconfigure, stop, its events as the `worker` probe, operator controls and their record in history |
+//! | `worker_only.rs` | `talon run --worker-only`: the worker alone, with the same controls, `worker.stopped` and history record (no core, no probes) |
 //! | `reload.rs`   | hot reload: parse, diff, apply what changed |
 //! | `surfaces.rs` | status board, timeline, ack/silence, HTTP server, log |
 //! | `chat.rs`     | commands from chat: grammar, the Telegram long-poll task, what is kept about them |
@@ -42,6 +44,7 @@ mod actor;
 mod alerts;
 mod boot;
 mod chat;
+mod clockstep;
 mod commands;
 mod digest;
 pub mod effects;
@@ -57,6 +60,7 @@ mod surfaces;
 #[cfg(test)]
 mod tests;
 mod worker;
+pub mod worker_only;
 
 pub use actor::Runtime;
 pub use boot::{Boot, RunOptions, StartError, create_private_dir, restore};

@@ -110,6 +110,9 @@ impl History for StoreWriter {
     fn current_error(&self) -> Option<String> {
         StoreWriter::current_error(self)
     }
+    fn barrier(&self) -> Option<crate::store::Barrier> {
+        Some(StoreWriter::barrier(self))
+    }
     fn close(self: Box<Self>) -> Result<(), StoreError> {
         StoreWriter::close(*self)
     }

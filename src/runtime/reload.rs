@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 impl Runtime {
     pub(super) async fn reload(&mut self, trigger: ReloadTrigger) {
+        // Parsing and validating run start-up code again: give it back once this settles.
+        self.timers.trim_at = Some(self.clock.now() + super::actor::TRIM_AFTER);
         if let ReloadTrigger::FileChanged { path, exists } = &trigger {
             tracing::info!(path = %path.display(), exists, "config file changed");
         }

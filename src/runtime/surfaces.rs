@@ -6,7 +6,7 @@ use super::Runtime;
 use crate::core::{Event, IncidentId, MaintenanceChange, ManualWindow, Record};
 use crate::server::control::{ControlReply, ControlRequest, MaintenanceOp};
 use crate::server::snapshot::{
-    IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition, WorkerStatus,
+    IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,17 +47,10 @@ impl Runtime {
             snap.probes.push(p);
         }
         if let Some(w) = &self.worker.handle {
-            let st = w.status();
-            snap.worker = Some(WorkerStatus {
-                pid: st.pid,
-                state: format!("{:?}", st.state).to_lowercase(),
-                restarts: st.restarts,
-                last_exit: st.last_exit.map(|e| e.to_string()),
-                since_unix: st
-                    .started_at
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs() as i64),
-            });
+            snap.worker = Some(super::worker::snapshot_worker(
+                &w.status(),
+                &self.worker.operator_actions,
+            ));
         }
         if let Some(i) = &o.incident {
             snap.incident = Some(IncidentStatus {
@@ -220,7 +213,7 @@ impl Runtime {
                     "agent circuit breaker was closed; its miss count is reset".into()
                 }));
             }
-            ControlRequest::Worker { action, reply } => self.worker_control(action, reply),
+            ControlRequest::Worker { action, by, reply } => self.worker_control(action, by, reply),
             ControlRequest::Push {
                 probe,
                 event,

@@ -2,11 +2,13 @@
 //! [`super::effects::Workers`] effect; its events become the `worker` pseudo-probe's results.
 
 use super::Runtime;
+use super::inbox::Msg;
 use crate::core::ProbeResult;
-use crate::core::{Event, WORKER_PROBE};
+use crate::core::{Event, Millis, Record, Transition, WORKER_PROBE};
 use crate::server::control::ControlReply;
-use crate::store::Batch;
-use crate::supervise::{WorkerAction, WorkerEvent, WorkerStatus};
+use crate::server::snapshot::OperatorAction;
+use crate::store::{Batch, TransitionRow};
+use crate::supervise::{ControlResult, WorkerAction, WorkerEvent, WorkerStatus};
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,8 +35,102 @@ pub(super) fn stopped_on_purpose(state_dir: &Path) -> bool {
     }
 }
 
+/// How many of the newest operator actions on the worker `/status` shows.
+pub const OPERATOR_ACTIONS_SHOWN: usize = 10;
+
+/// The `kv` write that keeps (`held`) or ends a stop on purpose.
+pub(super) fn held_batch(at: Millis, held: bool, by: &str) -> Batch {
+    let value = held.then(|| serde_json::json!({ "at": at, "by": by }).to_string());
+    Batch::kv(at, WORKER_STOPPED_KEY, value)
+}
+
+/// An operator's `talon worker restart|stop|start` and what came of it, as a history row of the
+/// `worker` subject: `to` is `"<action> by <who>"`, the reason the result (`failed: …` when it
+/// could not be done). `talon history` shows it beside the `worker` probe's own transitions:
+/// `02:13:05Z  worker  stop by cli  worker stopped: pid 4242 (signal 15)`.
+pub(super) fn operator_record(
+    at: Millis,
+    action: WorkerAction,
+    by: &str,
+    result: &ControlResult,
+) -> Record {
+    let reason = match result {
+        Ok(m) => m.clone(),
+        Err(e) => format!("failed: {e}"),
+    };
+    Record::Transition(Transition {
+        at,
+        subject: WORKER_PROBE.to_string(),
+        from: String::new(),
+        to: format!("{} by {by}", action.as_str()),
+        reason,
+        incident: None,
+    })
+}
+
+/// The `/status` form of an operator action (a row written by [`operator_record`]).
+pub(super) fn operator_action(at: Millis, to: &str, reason: &str) -> Option<OperatorAction> {
+    let (action, by) = to.split_once(" by ")?;
+    let (ok, result) = match reason.strip_prefix("failed: ") {
+        Some(e) => (false, e.to_string()),
+        None => (true, reason.to_string()),
+    };
+    Some(OperatorAction {
+        at_unix: at.div_euclid(1000),
+        action: action.to_string(),
+        by: by.to_string(),
+        ok,
+        result,
+    })
+}
+
+/// The newest operator actions on the worker kept in the store in `state_dir` (none when there
+/// is no store yet or it cannot be read).
+pub(super) fn stored_operator_actions(state_dir: &Path) -> Vec<OperatorAction> {
+    let rows = match crate::store::Store::open_existing(state_dir) {
+        Ok(Some(s)) => s.operator_transitions(WORKER_PROBE, OPERATOR_ACTIONS_SHOWN),
+        Ok(None) => return Vec::new(),
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r: &TransitionRow| operator_action(r.at, &r.to, &r.reason))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the operator actions on the worker from the store");
+            Vec::new()
+        }
+    }
+}
+
+/// Keep the newest [`OPERATOR_ACTIONS_SHOWN`] actions.
+pub(super) fn push_operator_action(list: &mut Vec<OperatorAction>, a: OperatorAction) {
+    list.push(a);
+    let excess = list.len().saturating_sub(OPERATOR_ACTIONS_SHOWN);
+    list.drain(..excess);
+}
+
+/// The worker as `/status` shows it.
+pub(super) fn snapshot_worker(
+    st: &WorkerStatus,
+    actions: &[OperatorAction],
+) -> crate::server::snapshot::WorkerStatus {
+    crate::server::snapshot::WorkerStatus {
+        pid: st.pid,
+        state: format!("{:?}", st.state).to_lowercase(),
+        restarts: st.restarts,
+        last_exit: st.last_exit.map(|e| e.to_string()),
+        since_unix: st
+            .started_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64),
+        operator_actions: actions.to_vec(),
+    }
+}
+
 /// `talon worker status`: one line per fact.
-fn status_text(st: &WorkerStatus) -> String {
+pub(super) fn status_text(st: &WorkerStatus) -> String {
     let state = serde_json::to_value(st.state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -175,6 +271,7 @@ impl Runtime {
     pub(super) fn worker_control(
         &mut self,
         action: WorkerAction,
+        by: String,
         reply: oneshot::Sender<ControlReply>,
     ) {
         let Some(h) = self.worker.handle.clone() else {
@@ -191,37 +288,71 @@ impl Runtime {
                 let _ = reply.send(ControlReply::Done(status_text(&h.status())));
                 return;
             }
-            WorkerAction::Stop => self.set_held(true),
-            WorkerAction::Start | WorkerAction::Restart => self.set_held(false),
+            WorkerAction::Stop => self.set_held(true, &by),
+            WorkerAction::Start | WorkerAction::Restart => self.set_held(false, &by),
         }
         tracing::info!(
             action = action.as_str(),
+            by = %by,
             "operator: talon worker {}",
             action.as_str()
         );
+        let inbox = self.inbox.clone();
         self.tasks.spawn(async move {
-            let answer = match h.control(action).await {
-                Ok(m) => {
-                    tracing::info!(action = action.as_str(), result = %m, "operator's worker command done");
-                    ControlReply::Done(m)
-                }
-                Err(m) => {
-                    tracing::warn!(action = action.as_str(), error = %m, "operator's worker command failed");
-                    ControlReply::Rejected(m)
-                }
-            };
-            let _ = reply.send(answer);
+            let result = h.control(action).await;
+            // Recorded (and answered) by the loop: `Msg::WorkerControlled`.
+            inbox.send(Msg::WorkerControlled {
+                action,
+                by,
+                result,
+                reply,
+            });
+        });
+    }
+
+    /// An operator's worker command is done: record it in history (who, what, the result),
+    /// show it in `/status`, then answer the caller.
+    pub(super) fn worker_controlled(
+        &mut self,
+        action: WorkerAction,
+        by: &str,
+        result: ControlResult,
+        reply: oneshot::Sender<ControlReply>,
+    ) {
+        match &result {
+            Ok(m) => {
+                tracing::info!(action = action.as_str(), by = %by, result = %m, "operator's worker command done")
+            }
+            Err(m) => {
+                tracing::warn!(action = action.as_str(), by = %by, error = %m, "operator's worker command failed")
+            }
+        }
+        let now = self.clock.wall_ms();
+        let record = operator_record(now, action, by, &result);
+        if let Record::Transition(t) = &record
+            && let Some(a) = operator_action(t.at, &t.to, &t.reason)
+        {
+            push_operator_action(&mut self.worker.operator_actions, a);
+        }
+        if let Some(h) = &self.history {
+            h.write(Batch {
+                at: now,
+                records: vec![record],
+                ..Batch::default()
+            });
+        }
+        let _ = reply.send(match result {
+            Ok(m) => ControlReply::Done(m),
+            Err(m) => ControlReply::Rejected(m),
         });
     }
 
     /// Remember (in memory and in the store) whether the worker is stopped on purpose.
-    fn set_held(&mut self, held: bool) {
+    fn set_held(&mut self, held: bool, by: &str) {
         self.worker.held = held;
         let now = self.clock.wall_ms();
         if let Some(h) = &self.history {
-            let value = held
-                .then(|| serde_json::json!({ "at": now, "by": "talon worker stop" }).to_string());
-            h.write(Batch::kv(now, WORKER_STOPPED_KEY, value));
+            h.write(held_batch(now, held, by));
         }
     }
 
@@ -254,6 +385,75 @@ mod tests {
             .apply(&Batch::kv(2, WORKER_STOPPED_KEY, None))
             .unwrap();
         assert!(!stopped_on_purpose(dir.path()));
+    }
+
+    #[test]
+    fn operator_actions_are_history_rows_read_back_newest_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(dir.path()).unwrap();
+        let probe_row = Record::Transition(Transition {
+            at: 500,
+            subject: WORKER_PROBE.into(),
+            from: "passing".into(),
+            to: "failing".into(),
+            reason: "worker health check failed".into(),
+            incident: None,
+        });
+        let mut records = vec![probe_row];
+        for i in 0..(OPERATOR_ACTIONS_SHOWN as i64 + 2) {
+            let result = if i == 1 {
+                Err("the worker supervisor has stopped".to_string())
+            } else {
+                Ok(format!(
+                    "worker restarted: pid {i} (killed by SIGTERM) → pid {}",
+                    i + 1
+                ))
+            };
+            records.push(operator_record(
+                1_000 * (i + 1),
+                WorkerAction::Restart,
+                if i % 2 == 0 { "cli" } else { "http" },
+                &result,
+            ));
+        }
+        store
+            .apply(&Batch {
+                at: 1,
+                records,
+                ..Batch::default()
+            })
+            .unwrap();
+        drop(store);
+        let acts = stored_operator_actions(dir.path());
+        assert_eq!(
+            acts.len(),
+            OPERATOR_ACTIONS_SHOWN,
+            "the newest only: {acts:?}"
+        );
+        assert_eq!(acts[0].at_unix, 3, "the two oldest are left out");
+        assert_eq!(acts.last().unwrap().at_unix, 12);
+        assert!(acts.iter().all(|a| a.action == "restart"));
+        assert_eq!((acts[0].by.as_str(), acts[1].by.as_str()), ("cli", "http"));
+        assert!(
+            acts.iter()
+                .all(|a| a.ok && a.result.starts_with("worker restarted: pid "))
+        );
+        // A failure reads back as not ok, with the reason.
+        let failed = operator_record(9, WorkerAction::Stop, "cli", &Err("no".into()));
+        let Record::Transition(t) = failed else {
+            panic!()
+        };
+        assert_eq!(
+            (t.to.as_str(), t.reason.as_str()),
+            ("stop by cli", "failed: no")
+        );
+        let a = operator_action(t.at, &t.to, &t.reason).unwrap();
+        assert_eq!((a.ok, a.result.as_str()), (false, "no"));
+        assert_eq!(
+            operator_action(1, "failing", "x"),
+            None,
+            "a probe transition is not one"
+        );
     }
 
     #[test]

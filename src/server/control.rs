@@ -51,6 +51,8 @@ pub enum ControlRequest {
     /// `talon worker status|restart|stop|start`; answered when the action is done.
     Worker {
         action: crate::supervise::WorkerAction,
+        /// Who asked (`cli` or `http`, as for `Ack`); recorded with the action in history.
+        by: String,
         reply: oneshot::Sender<ControlReply>,
     },
     /// A `push` probe's job reported (`POST /ping/NAME[/start|/fail]`; the token was checked).
@@ -141,11 +143,13 @@ pub struct DecisionBody {
 pub struct ResetBody {
     pub by: Option<String>,
 }
-/// `POST /worker` body: `{"action": "status" | "restart" | "stop" | "start"}`.
+/// `POST /worker` body: `{"action": "status" | "restart" | "stop" | "start", "by": "cli"}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerBody {
     pub action: crate::supervise::WorkerAction,
+    /// As [`AckBody::by`].
+    pub by: Option<String>,
 }
 
 /// How long `POST /worker` waits for the runtime: a graceful stop takes up to the worker's

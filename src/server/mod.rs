@@ -536,6 +536,7 @@ async fn worker(
     let wait = st.control_timeout.max(control::WORKER_CONTROL_TIMEOUT);
     forward_within(&st, control, wait, |reply| ControlRequest::Worker {
         action: b.action,
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await

@@ -253,6 +253,25 @@ pub struct WorkerStatus {
     /// How the previous run ended, e.g. `exit 1` or `signal 9`.
     pub last_exit: Option<String>,
     pub since_unix: Option<i64>,
+    /// The newest operator actions on the worker (`talon worker restart|stop|start`), oldest
+    /// first; kept in the store's history, so a Talon restart shows them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_actions: Vec<OperatorAction>,
+}
+
+/// One operator action on the worker: what, who, when, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    pub at_unix: i64,
+    /// `restart`, `stop` or `start`.
+    pub action: String,
+    /// `cli` or `http`.
+    pub by: String,
+    /// Done (`true`) or failed.
+    pub ok: bool,
+    /// What came of it: `worker restarted: pid A (signal 15) → pid B`, `worker stopped: …`,
+    /// `worker is already stopped`, or why it failed.
+    pub result: String,
 }
 
 /// The open incident.

@@ -32,7 +32,7 @@ pub use query::{
 };
 pub use schema::CURRENT as SCHEMA_VERSION;
 pub use snapshot::{LastProbeFile, Snapshot, StateFile};
-pub use writer::StoreWriter;
+pub use writer::{Barrier, StoreWriter};
 
 use layout::DB_FILE;
 use rusqlite::{Connection, OpenFlags};

@@ -146,6 +146,28 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
+    /// The newest `limit` transitions of `subject` whose `to` is `"<what> by <who>"` (operator
+    /// actions recorded beside a subject's states, e.g. `talon worker stop` → `stop by cli`),
+    /// oldest first.
+    pub fn operator_transitions(&self, subject: &str, limit: usize) -> Result<Vec<TransitionRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT at, subject, from_state, to_state, reason, incident FROM transitions
+                 WHERE subject = ?1 AND from_state = '' AND to_state LIKE '% by %'
+                 ORDER BY at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![subject, limit as i64], transition_row)
+            .map_err(self.err())?;
+        let mut v = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
+        v.reverse();
+        Ok(v)
+    }
+
     /// Probe results at or after `since`, oldest first; `name` filters to one probe.
     pub fn results(&self, since: Option<Millis>, name: Option<&str>) -> Result<Vec<ResultRow>> {
         let mut st = self

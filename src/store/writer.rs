@@ -122,20 +122,13 @@ impl StoreWriter {
     /// Wait until everything queued before this call is written. Blocks: call it from
     /// `spawn_blocking` or at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let (done, wait) = mpsc::sync_channel(1);
-        self.tx
-            .as_ref()
-            .ok_or(StoreError::WriterGone)?
-            .send(Msg::Flush(done))
-            .map_err(|_| StoreError::WriterGone)?;
-        match wait.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Io {
-                path: DB_FILE.into(),
-                source: std::io::Error::other(e),
-            }),
-            Err(_) => Err(StoreError::WriterGone),
-        }
+        flush_through(self.tx.as_ref())
+    }
+
+    /// A handle that waits (from another thread) until what is queued now is written: a reader
+    /// that opens the store afterwards sees it.
+    pub fn barrier(&self) -> Barrier {
+        Barrier(self.tx.clone())
     }
 
     /// Writes that failed so far.
@@ -332,6 +325,31 @@ fn run(mut store: Store, rx: mpsc::Receiver<Msg>, health: Arc<Health>) {
         for done in flushes {
             let _ = done.send(result.clone());
         }
+    }
+}
+
+/// See [`StoreWriter::barrier`].
+pub struct Barrier(Option<mpsc::Sender<Msg>>);
+
+impl Barrier {
+    /// Block until everything queued before the barrier was made is written (or failed).
+    pub fn wait(&self) -> Result<(), StoreError> {
+        flush_through(self.0.as_ref())
+    }
+}
+
+fn flush_through(tx: Option<&mpsc::Sender<Msg>>) -> Result<(), StoreError> {
+    let (done, wait) = mpsc::sync_channel(1);
+    tx.ok_or(StoreError::WriterGone)?
+        .send(Msg::Flush(done))
+        .map_err(|_| StoreError::WriterGone)?;
+    match wait.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Io {
+            path: DB_FILE.into(),
+            source: std::io::Error::other(e),
+        }),
+        Err(_) => Err(StoreError::WriterGone),
     }
 }
 

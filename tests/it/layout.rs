@@ -17,6 +17,7 @@ const ROOMS: &[&str] = &[
     "net",
     "watch",
     "sdnotify",
+    "memory",
     // What the files say, validated.
     "config",
     // Pure decisions and the subprocess runner.

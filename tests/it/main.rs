@@ -15,9 +15,11 @@ mod heal;
 mod heartbeat;
 mod helper;
 mod install;
+#[cfg(feature = "k8s")]
 mod k8s;
 mod layout;
 mod logfile;
+mod memory;
 mod metrics;
 mod notify;
 mod ping;

@@ -50,6 +50,7 @@ fn fail(board: &StatusBoard) {
             restarts: 2,
             last_exit: Some("exit 1".into()),
             since_unix: Some(1_790_000_050),
+            operator_actions: Vec::new(),
         });
         s.incident = Some(IncidentStatus {
             id: "7".into(),
@@ -303,8 +304,8 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
                     seen.push(format!("agent reset by {by}"));
                     let _ = reply.send(ControlReply::Done("reset".into()));
                 }
-                ControlRequest::Worker { action, reply } => {
-                    seen.push(format!("worker {}", action.as_str()));
+                ControlRequest::Worker { action, by, reply } => {
+                    seen.push(format!("worker {} by {by}", action.as_str()));
                     let r = match action {
                         talon::supervise::WorkerAction::Start => {
                             ControlReply::Rejected("could not be started".into())
@@ -843,17 +844,30 @@ async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_ru
         assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {v}");
         assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
     }
-    let (code, v) = post(&app, "/worker", Some(&bearer), r#"{"action":"restart"}"#).await;
+    let (code, v) = post(
+        &app,
+        "/worker",
+        Some(&bearer),
+        r#"{"action":"restart","by":"cli"}"#,
+    )
+    .await;
     assert_eq!(
         (code, v["message"].as_str()),
         (StatusCode::OK, Some("worker restart"))
     );
-    let (code, v) = post(&app, "/worker", Some(&bearer), r#"{"action":"start"}"#).await;
+    // Anything but `cli` is recorded as `http` (a caller cannot name itself).
+    let (code, v) = post(
+        &app,
+        "/worker",
+        Some(&bearer),
+        r#"{"action":"start","by":"alice"}"#,
+    )
+    .await;
     assert_eq!(code, StatusCode::CONFLICT, "a failed action is a 409: {v}");
     drop(app);
     let seen = tokio::time::timeout(Duration::from_secs(5), rt)
         .await
         .expect("a sender outlived the router")
         .unwrap();
-    assert_eq!(seen, ["worker restart", "worker start"]);
+    assert_eq!(seen, ["worker restart by cli", "worker start by http"]);
 }

@@ -73,10 +73,19 @@ impl Fx {
     }
     /// A main config with a `[worker]` section running the test worker; `extra` goes inside
     /// `[worker]`, `env` inside `[worker.env]`, `top` before `[worker]`.
+    ///
+    /// Without a `[health]` in `top`, the HTTP server is off: `talon run --worker-only` would
+    /// otherwise serve on the default 127.0.0.1:9999, where another test's `talon status` looks.
     fn config(&self, top: &str, extra: &str, env: &str) -> PathBuf {
         let p = self.port;
+        let health = if top.contains("[health]") {
+            ""
+        } else {
+            "[health]\nenabled = false\n"
+        };
         let text = format!(
             r#"{top}
+{health}
 [worker]
 command = ["python3", "{WORKER}"]
 dir = "{dir}"
@@ -410,6 +419,61 @@ async fn a_hung_worker_is_restarted_after_n_health_failures() {
     assert!(!pid_alive(first));
     let second = ev.healthy().await;
     assert_ne!(first, second);
+    h.shutdown().await;
+}
+
+/// `health_start_grace_secs`, with a real worker: a slow starter whose health answers 503 for
+/// many periods is neither counted as failing nor restarted while in the grace; its first pass
+/// ends the grace, after which failures count and restart it at the N-th.
+#[tokio::test]
+async fn a_slow_starter_inside_the_start_grace_is_not_restarted_and_a_pass_ends_the_grace() {
+    let fx = Fx::new();
+    fx.touch("starting", "");
+    let (cfg, sp) = fx.load(
+        "",
+        "health_failures_before_restart = 2\nhealth_start_grace_secs = 60",
+        "",
+    );
+    assert_eq!(cfg.health_start_grace, Duration::from_secs(60));
+    let (h, mut ev) = start(cfg, sp);
+    let starting = |fx: &Fx| {
+        fx.events()
+            .iter()
+            .filter(|l| l.starts_with("starting"))
+            .count()
+    };
+    // Six failed checks (2 would restart it without the grace): nothing counted, same worker.
+    wait_until("six failed checks inside the grace", || starting(&fx) >= 6).await;
+    fx.rm("starting");
+    let pid = ev.healthy().await;
+    assert!(
+        !ev.seen.iter().any(|e| matches!(
+            e,
+            WorkerEvent::HealthFailed { .. } | WorkerEvent::Restarting { .. }
+        )),
+        "a failure inside the grace counted: {:#?}",
+        ev.seen
+    );
+    assert_eq!(
+        started_pids(&fx),
+        vec![pid],
+        "the slow starter was restarted"
+    );
+    // The pass ended the grace: now two failures restart it.
+    ev.seen.clear();
+    fx.touch("unhealthy", "");
+    let (reason, _) = ev.restarting().await;
+    assert_eq!(reason, RestartReason::Unhealthy);
+    let failed: Vec<u32> = ev
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::HealthFailed { consecutive, .. } => Some(*consecutive),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [1, 2], "{:#?}", ev.seen);
+    fx.rm("unhealthy");
     h.shutdown().await;
 }
 
@@ -1213,9 +1277,250 @@ async fn binary_worker_restart_stop_start_leave_nothing_behind_and_stop_survives
     assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
     assert_eq!(alive(&fx), Vec::<u32>::new(), "left after Talon exited");
 
+    // Every operator action is in history with who and what came of it, across restarts.
+    let history = worker_history(&fx, &config);
+    for (action, result) in [
+        ("restart", format!("worker restarted: pid {first}")),
+        ("stop", format!("worker stopped: pid {second}")),
+        ("stop", "worker is already stopped".to_string()),
+        ("start", "worker started: pid".to_string()),
+        ("start", format!("worker is already running: pid {third}")),
+    ] {
+        assert!(
+            has_action(&history, action, &result),
+            "{action}: {result}\n{history}"
+        );
+    }
+
     // And a Talon restart after `start` runs the worker again at once.
     let mut t = Talon::daemon(&fx, &config);
     wait_until("a fourth worker answers health", || healthy(4)).await;
+    // /status shows the operator actions, read back from the store.
+    wait_until("/status with the five operator actions", || {
+        crate::support::http_get(&bind, "/status", LIMIT).is_some_and(|(c, _)| c == 200)
+            && operator_actions(&bind).len() == 5
+    })
+    .await;
+    let acts = operator_actions(&bind);
+    assert_eq!(
+        (acts[1]["action"].as_str(), acts[1]["by"].as_str()),
+        (Some("stop"), Some("cli")),
+        "{acts:?}"
+    );
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    assert_eq!(alive(&fx), Vec::<u32>::new());
+}
+
+/// `talon history --probe worker` of the Talon running `config` (stdout).
+fn worker_history(fx: &Fx, config: &Path) -> String {
+    let mut c = crate::support::talon(fx.dir.path());
+    c.args(["history", "--probe", "worker", "--config"])
+        .arg(config);
+    let out = crate::support::run(c);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    crate::support::stdout(&out)
+}
+
+/// `GET /status` of the Talon serving on `bind`: its `worker.operator_actions`.
+fn operator_actions(bind: &str) -> Vec<serde_json::Value> {
+    let (code, body) = crate::support::http_get(bind, "/status", LIMIT).expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["worker"]["operator_actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The history line of an operator action: `<time>  worker  <action> by cli  <result>`.
+fn has_action(history: &str, action: &str, result: &str) -> bool {
+    history
+        .lines()
+        .any(|l| l.contains(&format!("worker  {action} by cli  {result}")))
+}
+
+#[tokio::test]
+async fn binary_worker_only_takes_the_controls_keeps_a_stop_and_records_who_did_what() {
+    let fx = Fx::new();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let top = format!(
+        "state_dir = \"{}\"\n[health]\nbind = \"{bind}\"\n",
+        fx.path("state").display()
+    );
+    let config = fx.config(&top, "", "GRANDCHILD = \"1\"\nSTUBBORN_CHILD = \"1\"");
+    let healthy = |n: usize| {
+        let starts = started_pids(&fx);
+        starts.len() == n
+            && fx
+                .events()
+                .contains(&format!("health pid={}", starts[n - 1]))
+    };
+    let mut t = Talon::start(&fx, &config, &[]);
+    wait_until("the first worker answers health", || healthy(1)).await;
+    let first = started_pids(&fx)[0];
+    wait_until("--worker-only answers `talon worker status`", || {
+        worker_ctl(&fx, &config, "status").0 == Some(0)
+    })
+    .await;
+    let (_, out) = worker_ctl(&fx, &config, "status");
+    assert!(
+        out.contains(&format!("worker: running, pid {first}")),
+        "{out}"
+    );
+    // One supervisor per state dir: a second `--worker-only` (or a daemon) is refused, exit 2.
+    for args in [&["run", "--worker-only"][..], &["run"][..]] {
+        let mut c = crate::support::talon(fx.dir.path());
+        c.args(args).arg("--config").arg(&config);
+        let out = crate::support::run(c);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            crate::support::stderr(&out).contains("another talon is already running"),
+            "{args:?}: {}",
+            crate::support::stderr(&out)
+        );
+    }
+    assert_eq!(
+        started_pids(&fx),
+        vec![first],
+        "a second worker was started"
+    );
+    // The daemon's other controls are not served here: a clear refusal, exit 1.
+    let mut c = crate::support::talon(fx.dir.path());
+    c.args(["ack", "--config"]).arg(&config);
+    let out = crate::support::run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::support::stderr(&out).contains("supervises the worker only"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+
+    // restart replaces the pid; only the new worker's processes are left.
+    let (code, out) = worker_ctl(&fx, &config, "restart");
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", t.log());
+    wait_until("the second worker answers health", || healthy(2)).await;
+    let second = started_pids(&fx)[1];
+    assert!(
+        out.contains(&format!("worker restarted: pid {first}"))
+            && out.contains(&format!("→ pid {second}")),
+        "{out}"
+    );
+    let left = alive(&fx);
+    assert!(
+        left.len() == 3 && left.contains(&second) && !left.contains(&first),
+        "{left:?}"
+    );
+
+    // stop: nothing left; it stays stopped across a restart of `talon run --worker-only`.
+    let (code, out) = worker_ctl(&fx, &config, "stop");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("worker stopped: pid {second}")),
+        "{out}"
+    );
+    assert_eq!(alive(&fx), Vec::<u32>::new(), "stop left processes behind");
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    let mut t = Talon::start(&fx, &config, &[]);
+    wait_until("the restarted --worker-only answers", || {
+        worker_ctl(&fx, &config, "status").0 == Some(0)
+    })
+    .await;
+    let (_, out) = worker_ctl(&fx, &config, "status");
+    assert!(out.contains("worker: stopped_on_purpose"), "{out}");
+    assert!(
+        t.log().contains("stays stopped until `talon worker start`"),
+        "{}",
+        t.log()
+    );
+    assert_eq!(started_pids(&fx).len(), 2, "a worker was started");
+    assert_eq!(alive(&fx), Vec::<u32>::new());
+    let (code, out) = worker_ctl(&fx, &config, "stop");
+    assert_eq!((code, out.trim()), (Some(0), "worker is already stopped"));
+
+    // start runs it again.
+    let (code, out) = worker_ctl(&fx, &config, "start");
+    assert_eq!(code, Some(0), "{out}\nlog:\n{}", t.log());
+    assert!(out.contains("worker started: pid"), "{out}");
+    wait_until("the third worker answers health", || healthy(3)).await;
+    let third = started_pids(&fx)[2];
+
+    // Every action is in history with who did it and what came of it, and in /status.
+    let history = worker_history(&fx, &config);
+    for (action, result) in [
+        ("restart", format!("worker restarted: pid {first}")),
+        ("stop", format!("worker stopped: pid {second}")),
+        ("stop", "worker is already stopped".to_string()),
+        ("start", format!("worker started: pid {third}")),
+    ] {
+        // Recorded after the reply; the store writer commits within moments.
+        wait_until(&format!("`{action} by cli` in history"), || {
+            has_action(&worker_history(&fx, &config), action, &result)
+        })
+        .await;
+    }
+    let acts = operator_actions(&bind);
+    let summary: Vec<(String, String, bool)> = acts
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["by"].as_str().unwrap().to_string(),
+                a["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("restart".into(), "cli".into(), true),
+            ("stop".into(), "cli".into(), true),
+            ("stop".into(), "cli".into(), true),
+            ("start".into(), "cli".into(), true),
+        ],
+        "{acts:?}\nhistory:\n{history}"
+    );
+
+    let mut c = crate::support::talon(fx.dir.path());
+    c.args(["status", "--config"]).arg(&config);
+    let out = crate::support::stdout(&crate::support::run(c));
+    assert!(
+        out.contains(&format!("worker:   running (pid {third})"))
+            && out.contains("last operator action: start by cli at ")
+            && out.contains(&format!(": worker started: pid {third}")),
+        "{out}"
+    );
+
+    // A Talon restart keeps the record: history and /status both still show it.
+    t.signal(Signal::SIGTERM);
+    assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
+    assert_eq!(alive(&fx), Vec::<u32>::new(), "left after Talon exited");
+    let history = worker_history(&fx, &config);
+    assert!(
+        has_action(&history, "stop", &format!("worker stopped: pid {second}")),
+        "{history}"
+    );
+    let mut t = Talon::start(&fx, &config, &[]);
+    wait_until("a fourth worker answers health", || healthy(4)).await;
+    wait_until("/status answers", || {
+        crate::support::http_get(&bind, "/status", LIMIT).is_some_and(|(c, _)| c == 200)
+    })
+    .await;
+    let acts = operator_actions(&bind);
+    assert_eq!(acts.len(), 4, "{acts:?}");
+    assert!(
+        acts[1]["result"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("worker stopped: pid {second} (killed by SIGTERM)")),
+        "{acts:?}"
+    );
     t.signal(Signal::SIGTERM);
     assert_eq!(t.exit().await, 0, "log:\n{}", t.log());
     assert_eq!(alive(&fx), Vec::<u32>::new());

@@ -466,7 +466,7 @@ fn check_label_value(v: &str) -> Result<(), String> {
     }
 }
 
-pub use super::env_ref;
+pub use crate::config::envfile::env_ref;
 
 fn is_env_name(s: &str) -> bool {
     let b = s.as_bytes();

@@ -51,12 +51,6 @@ pub mod dns;
 pub mod http;
 #[cfg(feature = "k8s")]
 pub mod k8s;
-
-/// `Some("NODE_NAME")` for `"${NODE_NAME}"` (a `node`, or the daemon's `host`, read from the
-/// environment at run time). Not behind the `k8s` feature: `host` uses it too.
-pub fn env_ref(s: &str) -> Option<&str> {
-    s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
-}
 pub mod launchd;
 pub mod logfile;
 pub mod ping;

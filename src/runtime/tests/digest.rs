@@ -13,7 +13,7 @@ const DAY: u64 = 86_400;
 
 /// `[digest] at` for a local time about `after` from now (whole minutes), and when that is
 /// due, in seconds from now.
-fn digest_at(after: Duration) -> (String, u64) {
+pub(super) fn digest_at(after: Duration) -> (String, u64) {
     let now = Clock::follow_tokio().wall_ms();
     let target = now + after.as_millis() as i64;
     let local = target + local_offset_ms(target);
@@ -23,7 +23,7 @@ fn digest_at(after: Duration) -> (String, u64) {
     (hhmm, ((due - now).max(0) / 1000) as u64)
 }
 
-fn config(at: &str, always: bool, failing_probe: bool) -> String {
+pub(super) fn config(at: &str, always: bool, failing_probe: bool) -> String {
     let heal = if failing_probe {
         "heal = \"restart-target\"\n"
     } else {

@@ -35,7 +35,7 @@ fn next_run(t: u64) -> u64 {
 }
 
 /// The ladder's config: `escalation` lines go into `[escalation]`, `extra` at the end.
-fn config(escalation: &str, extra: &str) -> String {
+pub(super) fn config(escalation: &str, extra: &str) -> String {
     format!(
         r#"state_dir = "state"
 
@@ -61,7 +61,7 @@ url = "http://127.0.0.1:9/hook"
 }
 
 /// The table every paging test starts with: the probe fails until the SOS is delivered.
-fn up_to_sos() -> Vec<super::Step> {
+pub(super) fn up_to_sos() -> Vec<super::Step> {
     vec![
         Fail("target"),
         Start,

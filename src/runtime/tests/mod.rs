@@ -7,11 +7,13 @@
 //! started and every system-level record it stored, each stamped with its virtual time since the
 //! test began) at a given time.
 
+mod clock;
 mod digest;
 mod guard;
 mod ladder;
 mod policy;
 mod push;
+mod worker_control;
 
 use super::effects::{
     ActionJob, ActionRunner, AgentJob, AgentRunner, BoxFuture, Delivery, Effects, HealJob,
@@ -87,6 +89,8 @@ pub enum Seen {
     /// An approval was requested (its id) or decided.
     ApprovalRequested(u64),
     ApprovalDecided(u64, bool, String),
+    /// The scripted probe ran (scheduled or re-probe).
+    Probe(String),
 }
 
 /// One journal line: what, and when (virtual time since the rig was made).
@@ -206,6 +210,9 @@ pub enum Step {
     Deny(u64),
     /// `talon agent reset`.
     AgentReset,
+    /// The wall clock steps by this many milliseconds (negative: back), monotonic time does
+    /// not move ([`Clock::shift`]). Journal times stay virtual time since the rig was made.
+    ClockJump(i64),
     /// A `push` probe's ping as the server forwards it (token already checked); expects it
     /// recorded (`true`) or refused as not a push probe (`false`).
     Ping(
@@ -223,6 +230,8 @@ pub type Journal = watch::Sender<Vec<Entry>>;
 pub struct Script {
     clock: Clock,
     t0: Millis,
+    /// The sum of [`Step::ClockJump`]s so far (taken out of journal times).
+    shifted: std::sync::atomic::AtomicI64,
     failing: Mutex<BTreeSet<String>>,
     deliveries: Mutex<VecDeque<Plan>>,
     journal: Journal,
@@ -236,8 +245,13 @@ pub struct Script {
 
 impl Script {
     fn log(&self, at_ms: Millis, seen: Seen) {
-        let at = Duration::from_millis(u64::try_from(at_ms - self.t0).unwrap_or(0));
+        let at =
+            Duration::from_millis(u64::try_from(at_ms - self.t0 - self.shifted()).unwrap_or(0));
         self.journal.send_modify(|j| j.push(Entry { at, seen }));
+    }
+
+    fn shifted(&self) -> Millis {
+        self.shifted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn log_now(&self, seen: Seen) {
@@ -255,6 +269,9 @@ impl ProbeRunner for Scripted {
     fn run(&self, probes: Vec<ProbeConfig>) -> BoxFuture<'static, Vec<ProbeResult>> {
         let s = self.0.clone();
         Box::pin(async move {
+            for p in &probes {
+                s.log_now(Seen::Probe(p.name.clone()));
+            }
             let failing = s.failing.lock().unwrap().clone();
             probes
                 .iter()
@@ -467,6 +484,9 @@ impl History for Recorded {
     fn current_error(&self) -> Option<String> {
         self.store.current_error()
     }
+    fn barrier(&self) -> Option<crate::store::Barrier> {
+        Some(self.store.barrier())
+    }
     fn close(self: Box<Self>) -> Result<(), StoreError> {
         self.store.close()
     }
@@ -476,6 +496,7 @@ impl History for Recorded {
 struct Running {
     inbox: Inbox,
     board: StatusBoard,
+    metrics: Arc<crate::metrics::Metrics>,
     task: JoinHandle<()>,
 }
 
@@ -511,8 +532,9 @@ impl Rig {
             _dir: dir,
             config: path,
             script: Arc::new(Script {
-                clock,
+                clock: clock.clone(),
                 t0: clock.wall_ms(),
+                shifted: Default::default(),
                 failing: Mutex::default(),
                 deliveries: Mutex::default(),
                 journal,
@@ -535,7 +557,8 @@ impl Rig {
     }
 
     fn elapsed(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.clock.wall_ms() - self.script.t0).unwrap_or(0))
+        let virtual_ms = self.clock.wall_ms() - self.script.t0 - self.script.shifted();
+        Duration::from_millis(u64::try_from(virtual_ms).unwrap_or(0))
     }
 
     fn instant(&self, offset: Duration) -> Instant {
@@ -582,10 +605,11 @@ impl Rig {
             store_notice: None,
             pushes,
         };
-        let rt = Runtime::new(boot, effects, self.clock);
+        let rt = Runtime::new(boot, effects, self.clock.clone());
         self.running = Some(Running {
             inbox: rt.inbox(),
             board: rt.board(),
+            metrics: rt.surfaces.metrics.clone(),
             task: tokio::spawn(rt.serve()),
         });
     }
@@ -610,6 +634,15 @@ impl Rig {
 
     fn running(&self) -> &Running {
         self.running.as_ref().expect("the runtime is running")
+    }
+
+    /// The value of an unlabelled metric (`/metrics` text), 0 when absent.
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.running().metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     fn journal(&self) -> Vec<Entry> {
@@ -693,6 +726,12 @@ impl Rig {
                     }
                 }
                 Step::Until(until) => tokio::time::sleep_until(self.instant(until)).await,
+                Step::ClockJump(ms) => {
+                    self.script
+                        .shifted
+                        .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+                    self.clock.shift(ms);
+                }
                 Step::Ack => {
                     let (reply, answer) = oneshot::channel();
                     let req = ControlRequest::Ack {

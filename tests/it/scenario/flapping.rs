@@ -110,11 +110,14 @@ critical_after_consecutive_failures = 3
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(samples > 20, "{samples} samples");
-    let flips = std::fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap();
+    // The probe rewrites the counter (`echo $n > count` truncates first): read it until whole.
+    let flips = super::wait_for("the flip counter", Duration::from_secs(10), || {
+        std::fs::read_to_string(&counter)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
     assert!(flips >= 20, "it flipped {flips} times");
     let while_flapping = messages(&pages).len();
     // One SOS, then a reminder per cooldown at most (+1 for a reminder already on its way).

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+mod clockstep;
 mod config;
 mod corrupt;
 mod flapping;
@@ -14,6 +15,7 @@ mod fullfs;
 mod hostile;
 mod ladder;
 mod leaks;
+mod limits;
 mod missing;
 mod redis;
 mod signals;
