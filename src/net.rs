@@ -1,7 +1,7 @@
 //! The one place Talon builds HTTP clients, and so the one place that installs the process-wide
-//! TLS crypto provider. Talon is ring-only: reqwest is built with `rustls-no-provider` and kube
-//! with `ring`, so rustls cannot pick a provider by itself; ring is installed once, before the
-//! first client is built.
+//! TLS crypto provider. Talon is ring-only: reqwest is built with `rustls-no-provider` (the `k8s`
+//! probe's API client is a reqwest client from here too), so rustls cannot pick a provider by
+//! itself; ring is installed once, before the first client is built.
 
 use std::sync::OnceLock;
 
