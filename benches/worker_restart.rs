@@ -157,8 +157,36 @@ fn stats(d: &[Duration]) -> String {
     )
 }
 
-/// (CPU % of one core over `window`, RSS in MB) of a process.
+/// How long a process has been running (from `/proc/PID/stat`'s start time and `/proc/uptime`).
+fn age(pid: u32) -> Duration {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = &s[s.rfind(')').map(|i| i + 1).unwrap_or(0)..];
+    // starttime is field 22 (1-based) of the whole line; 20 here.
+    let start_ticks: f64 = rest
+        .split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf is a plain query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let up: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Duration::from_secs_f64((up - start_ticks / hz).max(0.0))
+}
+
+/// Every supervisor is measured idle only once it has run this long: start-up is over (Talon
+/// gives start-up memory back 30 s after its start, see `src/memory.rs`).
+const SETTLE: Duration = Duration::from_secs(45);
+
+/// (CPU % of one core over `window`, RSS in MB) of a process, at least [`SETTLE`] after its
+/// start.
 fn idle_footprint(pid: u32, window: Duration) -> (f64, f64) {
+    let a = age(pid);
+    if a < SETTLE {
+        std::thread::sleep(SETTLE - a);
+    }
     let ticks = |pid: u32| -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let rest = &s[s.rfind(')').map(|i| i + 1).unwrap_or(0)..];
@@ -425,7 +453,7 @@ fn horust_bin() -> Option<(PathBuf, String)> {
 /// Horust supervising the worker: restart always, no backoff, HTTP health (a HEAD request, 1 s
 /// timeout, then 1 s until the next) with `max-failed = 2`: Horust kills when the count of failed
 /// checks is *greater* than `max-failed`, so 2 is "at the 3rd failure" like the others.
-fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Duration>) {
+fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, (f64, f64), Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let services = dir.path().join("services");
@@ -456,13 +484,15 @@ fn horust(bin: &Path, runs: usize, hang_runs: usize) -> (Vec<Duration>, Vec<Dura
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let pid = child.id();
     let _stop = Stop(child);
     let r = restarts(port, runs);
+    let idle = idle_footprint(pid, Duration::from_secs(10));
     let h = hangs(&dir.path().join("st"), port, hang_runs);
     if let Some(w) = health(port) {
         kill(w, libc::SIGKILL);
     }
-    (r, h)
+    (r, idle, h)
 }
 
 /// `TALON_BENCH_REAPER=1 <this binary> PROGRAM ARGS…`: become a child subreaper, start the
@@ -533,7 +563,7 @@ fn main() {
         println!("monit                          not available");
     }
     let hor = horust_bin().map(|(b, v)| (v, horust(&b, runs, hang_runs)));
-    if let Some((v, (h, _))) = &hor {
+    if let Some((v, (h, _, _))) = &hor {
         println!("{v:<30} {}", stats(h));
     } else {
         println!("horust                         not available");
@@ -547,15 +577,20 @@ fn main() {
     if let Some((_, (_, _, mh))) = &mon {
         println!("monit (set daemon 1, 3 cycles) {}", stats(mh));
     }
-    if let Some((v, (_, hh))) = &hor {
+    if let Some((v, (_, _, hh))) = &hor {
         println!("{:<30} {}", format!("{v} (max-failed 2)"), stats(hh));
     }
-    println!("\nidle, supervising one worker (health every 1 s for Talon), 10 s window:");
+    println!(
+        "\nidle, supervising one worker (health every 1 s for Talon, monit and Horust), 10 s window at least 45 s after each one started:"
+    );
     println!("talon        CPU {tcpu:5.2} % of one core   RSS {trss:5.1} MB");
     if let Some((_, (scpu, srss), _)) = &sup {
         println!("supervisord  CPU {scpu:5.2} % of one core   RSS {srss:5.1} MB");
     }
     if let Some((_, (_, (mcpu, mrss), _))) = &mon {
         println!("monit        CPU {mcpu:5.2} % of one core   RSS {mrss:5.1} MB");
+    }
+    if let Some((_, (_, (hcpu, hrss), _))) = &hor {
+        println!("horust       CPU {hcpu:5.2} % of one core   RSS {hrss:5.1} MB");
     }
 }
