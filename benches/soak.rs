@@ -228,10 +228,7 @@ fn main() {
         .and_then(|s| s.counts().ok());
     let final_db = checkpointed_db_bytes(&state);
     let verdict = Verdict::of(&samples);
-    let applied_reloads = std::fs::read_to_string(dir.join("talon.stderr"))
-        .unwrap_or_default()
-        .matches("config reloaded")
-        .count();
+    let applied_reloads = count_in_logs(dir, &state, "config reloaded");
     let late = rss_late_vs_minute_10(&samples);
     let retention = retention_check(&samples, retention_secs);
     println!("\nworker SIGKILLs: {kills}; talon exit code after SIGTERM: {exit:?}");
@@ -479,6 +476,33 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// How often `needle` occurs in Talon's log: its file under the state dir (`[log] file`'s default)
+/// with the rotated ones (`talon.log.1` …), and its stderr.
+fn count_in_logs(dir: &Path, state: &Path, needle: &str) -> usize {
+    let mut files = vec![dir.join("talon.stderr")];
+    if let Ok(entries) = std::fs::read_dir(state) {
+        files.extend(
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("talon.log"))
+                }),
+        );
+    }
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .matches(needle)
+                .count()
+        })
+        .sum()
 }
 
 fn total_probes() -> usize {
