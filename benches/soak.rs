@@ -483,16 +483,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn count_in_logs(dir: &Path, state: &Path, needle: &str) -> usize {
     let mut files = vec![dir.join("talon.stderr")];
     if let Ok(entries) = std::fs::read_dir(state) {
-        files.extend(
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("talon.log"))
-                }),
-        );
+        files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("talon.log"))
+        }));
     }
     files
         .iter()

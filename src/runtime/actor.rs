@@ -13,7 +13,7 @@ use super::schedule::Schedule;
 use crate::clock::{Clock, Instant};
 use crate::config::Config;
 use crate::core::ProbeResult;
-use crate::core::{Action, Core, Event, Millis};
+use crate::core::{Action, Core, Event, Millis, RunOutcome};
 use crate::redact::Redactor;
 use crate::server::control::ControlRequest;
 use crate::server::snapshot::{ConfigError, StatusSnapshot, TimelineEntry, Transition};
@@ -480,14 +480,21 @@ impl Runtime {
                     worker: self.worker.handle.clone(),
                 };
                 let run = self.effects.heal.run(job);
-                self.spawn_effect(async move {
-                    let (outcome, output) = run.await;
-                    Msg::HealDone {
+                self.spawn_effect(
+                    async move {
+                        let (outcome, output) = run.await;
+                        Msg::HealDone {
+                            id,
+                            outcome,
+                            output,
+                        }
+                    },
+                    move |why| Msg::HealDone {
                         id,
-                        outcome,
-                        output,
-                    }
-                });
+                        outcome: RunOutcome::SpawnFailed { error: why },
+                        output: String::new(),
+                    },
+                );
             }
             Action::RunAgent {
                 id,
@@ -506,14 +513,21 @@ impl Runtime {
                     last: self.last.clone(),
                 };
                 let run = self.effects.agent.run(job);
-                self.spawn_effect(async move {
-                    let (outcome, output) = run.await;
-                    Msg::AgentDone {
+                self.spawn_effect(
+                    async move {
+                        let (outcome, output) = run.await;
+                        Msg::AgentDone {
+                            id,
+                            outcome,
+                            output,
+                        }
+                    },
+                    move |why| Msg::AgentDone {
                         id,
-                        outcome,
-                        output,
-                    }
-                });
+                        outcome: RunOutcome::SpawnFailed { error: why },
+                        output: String::new(),
+                    },
+                );
             }
             Action::RunCatalogued {
                 id,
@@ -535,14 +549,21 @@ impl Runtime {
                     redactor: self.redactor.clone(),
                 };
                 let run = self.effects.actions.run(job);
-                self.spawn_effect(async move {
-                    let (outcome, output) = run.await;
-                    Msg::HealDone {
+                self.spawn_effect(
+                    async move {
+                        let (outcome, output) = run.await;
+                        Msg::HealDone {
+                            id,
+                            outcome,
+                            output,
+                        }
+                    },
+                    move |why| Msg::HealDone {
                         id,
-                        outcome,
-                        output,
-                    }
-                });
+                        outcome: RunOutcome::SpawnFailed { error: why },
+                        output: String::new(),
+                    },
+                );
             }
             Action::Notify(n) => {
                 tracing::warn!(
@@ -558,12 +579,23 @@ impl Runtime {
                     redactor: self.redactor.clone(),
                     threads: self.chat.threads.clone(),
                 });
-                self.spawn_effect(async move {
-                    Msg::Delivered {
+                self.spawn_effect(
+                    async move {
+                        Msg::Delivered {
+                            id,
+                            channels: run.await,
+                        }
+                    },
+                    // Not delivered: the core retries it like any refused delivery.
+                    move |why| Msg::Delivered {
                         id,
-                        channels: run.await,
-                    }
-                });
+                        channels: vec![crate::core::ChannelResult {
+                            channel: "talon".into(),
+                            delivered: false,
+                            detail: why,
+                        }],
+                    },
+                );
             }
             Action::Reprobe {
                 incident,
@@ -577,13 +609,30 @@ impl Runtime {
     }
 
     /// Run an effect off the loop; its answer comes back through the inbox.
+    ///
+    /// The loop waits for that answer (a heal in flight holds the ladder, a probe in flight is
+    /// not started again), so an effect that panics must still answer: it runs on its own task,
+    /// and a panic there is logged and answered with `on_panic(why)`, a failure of that effect.
+    /// Stopping the outer task (shutdown) stops the effect with it, as before.
     pub(super) fn spawn_effect(
         &mut self,
         effect: impl std::future::Future<Output = Msg> + Send + 'static,
+        on_panic: impl FnOnce(String) -> Msg + Send + 'static,
     ) {
         let inbox = self.inbox.clone();
         self.tasks.spawn(async move {
-            inbox.send(effect.await);
+            let mut task = AbortOnDrop(tokio::spawn(effect));
+            let msg = match (&mut task.0).await {
+                Ok(msg) => msg,
+                Err(e) if e.is_panic() => {
+                    let why = panic_text(e.into_panic());
+                    tracing::error!(error = %why, "an effect panicked; answered as its failure");
+                    on_panic(format!("internal error: {why}"))
+                }
+                // Cancelled: only when the runtime itself is going away.
+                Err(_) => return,
+            };
+            inbox.send(msg);
         });
     }
 
@@ -663,6 +712,26 @@ fn log_record(r: &crate::core::Record) {
             }
         }
         _ => tracing::debug!(record = ?r, "record"),
+    }
+}
+
+/// An effect's task, stopped when whoever awaits it is dropped.
+struct AbortOnDrop(JoinHandle<Msg>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A panic's message, as far as it is text.
+pub(super) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => format!("panicked: {s}"),
+        Err(p) => match p.downcast::<&'static str>() {
+            Ok(s) => format!("panicked: {s}"),
+            Err(_) => "panicked".to_string(),
+        },
     }
 }
 

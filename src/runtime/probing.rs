@@ -16,12 +16,17 @@ impl Runtime {
             return;
         }
         let (run, blocked) = self.partition_blocked(&due);
+        let ran = failed_runs(&run, self.clock.clone());
         let cycle = self.effects.probes.run(run);
-        self.spawn_effect(async move {
-            let mut results = blocked;
-            results.extend(cycle.await);
-            Msg::CycleDone(results)
-        });
+        self.spawn_effect(
+            async move {
+                let mut results = blocked;
+                results.extend(cycle.await);
+                Msg::CycleDone(results)
+            },
+            // Every probe of the run gets its result, so each is scheduled again.
+            move |why| Msg::CycleDone(ran(&why)),
+        );
     }
 
     /// Probes whose dependency is outside this run and last did not pass are `blocked` now,
@@ -88,16 +93,52 @@ impl Runtime {
             .then(|| self.last.get(WORKER_PROBE).cloned())
             .flatten();
         let wait = self.clock.until(at);
+        let ran = failed_runs(&configs, self.clock.clone());
         let run = self.effects.probes.run(configs);
-        self.spawn_effect(async move {
-            tokio::time::sleep(wait).await;
-            let mut results = run.await;
-            results.extend(worker_last);
-            Msg::ReprobeDone {
+        let names = probes.clone();
+        self.spawn_effect(
+            async move {
+                tokio::time::sleep(wait).await;
+                let mut results = run.await;
+                results.extend(worker_last);
+                Msg::ReprobeDone {
+                    incident,
+                    probes,
+                    results,
+                }
+            },
+            move |why| Msg::ReprobeDone {
                 incident,
-                probes,
-                results,
-            }
-        });
+                probes: names,
+                results: ran(&why),
+            },
+        );
+    }
+}
+
+/// For a run whose task panicked: an `error` result for each probe of `run`, saying why.
+fn failed_runs(
+    run: &[ProbeConfig],
+    clock: crate::clock::Clock,
+) -> impl FnOnce(&str) -> Vec<ProbeResult> + Send + 'static {
+    let which: Vec<(String, String)> = run
+        .iter()
+        .map(|p| (p.name.clone(), p.kind.name().to_string()))
+        .collect();
+    move |why| {
+        let at = clock.wall_ms();
+        which
+            .into_iter()
+            .map(|(name, kind)| ProbeResult {
+                name,
+                kind,
+                passed: false,
+                status: crate::core::Status::Error,
+                output: why.to_string(),
+                detail: String::new(),
+                duration_ms: 0,
+                started_at: at,
+            })
+            .collect()
     }
 }

@@ -14,7 +14,7 @@
 //! | 980 s   | critical_threshold later: sos, SOS on every channel |
 //! | +4 h    | a reminder per sos_cooldown until acknowledged |
 
-use super::Plan::{Fail as Refused, Hang, Ok as Taken};
+use super::Plan::{Fail as Refused, Hang, Ok as Taken, Panic};
 use super::Step::*;
 use super::Want::*;
 use super::{Rig, secs};
@@ -288,4 +288,60 @@ async fn chat_ack_from_the_allowed_chat_only() {
         target.silenced.is_none(),
         "update 101 seen twice is applied once"
     );
+}
+
+/// A heal whose task panics is answered as a heal that could not run: no settle wait, the
+/// agents at once, critical and the SOS on time (before, the core waited for the heal's answer
+/// forever and nothing after it happened).
+#[tokio::test(start_paused = true)]
+async fn a_heal_that_panics_counts_as_failed_and_the_ladder_goes_on() {
+    let mut rig = Rig::new(&config("", ""));
+    rig.run(vec![
+        HealsPanic,
+        Fail("target"),
+        Start,
+        At(secs(60), Opened),
+        At(secs(60), Heal),
+        At(secs(60), State(Investigating)),
+        At(secs(60), Agent(Cloud)),
+        At(secs(60), Agent(Local)),
+        At(secs(70), State(Critical)),
+        At(secs(970), Notify(Sos, Some(0), Taken)),
+        At(secs(970), Paged),
+    ])
+    .await;
+    rig.stop().await;
+}
+
+/// A delivery whose task panics is not delivered: retried after notify_retry like a refusal.
+#[tokio::test(start_paused = true)]
+async fn a_delivery_that_panics_is_retried_like_a_refused_one() {
+    let mut rig = Rig::new(&config("", ""));
+    let mut table = vec![Deliveries(vec![Panic])];
+    table.extend(up_to_sos());
+    table.extend([
+        At(secs(SOS_AT), Notify(Sos, Some(0), Panic)),
+        At(secs(SOS_AT + 30), Notify(Sos, Some(1), Taken)),
+        At(secs(SOS_AT + 30), Paged),
+    ]);
+    rig.run(table).await;
+    rig.stop().await;
+}
+
+/// A probe run whose task panics gives each of its probes an `error` result: the probe is
+/// scheduled again and its failures count (before, it was never run again).
+#[tokio::test(start_paused = true)]
+async fn a_probe_run_that_panics_fails_its_probes_and_they_run_again() {
+    let mut rig = Rig::new(&config("", ""));
+    rig.run(vec![
+        ProbesPanic,
+        Start,
+        At(secs(0), State(Degraded)),
+        At(secs(60), Opened),
+        At(secs(60), Heal),
+        // The verification re-probe panics too: a failure, so the ladder goes on.
+        At(secs(70), State(Investigating)),
+    ])
+    .await;
+    rig.stop().await;
 }

@@ -54,6 +54,8 @@ pub enum Plan {
     Fail,
     /// It never answers (in flight until the runtime stops).
     Hang,
+    /// The delivery task panics (a bug in a channel's code).
+    Panic,
 }
 
 /// Something the runtime did, as the scripted effects and the store saw it.
@@ -202,6 +204,10 @@ pub enum Step {
     ConfigError(bool),
     /// The scripted agent prints this transcript from now on (default: the fixed one).
     AgentSays(&'static str),
+    /// Heals panic from now on (a bug in the heal runner).
+    HealsPanic,
+    /// Probe runs panic from now on (a bug in the probe engine).
+    ProbesPanic,
     /// Running catalogue action `.0` makes probe `.1` pass.
     ActionFixes(&'static str, &'static str),
     /// `talon approve N` (expects it done).
@@ -239,6 +245,10 @@ pub struct Script {
     worker_events: Mutex<Option<mpsc::Sender<WorkerEvent>>>,
     /// What the scripted agent prints (the fixed answers when `None`).
     agent_says: Mutex<Option<String>>,
+    /// [`Step::HealsPanic`] was given.
+    heals_panic: std::sync::atomic::AtomicBool,
+    /// [`Step::ProbesPanic`] was given.
+    probes_panic: std::sync::atomic::AtomicBool,
     /// Catalogue action → the probe it fixes.
     fixes: Mutex<std::collections::BTreeMap<String, String>>,
 }
@@ -272,6 +282,9 @@ impl ProbeRunner for Scripted {
             for p in &probes {
                 s.log_now(Seen::Probe(p.name.clone()));
             }
+            if s.probes_panic.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("scripted probe engine panic");
+            }
             let failing = s.failing.lock().unwrap().clone();
             probes
                 .iter()
@@ -298,6 +311,9 @@ impl ProbeRunner for Scripted {
 impl HealRunner for Scripted {
     fn run(&self, job: HealJob) -> BoxFuture<'static, (RunOutcome, String)> {
         self.0.log_now(Seen::Heal(job.steps));
+        if self.0.heals_panic.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { panic!("scripted heal panic") });
+        }
         Box::pin(async { (RunOutcome::Exited { code: 1 }, "restarting target\n".into()) })
     }
 }
@@ -382,6 +398,9 @@ impl Notifier for Scripted {
         Box::pin(async move {
             if plan == Plan::Hang {
                 std::future::pending::<()>().await;
+            }
+            if plan == Plan::Panic {
+                panic!("scripted delivery panic");
             }
             channels
                 .into_iter()
@@ -540,6 +559,8 @@ impl Rig {
                 journal,
                 worker_events: Mutex::default(),
                 agent_says: Mutex::default(),
+                heals_panic: Default::default(),
+                probes_panic: Default::default(),
                 fixes: Mutex::default(),
             }),
             clock,
@@ -810,6 +831,14 @@ impl Rig {
                     assert_eq!(snap.incident.map(|i| i.id).as_deref(), id, "{ctx}");
                 }
                 Step::AgentSays(t) => *self.script.agent_says.lock().unwrap() = Some(t.into()),
+                Step::ProbesPanic => self
+                    .script
+                    .probes_panic
+                    .store(true, std::sync::atomic::Ordering::SeqCst),
+                Step::HealsPanic => self
+                    .script
+                    .heals_panic
+                    .store(true, std::sync::atomic::Ordering::SeqCst),
                 Step::ActionFixes(a, p) => {
                     self.script.fixes.lock().unwrap().insert(a.into(), p.into());
                 }
