@@ -480,21 +480,11 @@ impl Runtime {
                     worker: self.worker.handle.clone(),
                 };
                 let run = self.effects.heal.run(job);
-                self.spawn_effect(
-                    async move {
-                        let (outcome, output) = run.await;
-                        Msg::HealDone {
-                            id,
-                            outcome,
-                            output,
-                        }
-                    },
-                    move |why| Msg::HealDone {
-                        id,
-                        outcome: RunOutcome::SpawnFailed { error: why },
-                        output: String::new(),
-                    },
-                );
+                self.spawn_run(run, move |outcome, output| Msg::HealDone {
+                    id,
+                    outcome,
+                    output,
+                });
             }
             Action::RunAgent {
                 id,
@@ -513,21 +503,11 @@ impl Runtime {
                     last: self.last.clone(),
                 };
                 let run = self.effects.agent.run(job);
-                self.spawn_effect(
-                    async move {
-                        let (outcome, output) = run.await;
-                        Msg::AgentDone {
-                            id,
-                            outcome,
-                            output,
-                        }
-                    },
-                    move |why| Msg::AgentDone {
-                        id,
-                        outcome: RunOutcome::SpawnFailed { error: why },
-                        output: String::new(),
-                    },
-                );
+                self.spawn_run(run, move |outcome, output| Msg::AgentDone {
+                    id,
+                    outcome,
+                    output,
+                });
             }
             Action::RunCatalogued {
                 id,
@@ -549,21 +529,11 @@ impl Runtime {
                     redactor: self.redactor.clone(),
                 };
                 let run = self.effects.actions.run(job);
-                self.spawn_effect(
-                    async move {
-                        let (outcome, output) = run.await;
-                        Msg::HealDone {
-                            id,
-                            outcome,
-                            output,
-                        }
-                    },
-                    move |why| Msg::HealDone {
-                        id,
-                        outcome: RunOutcome::SpawnFailed { error: why },
-                        output: String::new(),
-                    },
-                );
+                self.spawn_run(run, move |outcome, output| Msg::HealDone {
+                    id,
+                    outcome,
+                    output,
+                });
             }
             Action::Notify(n) => {
                 tracing::warn!(
@@ -634,6 +604,23 @@ impl Runtime {
             };
             inbox.send(msg);
         });
+    }
+
+    /// A heal, agent or action run: how it ended answers as `done`; a panic as a run that could
+    /// not start.
+    fn spawn_run(
+        &mut self,
+        run: super::effects::BoxFuture<'static, (RunOutcome, String)>,
+        done: impl FnOnce(RunOutcome, String) -> Msg + Clone + Send + 'static,
+    ) {
+        let on_panic = done.clone();
+        self.spawn_effect(
+            async move {
+                let (outcome, output) = run.await;
+                done(outcome, output)
+            },
+            move |why| on_panic(RunOutcome::SpawnFailed { error: why }, String::new()),
+        );
     }
 
     /// Collect effect tasks that ended (their answers are already in the inbox).
