@@ -292,19 +292,30 @@ mod tests {
         assert_eq!(probes(&posts[0]), ["a", "b"]);
         assert_eq!(posts[0][0]["labels"]["host"], "web-9");
         assert_eq!(posts[0][0]["labels"]["incident"], "7");
-        // b leaves the incident: resolved at once (endsAt = now), a is not re-posted yet.
+        let state =
+            |v: &serde_json::Value| v[0]["annotations"]["state"].as_str().unwrap().to_string();
+        // b leaves the incident: resolved at once (endsAt = now), then a, still firing, is
+        // posted again (the set of firing alerts changed).
         snapshot.incident.as_mut().unwrap().failing_probes = vec!["a".into()];
         tx.send_replace(snapshot.clone());
-        let posts = wait(2).await;
+        let posts = wait(3).await;
         assert_eq!(probes(&posts[1]), ["b"]);
+        assert_eq!(state(&posts[1]), "healthy", "{posts:?}");
         let ends = posts[1][0]["endsAt"].as_str().unwrap();
         assert!(ends < posts[0][0]["endsAt"].as_str().unwrap(), "{posts:?}");
+        assert_eq!(probes(&posts[2]), ["a"]);
+        assert_eq!(state(&posts[2]), "sos", "{posts:?}");
         // The incident closes: a is resolved too.
         snapshot.state = SystemState::Healthy;
         snapshot.incident = None;
         tx.send_replace(snapshot);
-        let posts = wait(3).await;
-        assert_eq!(probes(&posts[2]), ["a"]);
-        assert_eq!(posts.len(), 3, "{posts:?}");
+        let posts = wait(4).await;
+        assert_eq!(probes(&posts[3]), ["a"]);
+        assert_eq!(state(&posts[3]), "healthy", "{posts:?}");
+        assert!(
+            posts[3][0]["endsAt"].as_str().unwrap() < posts[2][0]["endsAt"].as_str().unwrap(),
+            "{posts:?}"
+        );
+        assert_eq!(posts.len(), 4, "{posts:?}");
     }
 }
