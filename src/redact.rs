@@ -16,9 +16,10 @@
 //! test `every_builtin_is_linear_on_adversarial_input` holds each one to that on 1 MiB inputs
 //! built to defeat it, and `cargo bench --bench redact` measures the cost per MiB.
 
+use aho_corasick::AhoCorasick;
 use regex::Regex;
 use std::borrow::Cow;
-use std::sync::{LazyLock, RwLock};
+use std::sync::{LazyLock, OnceLock, RwLock};
 
 /// What a redacted secret becomes.
 pub const REDACTED: &str = "[REDACTED]";
@@ -59,7 +60,8 @@ struct Literals {
 /// The kind of a built-in pattern whose kind is named after the key in the match.
 const FROM_KEY: &str = "";
 
-/// The built-in secret shapes: `(kind, pattern)`, applied in this order, each in one pass.
+/// The built-in secret shapes, applied in this order, each in one pass (a pattern whose
+/// [`Needs`] the text lacks is skipped: it could not match).
 ///
 /// A pattern's first capture group that takes part in a match is the secret; the rest of the
 /// match is context that stays (`password=`, `Authorization: Bearer `, `redis://user:` … `@`),
@@ -70,80 +72,115 @@ const FROM_KEY: &str = "";
 /// on any input and a token is ASCII anyway. No pattern has an optional tail that could make a
 /// search run far past the match it reports (that is how an iterator over matches goes
 /// quadratic); see the adversarial test.
-const BUILTINS: &[(&str, &str)] = &[
+const BUILTINS: &[Builtin] = &[
     // A PEM private key: the whole block. The body is base64 and header lines, never `--`.
-    (
-        "private-key",
-        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----[\s\S]*?-----END[ A-Z0-9]*PRIVATE KEY-----",
-    ),
+    Builtin {
+        kind: "private-key",
+        pattern: r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----[\s\S]*?-----END[ A-Z0-9]*PRIVATE KEY-----",
+        needs: Needs::Any(&["PRIVATE KEY-----"]),
+    },
     // A block cut at the front (the newest part of an output is kept): base64 lines up to the end line.
-    (
-        "private-key",
-        r"(?:[A-Za-z0-9+/=]+(?:\r?\n|\\n))+-----END[ A-Z0-9]*PRIVATE KEY-----",
-    ),
+    Builtin {
+        kind: "private-key",
+        pattern: r"(?:[A-Za-z0-9+/=]+(?:\r?\n|\\n))+-----END[ A-Z0-9]*PRIVATE KEY-----",
+        needs: Needs::Any(&["PRIVATE KEY-----"]),
+    },
     // A block cut at the end: everything from the begin line to the next `--` or the end.
-    (
-        "private-key",
-        r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----(?:[^-]|-[^-])*",
-    ),
+    Builtin {
+        kind: "private-key",
+        pattern: r"-----BEGIN[ A-Z0-9]*PRIVATE KEY-----(?:[^-]|-[^-])*",
+        needs: Needs::Any(&["PRIVATE KEY-----"]),
+    },
     // A JSON Web Token: base64url header `{"…`, payload `{"…`, signature (empty when unsigned).
-    (
-        "jwt",
-        r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
-    ),
+    Builtin {
+        kind: "jwt",
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        needs: Needs::Any(&["eyJ"]),
+    },
     // A Telegram bot token `123456789:AA…`, also inside `https://api.telegram.org/bot<token>/`.
-    (
-        "telegram-bot-token",
-        r"(?-u:\b)(?:bot)?([0-9]{5,16}:[A-Za-z0-9_-]{30,})",
-    ),
-    (
-        "aws-access-key-id",
-        r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA)[A-Z0-9]{16}(?-u:\b)",
-    ),
+    Builtin {
+        kind: "telegram-bot-token",
+        pattern: r"(?-u:\b)(?:bot)?([0-9]{5,16}:[A-Za-z0-9_-]{30,})",
+        needs: Needs::DigitsColon,
+    },
+    Builtin {
+        kind: "aws-access-key-id",
+        pattern: r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA)[A-Z0-9]{16}(?-u:\b)",
+        needs: Needs::Any(&[
+            "AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AIPA", "ANPA", "ANVA", "APKA", "AROA",
+        ]),
+    },
     // An AWS secret access key is 40 base64 characters: only its name makes it one.
-    (
-        "aws-secret-key",
-        r#"(?i)(?-u:\b)[a-z0-9_.-]*secret[_-]?access[_-]?key(?:\\?["'])?[ \t]*[:=]=?[ \t]*(?:\\?["'])?([A-Za-z0-9/+]{40})"#,
-    ),
-    (
-        "github-token",
-        r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
-    ),
-    (
-        "gitlab-token",
-        r"(?-u:\b)gl(?:pat|ptt|dt|rt|cbt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_.-]{20,}",
-    ),
-    (
-        "slack-token",
-        r"(?-u:\b)(?:xox[abposre]-[A-Za-z0-9-]{10,}|xapp-[0-9]+-[A-Za-z0-9-]{10,})",
-    ),
-    (
-        "slack-webhook",
-        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
-    ),
+    Builtin {
+        kind: "aws-secret-key",
+        pattern: r#"(?i)(?-u:\b)[a-z0-9_.-]*secret[_-]?access[_-]?key(?:\\?["'])?[ \t]*[:=]=?[ \t]*(?:\\?["'])?([A-Za-z0-9/+]{40})"#,
+        needs: Needs::Any(&["secret"]),
+    },
+    Builtin {
+        kind: "github-token",
+        pattern: r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+        needs: Needs::Any(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
+    },
+    Builtin {
+        kind: "gitlab-token",
+        pattern: r"(?-u:\b)gl(?:pat|ptt|dt|rt|cbt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_.-]{20,}",
+        needs: Needs::Any(&[
+            "glpat-", "glptt-", "gldt-", "glrt-", "glcbt-", "glsoat-", "glft-", "glimt-",
+            "glagent-", "gloas-", "glffct-",
+        ]),
+    },
+    Builtin {
+        kind: "slack-token",
+        pattern: r"(?-u:\b)(?:xox[abposre]-[A-Za-z0-9-]{10,}|xapp-[0-9]+-[A-Za-z0-9-]{10,})",
+        needs: Needs::Any(&["xox", "xapp-"]),
+    },
+    Builtin {
+        kind: "slack-webhook",
+        pattern: r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
+        needs: Needs::Any(&["hooks.slack.com/"]),
+    },
     // `scheme://user:password@host`: the password.
-    (
-        "url-password",
-        r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:@/?#"'<>]*:([^\s@/?#"'<>]+)@"#,
-    ),
+    Builtin {
+        kind: "url-password",
+        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:@/?#"'<>]*:([^\s@/?#"'<>]+)@"#,
+        needs: Needs::Any(&["://"]),
+    },
     // `Authorization: <scheme> <credentials>` (and `Proxy-Authorization`, `authorization=`):
     // the credentials; the scheme stays.
-    (
-        "authorization",
-        r#"(?i)(?-u:\b)(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:[a-z][a-z0-9_-]*[ \t]+)?([^\s"',;\\]+)"#,
-    ),
+    Builtin {
+        kind: "authorization",
+        pattern: r#"(?i)(?-u:\b)(?:proxy-)?authorization(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?:[a-z][a-z0-9_-]*[ \t]+)?([^\s"',;\\]+)"#,
+        needs: Needs::Any(&["authorization"]),
+    },
     // A bearer token outside a header (`curl … Bearer <token>`, a log line): 16 or more
     // token characters, so prose about "bearer tokens" is left alone.
-    (
-        "bearer-token",
-        r"(?i)(?-u:\b)bearer[ \t]+([A-Za-z0-9._~+/-]{16,}=*)",
-    ),
+    Builtin {
+        kind: "bearer-token",
+        pattern: r"(?i)(?-u:\b)bearer[ \t]+([A-Za-z0-9._~+/-]{16,}=*)",
+        needs: Needs::Any(&["bearer"]),
+    },
     // `password=…`, `DB_PASSWORD: …`, `"api_key": "…"`, `--client-secret=…`: the value. The kind
     // is named after the key (see `assignment_kind`).
-    (
-        FROM_KEY,
-        r#"(?i)(?-u:\b)[a-z0-9_.-]*?(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key)(?-u:\b)(?:\\?["'])?[ \t]*[:=][=>]?[ \t]*(?:"([^"\r\n]+)"|'([^'\r\n]+)'|(?:\\?["'])?([^\s"',;&\\]+))"#,
-    ),
+    Builtin {
+        kind: FROM_KEY,
+        pattern: r#"(?i)(?-u:\b)[a-z0-9_.-]*?(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key)(?-u:\b)(?:\\?["'])?[ \t]*[:=][=>]?[ \t]*(?:"([^"\r\n]+)"|'([^'\r\n]+)'|(?:\\?["'])?([^\s"',;&\\]+))"#,
+        needs: Needs::Any(&[
+            "password",
+            "passwd",
+            "passphrase",
+            "secret",
+            "token",
+            "apikey",
+            "api_key",
+            "api-key",
+            "accesskey",
+            "access_key",
+            "access-key",
+            "privatekey",
+            "private_key",
+            "private-key",
+        ]),
+    },
 ];
 
 /// The kinds the built-in patterns report, as in `[REDACTED:<kind>]`.
@@ -166,18 +203,88 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "api-key",
 ];
 
-/// The built-in patterns, compiled once for the process.
-static COMPILED: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
-    BUILTINS
-        .iter()
-        .map(|(kind, p)| {
-            (
-                *kind,
-                Regex::new(p).expect("built-in redaction pattern compiles"),
-            )
-        })
-        .collect()
+/// A built-in secret shape.
+struct Builtin {
+    /// As in `[REDACTED:<kind>]`; [`FROM_KEY`] for the generic assignment.
+    kind: &'static str,
+    pattern: &'static str,
+    /// What every match contains: a text without it cannot match and skips the pattern.
+    needs: Needs,
+}
+
+/// A necessary condition for a built-in pattern to match, cheap to test on any text.
+enum Needs {
+    /// One of these literals, ASCII case ignored (matching more texts than the pattern needs
+    /// costs a search, never a secret).
+    Any(&'static [&'static str]),
+    /// A `:` right after five ASCII digits (a Telegram bot token's `<bot id>:`).
+    DigitsColon,
+}
+
+/// The characters outside ASCII that `(?i)` folds to an ASCII letter (`ſ` → s, Kelvin `K` → k):
+/// a text with one of them may match a case-insensitive pattern without containing its literal
+/// in ASCII, so it runs every pattern. `the_only_non_ascii_folds_to_ascii_letters_are_known`
+/// checks the list against the regex engine's own folding.
+const ASCII_FOLDS: [char; 2] = ['\u{17f}', '\u{212a}'];
+
+/// Each built-in pattern, compiled on first need: a host whose texts never look like a secret
+/// never builds (or keeps the caches of) the automata, which were about half of an idle
+/// daemon's heap.
+static COMPILED: [OnceLock<Regex>; BUILTINS.len()] = [const { OnceLock::new() }; BUILTINS.len()];
+
+fn compiled(i: usize) -> &'static Regex {
+    COMPILED[i].get_or_init(|| {
+        Regex::new(BUILTINS[i].pattern).expect("built-in redaction pattern compiles")
+    })
+}
+
+/// One automaton over every [`Needs::Any`] literal, and for each literal the patterns that need it.
+static TRIGGERS: LazyLock<(AhoCorasick, Vec<u32>)> = LazyLock::new(|| {
+    let mut literals = Vec::new();
+    let mut owners = Vec::new();
+    for (i, b) in BUILTINS.iter().enumerate() {
+        if let Needs::Any(l) = b.needs {
+            for lit in l {
+                literals.push(*lit);
+                owners.push(1u32 << i);
+            }
+        }
+    }
+    let ac = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(&literals)
+        .expect("the literals build an automaton");
+    (ac, owners)
 });
+
+const ALL_BUILTINS: u32 = (1u32 << BUILTINS.len()) - 1;
+const _: () = assert!(BUILTINS.len() <= 32, "one bit per built-in pattern");
+
+/// The built-in patterns (one bit each, in [`BUILTINS`] order) that may match `text`.
+fn needed(text: &str) -> u32 {
+    if text.contains(ASCII_FOLDS) {
+        return ALL_BUILTINS;
+    }
+    let (ac, owners) = &*TRIGGERS;
+    let mut need = 0;
+    for m in ac.find_overlapping_iter(text) {
+        need |= owners[m.pattern().as_usize()];
+    }
+    if digits_colon(text) {
+        for (i, b) in BUILTINS.iter().enumerate() {
+            if matches!(b.needs, Needs::DigitsColon) {
+                need |= 1 << i;
+            }
+        }
+    }
+    need
+}
+
+/// Whether a `:` follows five ASCII digits somewhere in `text`.
+fn digits_colon(text: &str) -> bool {
+    let b = text.as_bytes();
+    (5..b.len()).any(|i| b[i] == b':' && b[i - 5..i].iter().all(u8::is_ascii_digit))
+}
 
 /// The kind for a generic `key = value` match, from the end of its key.
 fn assignment_kind(key: &str) -> &'static str {
@@ -200,7 +307,7 @@ fn assignment_kind(key: &str) -> &'static str {
 }
 
 /// One pass of one built-in pattern over `text`.
-fn apply_builtin<'t>(kind: &'static str, re: &Regex, text: Cow<'t, str>) -> Cow<'t, str> {
+fn apply_builtin<'t>(kind: &'static str, re: &Regex, text: Cow<'t, str>) -> (Cow<'t, str>, bool) {
     let mut out = String::new();
     let mut last = 0;
     let mut changed = false;
@@ -223,10 +330,10 @@ fn apply_builtin<'t>(kind: &'static str, re: &Regex, text: Cow<'t, str>) -> Cow<
         changed = true;
     }
     if !changed {
-        return text;
+        return (text, false);
     }
     out.push_str(&text[last..]);
-    Cow::Owned(out)
+    (Cow::Owned(out), true)
 }
 
 impl Redactor {
@@ -333,8 +440,19 @@ impl Redactor {
             }
         }
         if self.builtin {
-            for (kind, re) in COMPILED.iter() {
-                out = apply_builtin(kind, re, out);
+            // Only the patterns whose literal the text contains run; after a replacement the
+            // text is new, so what it needs is looked up again (a `[REDACTED:token]` contains
+            // `token`).
+            let mut need = needed(&out);
+            for (i, b) in BUILTINS.iter().enumerate() {
+                if need & (1 << i) == 0 {
+                    continue;
+                }
+                let (next, changed) = apply_builtin(b.kind, compiled(i), out);
+                out = next;
+                if changed {
+                    need = needed(&out);
+                }
             }
         }
         out
@@ -693,6 +811,136 @@ mod tests {
             builtin("token=ghp_16C7e42F292c6912E7710c838347Ae178B4a"),
             "token=[REDACTED:github-token]"
         );
+    }
+
+    /// `text` through every built-in pattern, with no pre-check: what [`Redactor::redact`] did
+    /// before the pre-check, and must still do.
+    fn every_pattern(text: &str) -> String {
+        let mut out = Cow::Borrowed(text);
+        for (i, b) in BUILTINS.iter().enumerate() {
+            out = apply_builtin(b.kind, compiled(i), out).0;
+        }
+        out.into_owned()
+    }
+
+    #[test]
+    fn the_only_non_ascii_folds_to_ascii_letters_are_known() {
+        let letter = Regex::new("(?i)^[a-z]$").unwrap();
+        let folds: Vec<char> = (0..=0x10ffff_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| !c.is_ascii() && letter.is_match(c.encode_utf8(&mut [0; 4])))
+            .collect();
+        assert_eq!(folds, ASCII_FOLDS);
+    }
+
+    #[test]
+    fn each_sample_needs_its_own_pattern_and_plain_text_needs_none() {
+        for (text, want) in SECRET_SAMPLES {
+            assert_ne!(needed(text), 0, "{text}");
+            assert_eq!(builtin(text), every_pattern(text), "{text}");
+            assert_eq!(builtin(text), *want);
+        }
+        for plain in [
+            "GET /health 200 in 3 ms",
+            "worker listening on 127.0.0.1:8080, pid 4242",
+            "disk / 71% used (12.3 GiB free); passed 3 of 3 checks",
+            "2026-12-03T06:12:55Z probe api ok",
+        ] {
+            assert_eq!(needed(plain), 0, "{plain}");
+        }
+        // Case does not matter to the pre-check, as it does not to `(?i)` patterns.
+        assert_ne!(needed("DB_PASSWORD: x"), 0);
+        assert_ne!(needed("Authorization: Basic x"), 0);
+        // Digits then a colon (a bot id), and the folding characters, always run the patterns.
+        assert_ne!(needed("123456:abc"), 0);
+        assert_eq!(needed("1234:abc and 12:34:56"), 0);
+        assert_eq!(needed("db_\u{17f}ecret=hunter22"), ALL_BUILTINS);
+        assert_eq!(
+            builtin("db_\u{17f}ecret=hunter22"),
+            "db_\u{17f}ecret=[REDACTED:api-key]"
+        );
+    }
+
+    /// Pieces that make every pattern match, almost match, or overlap another.
+    const PIECES: &[&str] = &[
+        "password",
+        "PassWord",
+        "passwd",
+        "passphrase",
+        "secret",
+        "SECRET_ACCESS_KEY",
+        "token",
+        "api_key",
+        "api-key",
+        "ApiKey",
+        "access_key",
+        "private-key",
+        "authorization",
+        "Proxy-Authorization",
+        "bearer ",
+        "Bearer\t",
+        "://",
+        "https://",
+        "redis://u",
+        "@",
+        ":",
+        "=",
+        "==",
+        "=>",
+        " ",
+        "\t",
+        "\n",
+        "\\n",
+        "\"",
+        "'",
+        "\\\"",
+        ",",
+        ";",
+        "&",
+        "[REDACTED",
+        "[REDACTED:token]",
+        "bot",
+        "123456",
+        "12345:",
+        "99999999:",
+        "eyJ",
+        "eyJhbGciOi.",
+        "AKIA",
+        "ASIA",
+        "ghp_",
+        "github_pat_",
+        "glpat-",
+        "xoxb-",
+        "xapp-1-",
+        "hooks.slack.com/",
+        "https://hooks.slack.com/services/",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+        "--",
+        "-",
+        "\u{17f}",
+        "\u{212a}",
+        "é",
+        "K",
+        "k",
+        "s",
+    ];
+
+    proptest! {
+        #[test]
+        fn the_pre_check_never_changes_what_is_redacted(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    3 => proptest::sample::select(PIECES).prop_map(str::to_string),
+                    2 => "[A-Za-z0-9_./+-]{1,45}",
+                    1 => proptest::sample::select(SECRET_SAMPLES).prop_map(|s| s.0.to_string()),
+                ],
+                0..14,
+            )
+        ) {
+            let text = parts.concat();
+            prop_assert_eq!(builtin(&text), every_pattern(&text), "{:?}", text);
+        }
     }
 
     #[test]

@@ -172,16 +172,24 @@ pub enum ControlReply {
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     pub incident: Option<String>,
-    /// `"cli"` when `talon ack` sends it; anything else is recorded as `http`.
+    /// Who acknowledges, for the record ([`http_caller`]): `"cli"` from `talon ack`.
     pub by: Option<String>,
 }
 
-/// Who sent a request over HTTP: `cli` when the CLI says so, else `http`.
+/// Who sent a control request over HTTP, for the record — one rule for every write endpoint:
+/// the name the body gives in `by` (trimmed, control characters dropped, at most 64
+/// characters), else `http`. The CLI sends `cli` (`talon ack`, `silence`, `worker`) or the
+/// deciding person (`talon approve --by`, default `$USER`). The token is what authenticates;
+/// the name is what its holder says it is.
 pub fn http_caller(by: Option<&str>) -> String {
-    match by {
-        Some("cli") => "cli".into(),
-        _ => "http".into(),
-    }
+    let name: String = by
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if name.is_empty() { "http".into() } else { name }
 }
 
 /// `POST /silence` body: `{"probe": "api", "for": "30m", "reason": "deploy"}`. `for` is seconds

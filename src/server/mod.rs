@@ -468,19 +468,6 @@ async fn silence(
     .await
 }
 
-/// Who decided, for the record: the body's `by`, else "cli".
-fn decider(by: Option<String>) -> String {
-    by.map(|b| {
-        b.trim()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect::<String>()
-    })
-    .filter(|b| !b.is_empty())
-    .unwrap_or_else(|| "cli".into())
-}
-
 async fn approve(
     State(st): State<ServerState>,
     headers: HeaderMap,
@@ -490,7 +477,7 @@ async fn approve(
     let b: control::DecisionBody = parse_required(&body)?;
     forward(&st, control, |reply| ControlRequest::Approve {
         approval: b.approval,
-        by: decider(b.by),
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await
@@ -505,7 +492,7 @@ async fn deny(
     let b: control::DecisionBody = parse_required(&body)?;
     forward(&st, control, |reply| ControlRequest::Deny {
         approval: b.approval,
-        by: decider(b.by),
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await
@@ -519,7 +506,7 @@ async fn agent_reset(
     let control = authorize(&st, &headers)?;
     let b: control::ResetBody = parse_body(&body)?;
     forward(&st, control, |reply| ControlRequest::AgentReset {
-        by: decider(b.by),
+        by: control::http_caller(b.by.as_deref()),
         reply,
     })
     .await

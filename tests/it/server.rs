@@ -422,6 +422,64 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
     );
 }
 
+/// One rule for "who" on every write endpoint: the name the caller gives (cleaned), else `http`.
+#[tokio::test]
+async fn every_write_endpoint_records_the_named_caller_else_http() {
+    let (tx, rx) = mpsc::channel(4);
+    let rt = fake_runtime(rx);
+    let app = router(
+        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
+        &ServerOptions::default(),
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let long = "x".repeat(100);
+    for (path, body) in [
+        ("/ack", r#"{"by":"alice"}"#.to_string()),
+        ("/ack", "{}".to_string()),
+        ("/approve", r#"{"approval":1}"#.to_string()),
+        (
+            "/approve",
+            r#"{"approval":1,"by":"  bob\u0007\n "}"#.to_string(),
+        ),
+        ("/deny", r#"{"approval":2,"by":"cli"}"#.to_string()),
+        ("/agent/reset", String::new()),
+        ("/agent/reset", r#"{"by":"   "}"#.to_string()),
+        ("/worker", r#"{"action":"stop","by":"carol"}"#.to_string()),
+        (
+            "/silence",
+            format!(r#"{{"probe":"api","for":60,"by":"{long}"}}"#),
+        ),
+    ] {
+        let (code, v) = post(&app, path, Some(&bearer), &body).await;
+        // The fake runtime answers a deny with "no pending approval".
+        let want = if path == "/deny" {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(code, want, "{path} {body}: {v}");
+    }
+    drop(app);
+    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
+        .await
+        .expect("a sender outlived the router")
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            "ack None by alice".to_string(),
+            "ack None by http".into(),
+            "approve 1 by http".into(),
+            "approve 1 by bob".into(),
+            "deny 2 by cli".into(),
+            "agent reset by http".into(),
+            "agent reset by http".into(),
+            "worker stop by carol".into(),
+            format!("silence api 60s None by {}", "x".repeat(64)),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn write_endpoints_stay_closed_without_a_token_or_runtime() {
     let (tx, rx) = mpsc::channel(4);
@@ -855,7 +913,7 @@ async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_ru
         (code, v["message"].as_str()),
         (StatusCode::OK, Some("worker restart"))
     );
-    // Anything but `cli` is recorded as `http` (a caller cannot name itself).
+    // The caller's own name is recorded (the rule every write endpoint follows).
     let (code, v) = post(
         &app,
         "/worker",
@@ -869,5 +927,5 @@ async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_ru
         .await
         .expect("a sender outlived the router")
         .unwrap();
-    assert_eq!(seen, ["worker restart by cli", "worker start by http"]);
+    assert_eq!(seen, ["worker restart by cli", "worker start by alice"]);
 }
