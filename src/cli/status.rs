@@ -1,11 +1,14 @@
 //! `talon status [--json]` (and `talon --status`): state, since when, open incident, failing
-//! probes, the next escalation step and when it is due — read from the store, creating nothing.
-//! Exit 0 healthy/degraded, 1 otherwise (including "no state yet").
+//! probes, the next escalation step and when it is due — the running daemon's live view when it
+//! answers, else read from the store, creating nothing. `--json` prints `/status`'s schema
+//! ([`StatusSnapshot`]) either way, with `source` saying which. Exit 0 healthy/degraded, 1
+//! otherwise (including "no state yet").
 
 use super::{Exit, Out, load_options, print_diagnostics};
 use crate::config::{self, Config};
-use crate::core::{Core, CoreConfig, Millis, Outlook};
+use crate::core::{Core, CoreConfig, Millis};
 use crate::format;
+use crate::server::snapshot::StatusSnapshot;
 use crate::store::Store;
 use serde::Serialize;
 use std::io::Write;
@@ -72,17 +75,6 @@ pub(super) fn no_state(c: &Config, json: bool, out: &mut Out) -> anyhow::Result<
     Ok(())
 }
 
-#[derive(Serialize)]
-struct StatusJson<'a> {
-    #[serde(flatten)]
-    outlook: &'a Outlook,
-    /// When the daemon last saved its state.
-    updated_at: Millis,
-    /// Where this view came from.
-    source: &'static str,
-    state_dir: String,
-}
-
 pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<Exit> {
     if !args.remote.is_empty() {
         return super::remote::run(&args.remote, args.token_file.as_deref(), args.json, out);
@@ -104,21 +96,18 @@ pub fn run(cfg: &Option<PathBuf>, args: Args, out: &mut Out) -> anyhow::Result<E
     };
     let core = Core::restore(CoreConfig::from_config(&c), saved.state);
     let now = crate::clock::wall_ms();
+    if args.json {
+        // The daemon's `/status` schema, from what the store knows.
+        let mut snap = StatusSnapshot::from_core(&core, &c, now);
+        snap.updated_at_unix = saved.at.div_euclid(1000);
+        return print_json(&c, &snap, "store", out);
+    }
     let o = core.outlook(now);
     let exit = if o.state.is_ok() {
         Exit::Ok
     } else {
         Exit::Unhealthy
     };
-    if args.json {
-        out.json(&StatusJson {
-            outlook: &o,
-            updated_at: saved.at,
-            source: "store",
-            state_dir: c.state_dir.display().to_string(),
-        })?;
-        return Ok(exit);
-    }
     writeln!(
         out,
         "state:    {} since {}",
@@ -259,7 +248,7 @@ mod tests {
 }
 
 /// The running daemon's own view (`GET /status` on its loopback bind), when it answers quickly.
-fn live(c: &Config) -> Option<crate::server::snapshot::StatusSnapshot> {
+fn live(c: &Config) -> Option<StatusSnapshot> {
     if !c.health.enabled {
         return None;
     }
@@ -281,34 +270,44 @@ fn live(c: &Config) -> Option<crate::server::snapshot::StatusSnapshot> {
     })
 }
 
+/// `talon status --json`: the daemon's `/status` body, whether it came from the daemon or was
+/// rebuilt from the store, plus where it came from.
 #[derive(Serialize)]
-struct LiveJson<'a> {
+struct StatusJson<'a> {
     #[serde(flatten)]
-    snapshot: &'a crate::server::snapshot::StatusSnapshot,
-    /// Where this view came from.
+    snapshot: &'a StatusSnapshot,
+    /// Where this view came from: `daemon` (live) or `store` (the daemon is not answering).
     source: &'static str,
     state_dir: String,
 }
 
-fn print_live(
-    c: &Config,
-    s: &crate::server::snapshot::StatusSnapshot,
-    json: bool,
-    out: &mut Out,
-) -> anyhow::Result<Exit> {
-    let exit = if s.state.is_ok() {
+fn exit_for(s: &StatusSnapshot) -> Exit {
+    if s.state.is_ok() {
         Exit::Ok
     } else {
         Exit::Unhealthy
-    };
-    if json {
-        out.json(&LiveJson {
-            snapshot: s,
-            source: "daemon",
-            state_dir: c.state_dir.display().to_string(),
-        })?;
-        return Ok(exit);
     }
+}
+
+fn print_json(
+    c: &Config,
+    s: &StatusSnapshot,
+    source: &'static str,
+    out: &mut Out,
+) -> anyhow::Result<Exit> {
+    out.json(&StatusJson {
+        snapshot: s,
+        source,
+        state_dir: c.state_dir.display().to_string(),
+    })?;
+    Ok(exit_for(s))
+}
+
+fn print_live(c: &Config, s: &StatusSnapshot, json: bool, out: &mut Out) -> anyhow::Result<Exit> {
+    if json {
+        return print_json(c, s, "daemon", out);
+    }
+    let exit = exit_for(s);
     let now = crate::clock::wall_ms();
     writeln!(
         out,

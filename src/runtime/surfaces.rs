@@ -5,9 +5,7 @@
 use super::Runtime;
 use crate::core::{Event, IncidentId, MaintenanceChange, ManualWindow, Record};
 use crate::server::control::{ControlReply, ControlRequest, MaintenanceOp};
-use crate::server::snapshot::{
-    IncidentStatus, NextStep, ProbeStatus, Silence, StatusSnapshot, Transition,
-};
+use crate::server::snapshot::{StatusSnapshot, Transition};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,17 +15,13 @@ fn secs(ms: i64) -> i64 {
 
 impl Runtime {
     /// Rebuild the snapshot from the core and the newest results. Cheap; called after each step.
+    /// What the core and config know comes from [`StatusSnapshot::from_core`] (the same view
+    /// `talon status` shows from the store); on top go what only the running daemon knows.
     pub(super) fn publish(&mut self) {
         let now = self.clock.wall_ms();
-        let o = self.core.outlook(now);
-        let mut snap = StatusSnapshot::new(secs(now));
-        snap.host = self.cfg.host_name();
-        snap.state = o.state;
-        snap.since_unix = secs(o.since);
-        snap.consecutive_failures = o.probes.iter().map(|p| p.fail_streak).max().unwrap_or(0);
-        for v in &o.probes {
-            let mut p = ProbeStatus::pending(&v.name, "", v.critical);
-            if let Some(r) = self.last.get(&v.name) {
+        let mut snap = StatusSnapshot::from_core(&self.core, &self.cfg, now);
+        for p in &mut snap.probes {
+            if let Some(r) = self.last.get(&p.name) {
                 p.kind.clone_from(&r.kind);
                 p.status = Some(r.status);
                 p.passed = r.passed;
@@ -35,16 +29,11 @@ impl Runtime {
                 p.duration_ms = Some(r.duration_ms);
                 p.started_at = Some(r.started_at);
             }
-            p.streak = v.fail_streak.max(v.pass_streak);
-            p.flapping = v.state.as_str() == "flapping";
-            let who = self.chat.silences.get(&v.name);
-            p.silenced = v.silenced_until.filter(|u| *u > now).map(|u| Silence {
-                until_unix: secs(u),
-                reason: who.and_then(|w| w.reason.clone()),
-                by: who.map(|w| w.by.clone()),
-                since_unix: who.map(|w| secs(w.at)),
-            });
-            snap.probes.push(p);
+            if let (Some(sl), Some(who)) = (&mut p.silenced, self.chat.silences.get(&p.name)) {
+                sl.reason.clone_from(&who.reason);
+                sl.by = Some(who.by.clone());
+                sl.since_unix = Some(secs(who.at));
+            }
         }
         if let Some(w) = &self.worker.handle {
             snap.worker = Some(super::worker::snapshot_worker(
@@ -52,32 +41,12 @@ impl Runtime {
                 &self.worker.operator_actions,
             ));
         }
-        if let Some(i) = &o.incident {
-            snap.incident = Some(IncidentStatus {
-                id: i.id.to_string(),
-                started_unix: secs(i.opened_at),
-                failing_probes: i.probes.iter().cloned().collect(),
-                acknowledged: i.acked_at.is_some(),
-                acked_by: self.chat.acked.get(&i.id).map(|w| w.by.clone()),
-                acked_at_unix: i.acked_at.map(secs),
-                timeline: self.surfaces.timeline.clone(),
-            });
+        if let (Some(i), Some(open)) = (&mut snap.incident, self.core.incident()) {
+            i.acked_by = self.chat.acked.get(&open.id).map(|w| w.by.clone());
+            i.timeline = self.surfaces.timeline.clone();
         }
-        snap.agent = crate::server::snapshot::AgentGuard {
-            breaker_open: self.core.persisted().breaker_open,
-            misses: self.core.persisted().agent_misses,
-            approvals: self
-                .core
-                .incident()
-                .map(|i| i.approvals.clone())
-                .unwrap_or_default(),
-        };
         snap.transitions = self.surfaces.transitions.clone();
         snap.config_error = self.surfaces.config_error_detail.clone();
-        snap.next_escalation = o.next.as_ref().map(|n| NextStep {
-            text: n.what.clone(),
-            due_unix: n.due.map(secs).unwrap_or(0),
-        });
         let sf = &mut self.surfaces;
         snap.store_recovered.clone_from(&sf.store_notice);
         if let Some(h) = &self.history {
@@ -89,10 +58,7 @@ impl Runtime {
             snap.store_error = h.current_error();
         }
         sf.metrics
-            .set_pending_notifications(o.pending_notifications.len());
-        snap.pending_notifications = o.pending_notifications;
-        snap.escalation_steps = o.steps_reached;
-        snap.maintenance = o.maintenance;
+            .set_pending_notifications(snap.pending_notifications.len());
         sf.metrics.set_state(snap.state);
         sf.board.replace(snap);
     }

@@ -5,7 +5,8 @@
 //! Time fields named `*_unix` are whole seconds since the epoch; `started_at` on a probe is
 //! milliseconds (the same field as [`crate::core::ProbeResult::started_at`]).
 
-use crate::core::{ProbeResult, Status};
+use crate::config::Config;
+use crate::core::{Core, Millis, ProbeResult, ProbeState, Status, WORKER_PROBE};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -27,7 +28,7 @@ pub struct StatusSnapshot {
     pub since_unix: i64,
     /// Consecutive failed cycles (the original's field): 0 when healthy.
     pub consecutive_failures: u32,
-    /// Every configured probe, in config order, with its newest result.
+    /// Every configured probe, by name, with its newest result.
     pub probes: Vec<ProbeStatus>,
     /// The supervised worker, when one is configured.
     pub worker: Option<WorkerStatus>,
@@ -65,7 +66,8 @@ pub struct StatusSnapshot {
     /// Maintenance windows, configured and run-time (`talon maintenance list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<crate::core::WindowView>,
-    /// When the runtime last changed this snapshot.
+    /// When the runtime last changed this snapshot; from the store (`talon status --json` with
+    /// no daemon answering), when the daemon last saved its state.
     pub updated_at_unix: i64,
 }
 
@@ -104,6 +106,78 @@ impl StatusSnapshot {
             maintenance: Vec::new(),
             updated_at_unix: now_unix,
         }
+    }
+
+    /// What the core's state and the config alone say, at `now` (wall milliseconds): state,
+    /// probes (configured kind, newest result the core kept, streaks, silence), the open
+    /// incident, the next escalation step, undelivered notifications, policy steps, maintenance
+    /// windows and the agent guard. The daemon's `/status` starts from this and adds what only a
+    /// running daemon knows (`Runtime::publish`); `talon status` shows it as is from the store.
+    ///
+    /// Left at their empty value here: the worker, transitions, the incident's timeline and
+    /// `acked_by`, a silence's reason/by/since, `duration_ms`, `config_error` and the store
+    /// fields. `started_at` is when the core took the newest result (the run's end), until the
+    /// daemon overlays the result itself.
+    pub fn from_core(core: &Core, cfg: &Config, now: Millis) -> Self {
+        let secs = |ms: Millis| ms.div_euclid(1000);
+        let o = core.outlook(now);
+        let mut snap = StatusSnapshot::new(secs(now));
+        snap.host = cfg.host_name();
+        snap.state = o.state;
+        snap.since_unix = secs(o.since);
+        snap.consecutive_failures = o.probes.iter().map(|p| p.fail_streak).max().unwrap_or(0);
+        snap.probes = o
+            .probes
+            .iter()
+            .map(|v| {
+                let kind = match cfg.probes.iter().find(|p| p.name == v.name) {
+                    Some(p) => p.kind.name(),
+                    None if v.name == WORKER_PROBE => "worker",
+                    None => "",
+                };
+                let mut p = ProbeStatus::pending(&v.name, kind, v.critical);
+                if let Some(st) = v.last_status {
+                    p.status = Some(st);
+                    p.passed = st.passed();
+                }
+                p.output = v.last_output.clone().unwrap_or_default();
+                p.started_at = v.last_at;
+                p.streak = v.fail_streak.max(v.pass_streak);
+                p.flapping = v.state == ProbeState::Flapping;
+                p.silenced = v.silenced_until.filter(|u| *u > now).map(|u| Silence {
+                    until_unix: secs(u),
+                    reason: None,
+                    by: None,
+                    since_unix: None,
+                });
+                p
+            })
+            .collect();
+        snap.incident = o.incident.as_ref().map(|i| IncidentStatus {
+            id: i.id.to_string(),
+            started_unix: secs(i.opened_at),
+            failing_probes: i.probes.iter().cloned().collect(),
+            acknowledged: i.acked_at.is_some(),
+            acked_by: None,
+            acked_at_unix: i.acked_at.map(secs),
+            timeline: Vec::new(),
+        });
+        snap.next_escalation = o.next.as_ref().map(|n| NextStep {
+            text: n.what.clone(),
+            due_unix: n.due.map(secs).unwrap_or(0),
+        });
+        snap.agent = AgentGuard {
+            breaker_open: core.persisted().breaker_open,
+            misses: core.persisted().agent_misses,
+            approvals: core
+                .incident()
+                .map(|i| i.approvals.clone())
+                .unwrap_or_default(),
+        };
+        snap.pending_notifications = o.pending_notifications;
+        snap.escalation_steps = o.steps_reached;
+        snap.maintenance = o.maintenance;
+        snap
     }
 
     /// The probes whose newest result counts as a failure (fail/timeout/error; blocked and not
@@ -405,6 +479,66 @@ mod tests {
         assert_eq!(s.probes[0].streak, 1);
         assert_eq!(s.probes[0].output, "pass output");
         assert_eq!(s.probes.len(), 1);
+    }
+
+    #[test]
+    fn from_core_fills_what_the_core_and_the_config_know() {
+        use crate::core::{CoreConfig, Event};
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("c.toml");
+        std::fs::write(
+            &main,
+            "host = \"web-1\"\n[script.api]\ncommand = \"true\"\ncritical = true\ncritical_after_consecutive_failures = 1\n[tcp.db]\naddress = \"127.0.0.1:5432\"\n",
+        )
+        .unwrap();
+        let cfg = crate::config::load(&crate::config::LoadOptions {
+            config: Some(main),
+            ..Default::default()
+        })
+        .config
+        .expect("valid");
+        let mut core = Core::new(CoreConfig::from_config(&cfg));
+        let t0: Millis = 1_700_000_000_000;
+        let mut api = result("api", Status::Fail);
+        api.kind = "script".into();
+        core.step(Event::ProbeResults {
+            at: t0,
+            results: vec![api],
+        });
+        core.step(Event::Silence {
+            at: t0 + 1000,
+            probe: "db".into(),
+            until: t0 + 600_000,
+        });
+        let s = StatusSnapshot::from_core(&core, &cfg, t0 + 2000);
+        assert_eq!(s.host, "web-1");
+        assert!(!s.state.is_ok(), "{:?}", s.state);
+        assert_eq!(s.since_unix, t0 / 1000);
+        assert_eq!(s.consecutive_failures, 1);
+        assert_eq!(s.updated_at_unix, t0 / 1000 + 2);
+        let names: Vec<(&str, &str)> = s
+            .probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind.as_str()))
+            .collect();
+        assert_eq!(names, [("api", "script"), ("db", "tcp")]);
+        let (a, d) = (&s.probes[0], &s.probes[1]);
+        assert_eq!(a.status, Some(Status::Fail));
+        assert!(!a.passed);
+        assert_eq!(a.output, "fail output");
+        assert_eq!(a.started_at, Some(t0));
+        assert_eq!(a.streak, 1);
+        assert_eq!(d.status, None, "db has not run");
+        let sl = d.silenced.as_ref().expect("db is silenced");
+        assert_eq!(sl.until_unix, t0 / 1000 + 600);
+        assert_eq!(sl.by, None, "who silenced it is the daemon's to say");
+        let i = s.incident.as_ref().expect("an incident is open");
+        assert_eq!(i.id, "1");
+        assert_eq!(i.started_unix, t0 / 1000);
+        assert_eq!(i.failing_probes, ["api"]);
+        assert!(!i.acknowledged);
+        assert!(i.timeline.is_empty());
+        assert!(s.worker.is_none() && s.transitions.is_empty() && s.config_error.is_none());
     }
 
     #[test]

@@ -623,22 +623,37 @@ fn cli_status_of_an_open_incident_and_of_recovery() {
         stdout(&out)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The daemon's `/status` schema, from the store.
     assert_eq!(v["state"], "failed");
-    assert_eq!(v["incident"]["id"], 2);
-    assert_eq!(v["failing"][0]["name"], "api");
+    assert_eq!(v["incident"]["id"], "2");
+    assert_eq!(v["incident"]["failing_probes"], serde_json::json!(["api"]));
+    assert_eq!(v["incident"]["timeline"], serde_json::json!([]));
     assert_eq!(v["source"], "store");
     assert!(
-        v["next"]["what"].as_str().unwrap().contains("heal"),
+        v["next_escalation"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("heal"),
         "{}",
-        v["next"]
+        v["next_escalation"]
     );
-    assert!(v["since"].as_i64().unwrap() > 0);
+    assert!(v["since_unix"].as_i64().unwrap() > 0);
+    assert!(v["worker"].is_null());
+    let api = v["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "api")
+        .unwrap_or_else(|| panic!("no probe api: {v:#}"));
+    assert_eq!(api["kind"], "script", "kind from the config: {api}");
+    assert_eq!(api["status"], "fail", "{api}");
+    assert_eq!(api["critical"], true, "{api}");
     // `talon --status` is `status --json`.
     let alias = s.talon(&["--status"]);
     assert_eq!(alias.status.code(), Some(1));
     let va: serde_json::Value = serde_json::from_slice(&alias.stdout).unwrap();
     assert_eq!(va["state"], v["state"]);
-    assert_eq!(va["incident"]["id"], 2);
+    assert_eq!(va["incident"]["id"], "2");
     let human = s.talon(&["status"]);
     let text = stdout(&human);
     assert!(text.contains("state:    failed since"), "{text}");
@@ -651,6 +666,92 @@ fn cli_status_of_an_open_incident_and_of_recovery() {
     assert!(stdout(&out).contains("state:    healthy"));
     assert!(stdout(&out).contains("incident: none open"));
     assert!(s.state.join("talon.db").exists());
+}
+
+/// The top-level keys of a JSON object, sorted.
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// `(name, kind)` of every probe in a `talon status --json`.
+fn probe_names(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["probes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no probes: {v:#}"))
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+            (s("name"), s("kind"))
+        })
+        .collect()
+}
+
+/// `talon status --json` prints one schema (`/status`'s) whether the daemon answers or it is
+/// rebuilt from the store: a script reading `.since_unix` or `.incident.failing_probes` works
+/// with the daemon down too.
+#[test]
+fn status_json_has_the_same_schema_from_the_daemon_and_from_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let config = write(
+        dir,
+        "config.toml",
+        &format!(
+            "state_dir = \"state\"\ncheck_interval_secs = 0.3\n[health]\nbind = \"{addr}\"\n[escalation]\ncritical_threshold_secs = 3600\n[script.api]\ncommand = \"false\"\ncritical = true\ncritical_after_consecutive_failures = 1\n[script.disk]\ncommand = \"true\"\n"
+        ),
+    );
+    let mut d = crate::daemon::Daemon::start(dir, &config);
+    // No heal, no agent: straight to critical, where it stays (SOS is an hour away).
+    let live = d.wait_status("critical, live", Duration::from_secs(30), |v| {
+        v["source"] == "daemon" && v["state"] == "critical" && !v["incident"].is_null()
+    });
+    assert_eq!(d.terminate(), Some(0), "log:\n{}", d.log());
+    let stored = d.json(&["status"]);
+    assert_eq!(live["source"], "daemon", "{live:#}");
+    assert_eq!(stored["source"], "store", "{stored:#}");
+    assert_eq!(
+        keys(&live),
+        keys(&stored),
+        "live {live:#}\nstored {stored:#}"
+    );
+    for k in ["state", "since_unix", "consecutive_failures", "state_dir"] {
+        assert!(!stored[k].is_null(), "{k}: {stored:#}");
+    }
+    assert_eq!(stored["state"], live["state"], "{stored:#}");
+    assert!(live["incident"]["id"].is_string(), "{live:#}");
+    assert_eq!(stored["incident"]["id"], live["incident"]["id"]);
+    assert_eq!(
+        live["incident"]["failing_probes"],
+        serde_json::json!(["api"]),
+        "{live:#}"
+    );
+    assert_eq!(
+        stored["incident"]["failing_probes"],
+        live["incident"]["failing_probes"]
+    );
+    assert_eq!(
+        keys(&stored["incident"]),
+        keys(&live["incident"]),
+        "{stored:#}"
+    );
+    let names = probe_names(&live);
+    assert_eq!(
+        names,
+        [
+            ("api".into(), "script".into()),
+            ("disk".into(), "script".into())
+        ]
+    );
+    assert_eq!(probe_names(&stored), names);
+    assert_eq!(stored["probes"][0]["status"], "fail", "{stored:#}");
 }
 
 #[test]
