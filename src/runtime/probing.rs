@@ -75,6 +75,9 @@ impl Runtime {
                 results,
             });
         }
+        // The cycle's checks are done and dropped: give the heap they used back until the next
+        // one (see `memory::trim_heap_every`).
+        crate::memory::trim_heap_every(std::time::Duration::from_secs(5));
     }
 
     /// [`crate::core::Action::Reprobe`]: run `probes` once, not before `at`. The worker's

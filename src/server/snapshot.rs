@@ -126,12 +126,18 @@ impl StatusSnapshot {
         snap.state = o.state;
         snap.since_unix = secs(o.since);
         snap.consecutive_failures = o.probes.iter().map(|p| p.fail_streak).max().unwrap_or(0);
+        // The daemon calls this after every step: one map, not a search per probe.
+        let kinds: std::collections::HashMap<&str, &'static str> = cfg
+            .probes
+            .iter()
+            .map(|p| (p.name.as_str(), p.kind.name()))
+            .collect();
         snap.probes = o
             .probes
             .iter()
             .map(|v| {
-                let kind = match cfg.probes.iter().find(|p| p.name == v.name) {
-                    Some(p) => p.kind.name(),
+                let kind = match kinds.get(v.name.as_str()) {
+                    Some(k) => k,
                     None if v.name == WORKER_PROBE => "worker",
                     None => "",
                 };
