@@ -15,7 +15,8 @@
 //!   are left alone by the kernel, and writable mappings are not touched. Linux 5.4 or later;
 //!   elsewhere, or when the kernel refuses, nothing happens.
 //! - **Heap** ([`trim_heap`]): glibc's `malloc_trim(0)` returns free heap pages (the config
-//!   parse's and validation's garbage) to the kernel.
+//!   parse's and validation's garbage) to the kernel; the probe loop also calls it after each
+//!   cycle, at most every 5 s ([`trim_heap_every`]), for what the cycle's checks used.
 //!
 //! A leaf: imports nothing from the crate.
 

@@ -132,10 +132,17 @@ fn wake(a: &[Action]) -> Option<Millis> {
 
 /// An incident on `api`, critical at 0, SOS (step 1, channel a) at 900 s, delivered at 901 s.
 fn paged(c: CoreConfig) -> (Sim, Notification) {
+    let chained = !c.routing.policies.is_empty();
     let mut sim = Sim::new(c);
     sim.probes(0, &[("api", Fail)]);
     assert_eq!(sim.core.state(), SystemState::Critical);
     assert!(notes(&sim.tick(SOS - 1)).is_empty());
+    // No step has paged anyone yet (what the Alertmanager re-poster reads); without policies
+    // the answer is every channel.
+    assert_eq!(
+        sim.core.outlook(sim.now).paged_channels,
+        chained.then(Vec::new)
+    );
     let n = notes(&sim.tick(SOS));
     assert_eq!(n.len(), 1, "{n:?}");
     assert_eq!(n[0].kind, NotifyKind::Sos);
@@ -160,6 +167,10 @@ fn steps_page_their_channels_in_order_then_reminders_follow_the_last_step() {
     // The outlook names the step reached and the next with its time.
     let o = sim.core.outlook(sim.now);
     assert_eq!(o.steps_reached, vec!["default step 2 of 3".to_string()]);
+    assert_eq!(
+        o.paged_channels,
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
     let next = o.next.expect("next");
     assert!(
         next.what.contains("default step 3 of 3: a, b, c"),
@@ -282,6 +293,10 @@ fn ticket_probes_go_only_to_the_ticket_route_and_others_to_every_channel() {
     sim.probes(0, &[("disk", Fail), ("api", Pass)]);
     let n = notes(&sim.tick(SOS));
     assert_eq!(chans(&n[0]), Some(vec!["jira"]));
+    assert_eq!(
+        sim.core.outlook(sim.now).paged_channels,
+        Some(vec!["jira".to_string()])
+    );
     // A ticket is filed once, never re-sent as a reminder.
     sim.delivered(SOS + 1, n[0].id);
     assert!(notes(&sim.tick(SOS + 5 * 3600)).is_empty());
@@ -291,6 +306,11 @@ fn ticket_probes_go_only_to_the_ticket_route_and_others_to_every_channel() {
     sim.probes(0, &[("disk", Pass), ("api", Fail)]);
     let n = notes(&sim.tick(SOS));
     assert_eq!(chans(&n[0]), None);
+    assert_eq!(
+        sim.core.outlook(sim.now).paged_channels,
+        None,
+        "every channel"
+    );
 }
 
 fn manual(name: &str, probes: &[&str], start: i64, end: i64, heal: bool) -> MaintenanceChange {

@@ -1,5 +1,6 @@
 //! Firing alerts kept alive in Alertmanager: while the open incident is in `sos`, its failing
-//! probes' alerts are posted again to every `alertmanager` channel every `repost_secs` (below
+//! probes' alerts are posted again to every `alertmanager` channel its pages went to (with
+//! escalation policies, the channels of the steps reached so far) every `repost_secs` (below
 //! the receiver's `resolve_timeout`, as Prometheus re-sends every minute), each post pushing
 //! `endsAt` forward by `firing_ttl_secs`. A probe that leaves the incident, or the incident
 //! closing, is resolved at once (`endsAt` = now) — the same alerts the core's `resolved` notice
@@ -19,12 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// What is firing: the incident, when it opened, and its failing probes with their reasons.
+/// What is firing: the incident, when it opened, its failing probes with their reasons, and the
+/// channels its pages went to (`None`: every channel).
 #[derive(Debug, Clone, PartialEq)]
 struct Firing {
     incident: String,
     since_ms: i64,
     probes: BTreeMap<String, String>,
+    channels: Option<Vec<String>>,
 }
 
 /// The alerts that should be firing for this snapshot: the open incident's failing probes while
@@ -51,6 +54,7 @@ fn firing(s: &StatusSnapshot) -> Option<Firing> {
         incident: inc.id.clone(),
         since_ms: inc.started_unix * 1000,
         probes,
+        channels: inc.paged_channels.clone(),
     })
 }
 
@@ -118,9 +122,14 @@ impl Channels {
         Self { list, every, ctx }
     }
 
-    async fn post(&self, n: &Notice) {
+    /// Post `n` to the `alertmanager` channels among `to` (`None`: all of them).
+    async fn post(&self, n: &Notice, to: &Option<Vec<String>>) {
         let Some(ctx) = &self.ctx else { return };
-        for ch in &self.list {
+        for ch in self
+            .list
+            .iter()
+            .filter(|ch| to.as_ref().is_none_or(|to| to.contains(&ch.name)))
+        {
             match notify::send(n, ch, ctx).await {
                 Ok(()) => {
                     tracing::debug!(channel = %ch.name, notice = n.kind.as_str(), alerts = n.failing.len(), "alerts re-posted")
@@ -159,19 +168,29 @@ pub(super) fn spawn(
                 }
                 if !gone.probes.is_empty() {
                     channels
-                        .post(&notice(NoticeKind::Resolved, &host, &gone, now_ms))
+                        .post(
+                            &notice(NoticeKind::Resolved, &host, &gone, now_ms),
+                            &gone.channels,
+                        )
                         .await;
                 }
             }
             match want {
                 Some(w) => {
-                    let changed = posted
-                        .as_ref()
-                        .map(|p| (&p.incident, p.probes.keys().collect::<Vec<_>>()))
-                        != Some((&w.incident, w.probes.keys().collect()));
+                    // A new step reaching another channel is a change too: it fires there now.
+                    let changed = posted.as_ref().map(|p| {
+                        (
+                            &p.incident,
+                            p.probes.keys().collect::<Vec<_>>(),
+                            &p.channels,
+                        )
+                    }) != Some((&w.incident, w.probes.keys().collect(), &w.channels));
                     if changed || crate::clock::now() >= due {
                         channels
-                            .post(&notice(NoticeKind::Reminder, &host, &w, now_ms))
+                            .post(
+                                &notice(NoticeKind::Reminder, &host, &w, now_ms),
+                                &w.channels,
+                            )
                             .await;
                         due = crate::clock::now() + channels.every;
                     }
@@ -214,6 +233,7 @@ mod tests {
             acked_by: None,
             acked_at_unix: None,
             timeline: Vec::new(),
+            paged_channels: None,
         });
         s
     }
@@ -317,5 +337,83 @@ mod tests {
             "{posts:?}"
         );
         assert_eq!(posts.len(), 4, "{posts:?}");
+    }
+
+    /// A loopback receiver recording each post's body.
+    async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+        let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let s2 = s2.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    s2.lock().unwrap().push(v);
+                }
+                "{}"
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, seen)
+    }
+
+    /// With escalation policies, alerts are kept firing only where a reached step paged: a
+    /// receiver on a later step gets nothing until that step, then fires at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reposts_follow_the_steps_reached() {
+        crate::net::install_tls_provider();
+        let (url1, seen1) = receiver().await;
+        let (url2, seen2) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir = \"{}\"\n\
+                 [notify.am1]\nkind = \"alertmanager\"\nurl = \"{url1}\"\nrepost_secs = 3600\n\
+                 [notify.am2]\nkind = \"alertmanager\"\nurl = \"{url2}\"\nrepost_secs = 3600\n",
+                dir.path().join("s").display()
+            ),
+        )
+        .unwrap();
+        let cfg = super::super::boot::load(&super::super::RunOptions { config: Some(path) })
+            .expect("valid config");
+        let count = |s: &Arc<std::sync::Mutex<Vec<serde_json::Value>>>| s.lock().unwrap().len();
+        let wait = |s: Arc<std::sync::Mutex<Vec<serde_json::Value>>>, n: usize| async move {
+            for _ in 0..400 {
+                if s.lock().unwrap().len() >= n {
+                    return s.lock().unwrap().clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("fewer than {n} posts: {:?}", s.lock().unwrap());
+        };
+        // In sos, no step reached yet: nothing fires anywhere.
+        let mut snapshot = snap(SystemState::Sos, &["a"]);
+        snapshot.incident.as_mut().unwrap().paged_channels = Some(vec![]);
+        let (tx, rx) = watch::channel(snapshot.clone());
+        let _cfg_tx = spawn(Arc::new(cfg), rx);
+        // Step 1 pages am1.
+        snapshot.incident.as_mut().unwrap().paged_channels = Some(vec!["am1".into()]);
+        tx.send_replace(snapshot.clone());
+        let posts = wait(seen1.clone(), 1).await;
+        assert_eq!(posts[0][0]["annotations"]["state"], "sos");
+        // Step 2 adds am2: it fires there at once (and am1 gets the same set again).
+        snapshot.incident.as_mut().unwrap().paged_channels = Some(vec!["am1".into(), "am2".into()]);
+        tx.send_replace(snapshot.clone());
+        let posts2 = wait(seen2.clone(), 1).await;
+        assert_eq!(posts2[0][0]["labels"]["probe"], "a");
+        assert_eq!(posts2[0][0]["annotations"]["state"], "sos");
+        // Closed: resolved at both.
+        snapshot.state = SystemState::Healthy;
+        snapshot.incident = None;
+        tx.send_replace(snapshot);
+        let r2 = wait(seen2.clone(), 2).await;
+        assert_eq!(r2[1][0]["annotations"]["state"], "healthy");
+        let r1 = wait(seen1.clone(), 3).await;
+        assert_eq!(r1[2][0]["annotations"]["state"], "healthy");
+        // am2 saw nothing before its step: its first post was step 2's firing.
+        assert_eq!((count(&seen1), count(&seen2)), (3, 2), "{r1:?} {r2:?}");
     }
 }

@@ -167,6 +167,7 @@ impl StatusSnapshot {
             acked_by: None,
             acked_at_unix: i.acked_at.map(secs),
             timeline: Vec::new(),
+            paged_channels: o.paged_channels.clone(),
         });
         snap.next_escalation = o.next.as_ref().map(|n| NextStep {
             text: n.what.clone(),
@@ -361,7 +362,8 @@ pub struct IncidentStatus {
     pub started_unix: i64,
     pub failing_probes: Vec<String>,
     pub acknowledged: bool,
-    /// Who acknowledged it (`cli`, `http`, `telegram:<chat id> (<username>)`), when known.
+    /// Who acknowledged it (`cli`, the name an HTTP caller gave or `http`, `telegram:<chat id>
+    /// (<username>)`), when known.
     #[serde(default)]
     pub acked_by: Option<String>,
     /// When it was acknowledged.
@@ -369,6 +371,10 @@ pub struct IncidentStatus {
     pub acked_at_unix: Option<i64>,
     /// Everything that happened in it, oldest first.
     pub timeline: Vec<TimelineEntry>,
+    /// With escalation policies, the channels its pages have gone to so far (empty before the
+    /// first step): what the Alertmanager re-poster keeps firing. Absent: every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paged_channels: Option<Vec<String>>,
 }
 
 /// One line of an incident's timeline.

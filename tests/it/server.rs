@@ -64,6 +64,7 @@ fn fail(board: &StatusBoard) {
                 kind: "transition".into(),
                 text: "degraded → failed".into(),
             }],
+            paged_channels: None,
         });
         s.config_error = Some(ConfigError {
             file: "/etc/talon/services.toml".into(),

@@ -65,6 +65,7 @@ fn snapshot() -> StatusSnapshot {
                 text: "heal exited 0; api still failing".into(),
             },
         ],
+        paged_channels: None,
     });
     s.transitions = vec![Transition {
         at_unix: 1_795_000_040,

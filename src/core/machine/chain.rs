@@ -124,7 +124,15 @@ impl Core {
     }
 
     /// Every channel the incident's reached steps paged (`None`: every channel).
+    /// An incident no step has paged yet resolves to every channel, as without policies.
     pub(super) fn paged_channels(&self, inc: &Incident) -> Option<Vec<String>> {
+        self.pages_went_to(inc).filter(|c| !c.is_empty())
+    }
+
+    /// The channels the incident's pages have gone to so far, for what keeps their alerts alive
+    /// (the Alertmanager re-poster): `None` for every channel (no policies, or the `*` route
+    /// reached), else the reached steps' channels — empty before the first step.
+    pub(super) fn pages_went_to(&self, inc: &Incident) -> Option<Vec<String>> {
         if !self.chained() {
             return None;
         }
@@ -139,9 +147,6 @@ impl Core {
                     .collect::<Vec<_>>()
             })
             .collect();
-        if reached.is_empty() {
-            return None;
-        }
         self.channels_of(&reached)
     }
 

@@ -41,6 +41,10 @@ pub struct Outlook {
     pub steps_reached: Vec<String>,
     /// Maintenance windows, configured and run-time.
     pub maintenance: Vec<WindowView>,
+    /// The channels the open incident's pages have gone to: `None` for every channel (no
+    /// policies, or a probe without one), else the reached steps' channels (empty before the
+    /// first step). `None` without an incident.
+    pub paged_channels: Option<Vec<String>>,
 }
 
 impl Core {
@@ -93,6 +97,11 @@ impl Core {
                 _ => Vec::new(),
             },
             maintenance: self.maintenance_view(at),
+            paged_channels: self
+                .s
+                .incident
+                .as_ref()
+                .and_then(|inc| self.pages_went_to(inc)),
         }
     }
 
