@@ -234,6 +234,9 @@ mod tests {
             acked_at_unix: None,
             timeline: Vec::new(),
             paged_channels: None,
+            paged_at_unix: None,
+            heals: 0,
+            agents: 0,
         });
         s
     }

@@ -168,6 +168,9 @@ impl StatusSnapshot {
             acked_at_unix: i.acked_at.map(secs),
             timeline: Vec::new(),
             paged_channels: o.paged_channels.clone(),
+            paged_at_unix: i.paged_at.map(secs),
+            heals: i.heals,
+            agents: i.agents,
         });
         snap.next_escalation = o.next.as_ref().map(|n| NextStep {
             text: n.what.clone(),
@@ -375,6 +378,14 @@ pub struct IncidentStatus {
     /// first step): what the Alertmanager re-poster keeps firing. Absent: every channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paged_channels: Option<Vec<String>>,
+    /// When a human was first paged (the SOS), if yet.
+    #[serde(default)]
+    pub paged_at_unix: Option<i64>,
+    /// Heals and agent runs started in it so far (what its budgets count).
+    #[serde(default)]
+    pub heals: u32,
+    #[serde(default)]
+    pub agents: u32,
 }
 
 /// One line of an incident's timeline.

@@ -140,7 +140,7 @@ heal_cooldown_secs = 1
     d.wait_status(
         "healthy with a passing probe",
         Duration::from_secs(30),
-        |v| state(v) == "healthy" && v["probes"][0]["last_status"] == "pass",
+        |v| state(v) == "healthy" && v["probes"][0]["status"] == "pass",
     );
 
     std::fs::write(dir.join("fault"), "").unwrap();
@@ -188,7 +188,7 @@ fn a_second_daemon_on_the_same_state_dir_exits_2_naming_the_holder() {
     );
     let mut first = Daemon::start(dir, &config);
     first.wait_status("running", Duration::from_secs(30), |v| {
-        v["probes"][0]["last_status"] == "pass"
+        v["probes"][0]["status"] == "pass"
     });
     let mut c = talon(dir);
     c.arg("run").arg("--config").arg(&config).current_dir(dir);

@@ -25,14 +25,11 @@ fn probe<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 fn output(v: &serde_json::Value, name: &str) -> String {
-    probe(v, name)["last_output"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    probe(v, name)["output"].as_str().unwrap_or("").to_string()
 }
 
 fn last_at(v: &serde_json::Value, name: &str) -> i64 {
-    probe(v, name)["last_at"].as_i64().unwrap_or(0)
+    probe(v, name)["started_at"].as_i64().unwrap_or(0)
 }
 
 #[test]
@@ -77,7 +74,7 @@ within_lines = 3
             && output(v, "app_errors").starts_with("1 line matching")
     });
     assert_eq!(
-        probe(&v, "app_errors")["last_status"],
+        probe(&v, "app_errors")["status"],
         "fail",
         "{}",
         output(&v, "app_errors")
@@ -97,7 +94,7 @@ within_lines = 3
     let v = d.wait_status("two matches", Duration::from_secs(30), |v| {
         output(v, "gateway_telegram_409").starts_with("2 lines matching")
     });
-    assert_eq!(probe(&v, "gateway_telegram_409")["last_status"], "pass");
+    assert_eq!(probe(&v, "gateway_telegram_409")["status"], "pass");
     let seen = last_at(&v, "gateway_telegram_409");
     let v = d.wait_status("five more runs", Duration::from_secs(30), |v| {
         last_at(v, "gateway_telegram_409") > seen + 5 * 200
@@ -122,7 +119,7 @@ within_lines = 3
         Duration::from_secs(30),
         |v| output(v, "gateway_telegram_409").starts_with("4 lines matching"),
     );
-    assert_eq!(probe(&v, "gateway_telegram_409")["last_status"], "fail");
+    assert_eq!(probe(&v, "gateway_telegram_409")["status"], "fail");
     assert!(
         output(&v, "gateway_telegram_409")
             .contains("more than max_matches = 2; last: telegram: 409: Conflict"),
@@ -149,7 +146,7 @@ within_lines = 3
         .unwrap();
     append(&app, "ok\nok\nok\n");
     let v = d.wait_status("the truncated log is clean", Duration::from_secs(30), |v| {
-        probe(v, "app_errors")["last_status"] == "pass"
+        probe(v, "app_errors")["status"] == "pass"
     });
     assert!(
         output(&v, "app_errors").starts_with("0 lines matching /^ERROR/ in the last 3 lines"),

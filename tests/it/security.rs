@@ -19,10 +19,10 @@ fn set_mode(p: &Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 }
 
-/// The probe passed (live `/status` says `status`, the store `last_status`).
+/// The probe passed (`talon status --json`, live or from the store).
 fn probed(v: &serde_json::Value) -> bool {
     let p = &v["probes"][0];
-    p["status"] == "pass" || p["last_status"] == "pass"
+    p["status"] == "pass"
 }
 
 fn config(dir: &Path) -> std::path::PathBuf {

@@ -65,6 +65,9 @@ fn fail(board: &StatusBoard) {
                 text: "degraded → failed".into(),
             }],
             paged_channels: None,
+            paged_at_unix: None,
+            heals: 0,
+            agents: 0,
         });
         s.config_error = Some(ConfigError {
             file: "/etc/talon/services.toml".into(),

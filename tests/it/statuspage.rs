@@ -66,6 +66,9 @@ fn snapshot() -> StatusSnapshot {
             },
         ],
         paged_channels: None,
+        paged_at_unix: None,
+        heals: 0,
+        agents: 0,
     });
     s.transitions = vec![Transition {
         at_unix: 1_795_000_040,

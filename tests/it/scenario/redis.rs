@@ -126,7 +126,7 @@ heal = "{heal}"
         v["state"] == "healthy"
             && v["probes"].as_array().is_some_and(|a| {
                 a.iter()
-                    .any(|p| p["name"] == "cache" && p["last_status"] == "pass")
+                    .any(|p| p["name"] == "cache" && p["status"] == "pass")
             })
     });
 

@@ -301,8 +301,8 @@ fn healthy_worker(d: &Daemon, port: u16, not: Option<i32>) -> i32 {
     });
     d.wait_status("talon sees the worker healthy", LIMIT, |v| {
         let w = worker_probe(v);
-        w["last_status"] == "pass"
-            && w["last_output"]
+        w["status"] == "pass"
+            && w["output"]
                 .as_str()
                 .is_some_and(|o| o.contains(&format!("pid {pid} ")))
     });
