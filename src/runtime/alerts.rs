@@ -262,20 +262,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fires_resolves_a_probe_that_leaves_then_the_rest() {
         crate::net::install_tls_provider();
-        let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let s2 = seen.clone();
-        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-            let s2 = s2.clone();
-            async move {
-                if let Ok(v) = serde_json::from_slice(&body) {
-                    s2.lock().unwrap().push(v);
-                }
-                "{}"
-            }
-        });
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await });
+        let (url, seen) = receiver().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(
@@ -292,18 +279,7 @@ mod tests {
         snapshot.host = cfg.host_name();
         let (tx, rx) = watch::channel(snapshot.clone());
         let _cfg_tx = spawn(Arc::new(cfg), rx);
-        let wait = |n: usize| {
-            let seen = seen.clone();
-            async move {
-                for _ in 0..400 {
-                    if seen.lock().unwrap().len() >= n {
-                        return seen.lock().unwrap().clone();
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                panic!("fewer than {n} posts: {:?}", seen.lock().unwrap());
-            }
-        };
+        let wait = |n: usize| posts(seen.clone(), n);
         let posts = wait(1).await;
         let probes = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
@@ -342,9 +318,23 @@ mod tests {
         assert_eq!(posts.len(), 4, "{posts:?}");
     }
 
+    /// The bodies a receiver was posted, in order.
+    type Seen = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+    /// Wait (up to 20 s) until `seen` holds `n` posts; all of them.
+    async fn posts(seen: Seen, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..400 {
+            if seen.lock().unwrap().len() >= n {
+                return seen.lock().unwrap().clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} posts: {:?}", seen.lock().unwrap());
+    }
+
     /// A loopback receiver recording each post's body.
-    async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
-        let seen: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    async fn receiver() -> (String, Seen) {
+        let seen: Seen = Arc::default();
         let s2 = seen.clone();
         let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
             let s2 = s2.clone();
@@ -382,16 +372,8 @@ mod tests {
         .unwrap();
         let cfg = super::super::boot::load(&super::super::RunOptions { config: Some(path) })
             .expect("valid config");
-        let count = |s: &Arc<std::sync::Mutex<Vec<serde_json::Value>>>| s.lock().unwrap().len();
-        let wait = |s: Arc<std::sync::Mutex<Vec<serde_json::Value>>>, n: usize| async move {
-            for _ in 0..400 {
-                if s.lock().unwrap().len() >= n {
-                    return s.lock().unwrap().clone();
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("fewer than {n} posts: {:?}", s.lock().unwrap());
-        };
+        let count = |s: &Seen| s.lock().unwrap().len();
+        let wait = posts;
         // In sos, no step reached yet: nothing fires anywhere.
         let mut snapshot = snap(SystemState::Sos, &["a"]);
         snapshot.incident.as_mut().unwrap().paged_channels = Some(vec![]);

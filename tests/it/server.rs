@@ -337,14 +337,29 @@ fn fake_runtime(mut rx: mpsc::Receiver<ControlRequest>) -> tokio::task::JoinHand
     })
 }
 
-#[tokio::test]
-async fn write_endpoints_need_the_token_and_reach_the_runtime() {
+/// A router with the control endpoints open (token [`TOKEN`]) in front of [`fake_runtime`].
+fn controlled_app() -> (axum::Router, tokio::task::JoinHandle<Vec<String>>) {
     let (tx, rx) = mpsc::channel(4);
     let rt = fake_runtime(rx);
     let app = router(
         ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
         &ServerOptions::default(),
     );
+    (app, rt)
+}
+
+/// Drop the router and return what the fake runtime was asked, in order.
+async fn requests_seen(app: axum::Router, rt: tokio::task::JoinHandle<Vec<String>>) -> Vec<String> {
+    drop(app);
+    tokio::time::timeout(Duration::from_secs(5), rt)
+        .await
+        .expect("a sender outlived the router")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn write_endpoints_need_the_token_and_reach_the_runtime() {
+    let (app, rt) = controlled_app();
     let bearer = format!("Bearer {TOKEN}");
 
     let (code, v) = post(&app, "/ack", None, "{}").await;
@@ -411,11 +426,7 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 
-    drop(app);
-    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
-        .await
-        .expect("a sender outlived the router")
-        .unwrap();
+    let seen = requests_seen(app, rt).await;
     assert_eq!(
         seen,
         [
@@ -429,12 +440,7 @@ async fn write_endpoints_need_the_token_and_reach_the_runtime() {
 /// One rule for "who" on every write endpoint: the name the caller gives (cleaned), else `http`.
 #[tokio::test]
 async fn every_write_endpoint_records_the_named_caller_else_http() {
-    let (tx, rx) = mpsc::channel(4);
-    let rt = fake_runtime(rx);
-    let app = router(
-        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
-        &ServerOptions::default(),
-    );
+    let (app, rt) = controlled_app();
     let bearer = format!("Bearer {TOKEN}");
     let long = "x".repeat(100);
     for (path, body) in [
@@ -463,11 +469,7 @@ async fn every_write_endpoint_records_the_named_caller_else_http() {
         };
         assert_eq!(code, want, "{path} {body}: {v}");
     }
-    drop(app);
-    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
-        .await
-        .expect("a sender outlived the router")
-        .unwrap();
+    let seen = requests_seen(app, rt).await;
     assert_eq!(
         seen,
         [
@@ -845,12 +847,7 @@ async fn health_stays_consistent_under_concurrent_updates() {
 
 #[tokio::test]
 async fn pings_need_their_own_probe_token_and_take_job_output_beyond_the_json_limit() {
-    let (tx, rx) = mpsc::channel(4);
-    let rt = fake_runtime(rx);
-    let app = router(
-        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
-        &ServerOptions::default(),
-    );
+    let (app, rt) = controlled_app();
     let tok = talon::probe::push::token(TOKEN, "backup");
     let api_bearer = format!("Bearer {TOKEN}");
     // The API token itself is not a ping token, nor is another probe's.
@@ -874,8 +871,7 @@ async fn pings_need_their_own_probe_token_and_take_job_output_beyond_the_json_li
     let huge = "x".repeat(talon::probe::push::MAX_PING_BODY + 1);
     let (code, _) = post(&app, "/ping/backup/fail", Some(&bearer), &huge).await;
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
-    drop(app);
-    let seen = rt.await.unwrap();
+    let seen = requests_seen(app, rt).await;
     assert_eq!(
         seen,
         vec![
@@ -888,12 +884,7 @@ async fn pings_need_their_own_probe_token_and_take_job_output_beyond_the_json_li
 
 #[tokio::test]
 async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_runtime() {
-    let (tx, rx) = mpsc::channel(4);
-    let rt = fake_runtime(rx);
-    let app = router(
-        ServerState::new(board(), Arc::new(Metrics::new())).with_control(tx, Some(TOKEN.into())),
-        &ServerOptions::default(),
-    );
+    let (app, rt) = controlled_app();
     let bearer = format!("Bearer {TOKEN}");
     let (code, _) = post(&app, "/worker", None, r#"{"action":"stop"}"#).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
@@ -926,10 +917,6 @@ async fn worker_controls_need_the_token_take_only_known_actions_and_reach_the_ru
     )
     .await;
     assert_eq!(code, StatusCode::CONFLICT, "a failed action is a 409: {v}");
-    drop(app);
-    let seen = tokio::time::timeout(Duration::from_secs(5), rt)
-        .await
-        .expect("a sender outlived the router")
-        .unwrap();
+    let seen = requests_seen(app, rt).await;
     assert_eq!(seen, ["worker restart by cli", "worker start by alice"]);
 }
