@@ -14,18 +14,35 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, config: &Path) -> Daemon {
+        Self::start_bin(&crate::support::talon_bin(), dir, config)
+    }
+
+    /// [`Daemon::start`] running the binary at `bin` (a private copy, for a test that measures
+    /// the pages of its own executable: other tests' daemons map the shared one).
+    pub fn start_bin(bin: &Path, dir: &Path, config: &Path) -> Daemon {
         // Tests run in parallel: none may take the default 127.0.0.1:9999 (nor answer another
         // test's `talon status`). A test that wants the HTTP surfaces binds its own free port.
         let text = std::fs::read_to_string(config).unwrap();
         if !text.contains("[health]") {
             std::fs::write(config, format!("{text}\n[health]\nenabled = false\n")).unwrap();
         }
-        let mut c = talon(dir);
+        let mut c = crate::support::talon_at(bin, dir);
         c.arg("run").arg("--config").arg(config).current_dir(dir);
         c.stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("talon.stderr")).unwrap());
+        // A freshly copied binary can be "text file busy" for a moment: a child another test
+        // forked may still hold the copy's write descriptor until it execs.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let child = loop {
+            match c.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.expect("start talon run"),
+            }
+        };
         Daemon {
-            child: Some(c.spawn().expect("start talon run")),
+            child: Some(child),
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
         }

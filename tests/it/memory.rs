@@ -75,7 +75,11 @@ fn start_up_code_is_paged_out_after_the_start_and_after_a_reload() {
         "services.toml",
         &format!("[tcp.local]\naddress = \"{target}\"\n"),
     );
-    let mut d = Daemon::start(dir, &config);
+    // A private copy of the binary: the kernel leaves pages that another process also maps
+    // resident, and the tests running beside this one run daemons of the shared binary.
+    let bin = dir.join("talon-private");
+    std::fs::copy(crate::support::talon_bin(), &bin).unwrap();
+    let mut d = Daemon::start_bin(&bin, dir, &config);
     let addr = format!("127.0.0.1:{port}");
     wait("/health", Duration::from_secs(30), || {
         http_get(&addr, "/health", Duration::from_secs(2))

@@ -13,7 +13,12 @@ pub fn talon_bin() -> PathBuf {
 /// A `talon` command isolated from the developer's own config: HOME and XDG dirs point into
 /// `home`, and `TALON_CONFIG` is unset.
 pub fn talon(home: &Path) -> Command {
-    let mut c = Command::new(talon_bin());
+    talon_at(&talon_bin(), home)
+}
+
+/// [`talon`] with another copy of the binary.
+pub fn talon_at(bin: &Path, home: &Path) -> Command {
+    let mut c = Command::new(bin);
     c.env("HOME", home)
         .env_remove("TALON_CONFIG")
         .env_remove("XDG_CONFIG_HOME")
